@@ -1,0 +1,65 @@
+//! Inference engines for promptloop: the [`Engine`] trait and one backend per file, each behind
+//! a cargo feature (`llama` on by default; `candle` and `mlx` come later).
+//!
+//! Engines are synchronous and own their threads: a backend runs its model on a worker thread
+//! fed by a channel, so callers only ever hold a `Send + Sync` handle. A backend that was not
+//! compiled in still has its [`EngineKind`] and returns [`EngineError::NotCompiled`] from
+//! [`load`].
+
+mod error;
+mod json_scan;
+pub mod memory;
+mod sampling;
+mod types;
+
+#[cfg(feature = "llama")]
+pub mod llama;
+
+pub use error::EngineError;
+pub use json_scan::JsonScanner;
+pub use types::{
+    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
+    EngineKind, Request, Response, Sampling, StopReason, Timings, TokenCounts,
+};
+
+/// An in-process inference engine holding one loaded model.
+///
+/// Implementations are cheap handles to a worker thread; `generate` blocks until the whole
+/// batch is done. Results come back in request order, one `Result` per request, so one
+/// over-long input does not fail its neighbours.
+pub trait Engine: Send + Sync {
+    /// What was loaded and what this engine can do.
+    fn info(&self) -> &EngineInfo;
+
+    /// Number of tokens `messages` occupy once the chat template is applied (the exact prompt
+    /// that `generate` would prefill).
+    fn count_tokens(&self, messages: &[ChatMessage]) -> Result<usize, EngineError>;
+
+    /// Generates one completion per request. Requests are batched internally up to
+    /// [`Capabilities::max_batch`]; a shared token prefix is computed once per batch.
+    fn generate(&self, requests: &[Request]) -> Vec<Result<Response, EngineError>>;
+}
+
+/// Loads `config.model` with the engine `kind`.
+///
+/// # Errors
+/// [`EngineError::NotCompiled`] when the backend's feature is off; otherwise whatever the
+/// backend reports while loading (missing file, bad GGUF, no chat template, …).
+pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
+    match kind {
+        #[cfg(feature = "llama")]
+        EngineKind::Llama => Ok(Box::new(llama::LlamaEngine::load(config)?)),
+        other => Err(EngineError::NotCompiled {
+            kind: other,
+            feature: other.feature(),
+        }),
+    }
+}
+
+/// The engines compiled into this build.
+pub fn compiled_engines() -> Vec<EngineKind> {
+    EngineKind::ALL
+        .into_iter()
+        .filter(|k| k.is_compiled())
+        .collect()
+}

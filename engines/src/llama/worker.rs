@@ -1,0 +1,494 @@
+//! The llama worker thread: loads the model, opens one context with a KV stream per sequence,
+//! and serves jobs until the handle is dropped.
+//!
+//! A batch of requests is split into groups of at most `batch_size` sequences. In a group the
+//! longest common token prefix is prefilled once on sequence 0 and copied to the others
+//! (`llama_memory_seq_cp`); then every sequence's own suffix is prefilled, and decoding advances
+//! all live sequences one token per `decode` call.
+
+use std::num::NonZeroU32;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+
+use super::constraint::{Compiler, SeqConstraint};
+use super::{panic_message, Job, BINDINGS_VERSION};
+use crate::memory::PeakWatch;
+use crate::sampling::Rng;
+use crate::{
+    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo,
+    EngineKind, JsonScanner, Request, Response, StopReason, Timings, TokenCounts,
+};
+
+/// llama.cpp's backend may be initialised once per process.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load {
+            kind: EngineKind::Llama,
+            path: std::path::PathBuf::new(),
+            reason: format!("llama backend init: {e}"),
+        })
+}
+
+/// Entry point of the worker thread.
+pub(super) fn run(
+    cfg: &EngineConfig,
+    jobs: &mpsc::Receiver<Job>,
+    ready: &mpsc::Sender<Result<EngineInfo, EngineError>>,
+) {
+    let t0 = Instant::now();
+    let load_err = |reason: String| EngineError::Load { kind: EngineKind::Llama, path: cfg.model.clone(), reason };
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let model = match LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default()) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err(load_err(e.to_string())));
+            return;
+        }
+    };
+    let setup = (|| {
+        let (template, template_name) = resolve_template(&model, cfg)?;
+        let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        let n_seq = cfg.batch_size;
+        let n_ctx_seq = cfg.n_ctx.unwrap_or_else(|| model.n_ctx_train().min(16_384));
+        if n_ctx_seq < 16 {
+            return Err(EngineError::Config(format!("context of {n_ctx_seq} tokens is too small")));
+        }
+        let total = n_ctx_seq
+            .checked_mul(n_seq)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| EngineError::Config("context x batch size overflows".into()))?;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(Some(total))
+            .with_n_batch(cfg.n_batch)
+            .with_n_ubatch(cfg.n_batch)
+            .with_n_seq_max(n_seq)
+            .with_n_threads(threads as i32)
+            .with_n_threads_batch(threads as i32)
+            .with_kv_unified(cfg.kv_unified);
+        let ctx = model.new_context(backend, params).map_err(|e| load_err(e.to_string()))?;
+        let compiler = Compiler::new(&model, cfg.constraint_backend)?;
+        let n_ctx_seq = (ctx.n_ctx() / n_seq) as usize;
+        let info = describe(&model, cfg, &template_name, threads, n_ctx_seq, ctx.n_ctx(), t0);
+        Ok((ctx, compiler, template, info))
+    })();
+    let (ctx, compiler, template, info) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut worker = Worker {
+        model: &model,
+        ctx,
+        compiler,
+        template,
+        n_ctx_seq: info.capabilities.max_context,
+        n_seq: cfg.batch_size as usize,
+        n_batch: cfg.n_batch as usize,
+        min_shared_prefix: cfg.min_shared_prefix,
+        batches_run: 0,
+    };
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    for job in jobs {
+        match job {
+            Job::Generate { requests, reply } => {
+                let out = catch_unwind(AssertUnwindSafe(|| worker.generate(&requests))).unwrap_or_else(|p| {
+                    let why = panic_message(Some(p));
+                    requests.iter().map(|_| Err(EngineError::Decode(format!("engine panicked: {why}")))).collect()
+                });
+                let _ = reply.send(out);
+            }
+            Job::CountTokens { messages, reply } => {
+                let out = catch_unwind(AssertUnwindSafe(|| worker.tokenize(&messages).map(|t| t.len())))
+                    .unwrap_or_else(|p| Err(EngineError::Decode(format!("engine panicked: {}", panic_message(Some(p))))));
+                let _ = reply.send(out);
+            }
+        }
+    }
+}
+
+fn resolve_template(model: &LlamaModel, cfg: &EngineConfig) -> Result<(LlamaChatTemplate, String), EngineError> {
+    let named = |name: &str| {
+        LlamaChatTemplate::new(name)
+            .map(|t| (t, name.to_string()))
+            .map_err(|e| EngineError::ChatTemplate { template: name.into(), reason: e.to_string() })
+    };
+    let (template, name) = if let Some(name) = &cfg.chat_template {
+        named(name)?
+    } else if let Ok(t) = model.chat_template(None) {
+        (t, "gguf".to_string())
+    } else {
+        // Base models ship without a template; Gemma's own turn format is the only safe guess.
+        let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+        if arch.starts_with("gemma") {
+            tracing::warn!(%arch, "model has no chat template; using the built-in `gemma` template");
+            named("gemma")?
+        } else {
+            return Err(EngineError::NoChatTemplate { path: cfg.model.clone() });
+        }
+    };
+    // Fail at load, not on the first request, if the template name is unknown.
+    let probe = [LlamaChatMessage::new("user".into(), "hi".into())
+        .map_err(|e| EngineError::ChatTemplate { template: name.clone(), reason: e.to_string() })?];
+    model
+        .apply_chat_template(&template, &probe, true)
+        .map_err(|e| EngineError::ChatTemplate { template: name.clone(), reason: e.to_string() })?;
+    Ok((template, name))
+}
+
+fn describe(
+    model: &LlamaModel,
+    cfg: &EngineConfig,
+    template: &str,
+    threads: usize,
+    n_ctx_seq: usize,
+    n_ctx_total: u32,
+    t0: Instant,
+) -> EngineInfo {
+    let meta = |k: &str| model.meta_val_str(k).ok();
+    let arch = meta("general.architecture").unwrap_or_else(|| "unknown".into());
+    let name = meta("general.name").unwrap_or_else(|| "unnamed".into());
+    let n_head = u64::from(model.n_head().max(1));
+    let head_dim = |key: &str| {
+        meta(&format!("{arch}.attention.{key}"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(model.n_embd().max(0) as u64 / n_head)
+    };
+    // Upper bound: f16 K and V for every layer and every cell (SWA layers may use less).
+    let kv_cache_bytes = u64::from(model.n_layer())
+        * u64::from(n_ctx_total)
+        * u64::from(model.n_head_kv())
+        * (head_dim("key_length") + head_dim("value_length"))
+        * 2;
+    EngineInfo {
+        kind: EngineKind::Llama,
+        backend_version: BINDINGS_VERSION.into(),
+        model_path: cfg.model.clone(),
+        model_desc: format!("{name} ({arch}, {:.0}M params)", model.n_params() as f64 / 1e6),
+        model_bytes: model.size(),
+        n_params: model.n_params(),
+        vocab_size: model.n_vocab().max(0) as usize,
+        chat_template: template.into(),
+        threads,
+        constraint_backend: cfg.constraint_backend,
+        capabilities: Capabilities {
+            max_context: n_ctx_seq,
+            max_batch: cfg.batch_size as usize,
+            shared_prefix: true,
+            prefix_cache: false,
+            constraint_backends: vec![ConstraintBackend::Llguidance, ConstraintBackend::Gbnf, ConstraintBackend::None],
+        },
+        kv_cache_bytes,
+        load_ms: ms(t0),
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    compiler: Compiler,
+    template: LlamaChatTemplate,
+    n_ctx_seq: usize,
+    n_seq: usize,
+    n_batch: usize,
+    min_shared_prefix: usize,
+    batches_run: u64,
+}
+
+/// One request in flight.
+struct Seq<'r> {
+    req: &'r Request,
+    slot: usize,
+    tokens: Vec<LlamaToken>,
+    tokenize_ms: f64,
+    constraint: SeqConstraint,
+    scanner: JsonScanner,
+    rng: Rng,
+    n_past: i32,
+    pending: Option<LlamaToken>,
+    out: Vec<u8>,
+    n_out: usize,
+    shared: usize,
+    stop: Option<StopReason>,
+    error: Option<EngineError>,
+    t_prefilled: f64,
+    t_first: f64,
+    t_done: f64,
+}
+
+impl Worker<'_> {
+    fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
+        let tmpl_err = |reason: String| EngineError::ChatTemplate { template: "model".into(), reason };
+        let chat = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()).map_err(|e| tmpl_err(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let text = self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| tmpl_err(e.to_string()))?;
+        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+    }
+
+    fn prepare<'r>(&mut self, slot: usize, req: &'r Request) -> Result<Seq<'r>, EngineError> {
+        let t = Instant::now();
+        let tokens = self.tokenize(&req.messages)?;
+        let tokenize_ms = ms(t);
+        let max_tokens = req.max_tokens.max(1) as usize;
+        let max = self.n_ctx_seq.saturating_sub(max_tokens);
+        if tokens.len() > max {
+            return Err(EngineError::InputTooLong {
+                tokens: tokens.len(),
+                max,
+                context: self.n_ctx_seq,
+                max_tokens,
+            });
+        }
+        let schema = match &req.constraint {
+            Constraint::None => None,
+            Constraint::JsonSchema(s) => Some(s),
+        };
+        let constraint = self.compiler.start(self.model, schema)?;
+        Ok(Seq {
+            req,
+            slot,
+            tokens,
+            tokenize_ms,
+            constraint,
+            scanner: JsonScanner::new(),
+            rng: Rng::new(req.sampling.seed),
+            n_past: 0,
+            pending: None,
+            out: Vec::new(),
+            n_out: 0,
+            shared: 0,
+            stop: None,
+            error: None,
+            t_prefilled: 0.0,
+            t_first: 0.0,
+            t_done: 0.0,
+        })
+    }
+
+    fn generate(&mut self, requests: &[Request]) -> Vec<Result<Response, EngineError>> {
+        let mut results: Vec<Option<Result<Response, EngineError>>> = requests.iter().map(|_| None).collect();
+        let mut ready = Vec::new();
+        for (slot, req) in requests.iter().enumerate() {
+            match self.prepare(slot, req) {
+                Ok(seq) => ready.push(seq),
+                Err(e) => results[slot] = Some(Err(e)),
+            }
+        }
+        while !ready.is_empty() {
+            let rest = ready.split_off(ready.len().min(self.n_seq));
+            let group = std::mem::replace(&mut ready, rest);
+            for (slot, res) in self.run_group(group) {
+                results[slot] = Some(res);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into()))))
+            .collect()
+    }
+
+    fn run_group(&mut self, mut seqs: Vec<Seq<'_>>) -> Vec<(usize, Result<Response, EngineError>)> {
+        let watch = PeakWatch::start();
+        let t0 = Instant::now();
+        let outcome = self.prefill(&mut seqs, t0).and_then(|()| self.decode(&mut seqs, t0));
+        let peak = watch.peak();
+        let batch_size = seqs.len();
+        let batch_id = self.batches_run;
+        self.batches_run += 1;
+        seqs.into_iter()
+            .map(|s| {
+                let slot = s.slot;
+                if let Err(e) = &outcome {
+                    return (slot, Err(EngineError::Decode(e.to_string())));
+                }
+                if let Some(e) = s.error {
+                    return (slot, Err(e));
+                }
+                let timings = Timings {
+                    tokenize_ms: s.tokenize_ms,
+                    prefill_ms: s.t_prefilled,
+                    ttft_ms: s.tokenize_ms + s.t_first,
+                    decode_ms: (s.t_done - s.t_first).max(0.0),
+                    total_ms: s.tokenize_ms + s.t_done,
+                };
+                let response = Response {
+                    id: s.req.id.clone(),
+                    text: String::from_utf8_lossy(&s.out).into_owned(),
+                    stop: s.stop.unwrap_or(StopReason::MaxTokens),
+                    tokens: TokenCounts { input: s.tokens.len(), output: s.n_out, shared_prefix: s.shared },
+                    timings,
+                    peak_rss_bytes: peak,
+                    batch_size,
+                    batch_id,
+                };
+                (slot, Ok(response))
+            })
+            .collect()
+    }
+
+    /// Prefills every sequence of the group; samples each sequence's first token as soon as its
+    /// last prompt token has logits (they are overwritten by the next `decode`).
+    fn prefill(&mut self, seqs: &mut [Seq<'_>], t0: Instant) -> Result<(), EngineError> {
+        self.ctx.clear_kv_cache();
+        let shared = if seqs.len() > 1 { shared_prefix(seqs) } else { 0 };
+        let shared = if shared >= self.min_shared_prefix { shared } else { 0 };
+        let mut batch = LlamaBatch::new(self.n_batch, self.n_seq as i32);
+        if shared > 0 {
+            for chunk in seqs[0].tokens[..shared].chunks(self.n_batch) {
+                batch.clear();
+                let start = seqs[0].n_past;
+                for (i, &tok) in chunk.iter().enumerate() {
+                    add(&mut batch, tok, start + i as i32, 0, false)?;
+                }
+                self.decode_batch(&mut batch)?;
+                seqs[0].n_past += chunk.len() as i32;
+            }
+            for (id, s) in seqs.iter_mut().enumerate() {
+                if id > 0 {
+                    self.ctx
+                        .kv_cache_seq_cp(0, id as i32, None, None)
+                        .map_err(|e| EngineError::Decode(format!("KV copy: {e}")))?;
+                }
+                s.n_past = shared as i32;
+                s.shared = shared;
+            }
+        }
+        // Each sequence's own suffix; the batch may span sequences.
+        batch.clear();
+        let mut waiting: Vec<(usize, i32)> = Vec::new();
+        for id in 0..seqs.len() {
+            let (start, n) = (seqs[id].n_past, seqs[id].tokens.len());
+            for i in (start as usize)..n {
+                let last = i + 1 == n;
+                add(&mut batch, seqs[id].tokens[i], i as i32, id as i32, last)?;
+                if last {
+                    waiting.push((id, batch.n_tokens() - 1));
+                }
+                if batch.n_tokens() as usize == self.n_batch {
+                    self.decode_batch(&mut batch)?;
+                    self.first_tokens(seqs, &mut waiting, t0);
+                    batch.clear();
+                }
+            }
+            seqs[id].n_past = n as i32;
+        }
+        if batch.n_tokens() > 0 {
+            self.decode_batch(&mut batch)?;
+            self.first_tokens(seqs, &mut waiting, t0);
+        }
+        Ok(())
+    }
+
+    fn first_tokens(&mut self, seqs: &mut [Seq<'_>], waiting: &mut Vec<(usize, i32)>, t0: Instant) {
+        for (id, idx) in waiting.drain(..) {
+            seqs[id].t_prefilled = ms(t0);
+            self.step(&mut seqs[id], idx, t0);
+        }
+    }
+
+    fn decode(&mut self, seqs: &mut [Seq<'_>], t0: Instant) -> Result<(), EngineError> {
+        let mut batch = LlamaBatch::new(self.n_seq.max(1), self.n_seq as i32);
+        loop {
+            batch.clear();
+            let mut live = Vec::new();
+            for (id, s) in seqs.iter_mut().enumerate() {
+                if let (None, Some(tok)) = (s.stop, s.pending.take()) {
+                    add(&mut batch, tok, s.n_past, id as i32, true)?;
+                    s.n_past += 1;
+                    live.push((id, batch.n_tokens() - 1));
+                }
+            }
+            if live.is_empty() {
+                return Ok(());
+            }
+            self.decode_batch(&mut batch)?;
+            for (id, idx) in live {
+                self.step(&mut seqs[id], idx, t0);
+            }
+        }
+    }
+
+    /// Samples one token for `s` from the logits at batch index `idx` and updates its state.
+    fn step(&mut self, s: &mut Seq<'_>, idx: i32, t0: Instant) {
+        let logits = self.ctx.get_logits_ith(idx);
+        let tok = match s.constraint.choose(logits, &s.req.sampling, &mut s.rng) {
+            Ok(t) => t,
+            Err(e) => {
+                s.error = Some(e);
+                s.stop = Some(StopReason::Eos);
+                s.t_done = ms(t0);
+                return;
+            }
+        };
+        let now = ms(t0);
+        if s.n_out == 0 {
+            s.t_first = now;
+        }
+        if self.model.vocab().is_eog(tok) && !s.req.ignore_eos {
+            s.stop = Some(StopReason::Eos);
+            s.t_done = now;
+            return;
+        }
+        s.n_out += 1;
+        let piece = self.model.vocab().token_to_piece(tok, false, None);
+        s.out.extend_from_slice(&piece);
+        if s.constraint.is_active() && s.scanner.feed(&piece) {
+            s.stop = Some(StopReason::ConstraintComplete);
+        } else if s.n_out >= s.req.max_tokens.max(1) as usize {
+            s.stop = Some(StopReason::MaxTokens);
+        } else {
+            s.pending = Some(tok);
+            return;
+        }
+        s.t_done = now;
+    }
+
+    fn decode_batch(&mut self, batch: &mut LlamaBatch) -> Result<(), EngineError> {
+        self.ctx.decode(batch).map_err(|e| EngineError::Decode(e.to_string()))
+    }
+}
+
+fn add(batch: &mut LlamaBatch, tok: LlamaToken, pos: i32, seq: i32, logits: bool) -> Result<(), EngineError> {
+    batch.add(tok, pos, &[seq], logits).map_err(|e| EngineError::Decode(format!("batch: {e}")))
+}
+
+/// Longest common token prefix of all sequences, leaving every sequence at least one token of
+/// its own (its last prompt token must be decoded with logits on its own sequence).
+fn shared_prefix(seqs: &[Seq<'_>]) -> usize {
+    let first = &seqs[0].tokens;
+    let mut n = seqs.iter().map(|s| s.tokens.len()).min().unwrap_or(0).saturating_sub(1);
+    for s in &seqs[1..] {
+        n = n.min(first.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count());
+    }
+    n
+}

@@ -1,0 +1,360 @@
+//! Plain data shared by every backend: what to load, what to generate, what came back.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Every backend promptloop knows, whether or not it is compiled into this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// llama.cpp through `llama-cpp-2`.
+    Llama,
+    /// candle (CPU; CUDA/Metal when enabled).
+    Candle,
+    /// MLX through `mlx-rs`.
+    Mlx,
+}
+
+impl EngineKind {
+    /// All kinds, in routing preference order.
+    pub const ALL: [EngineKind; 3] = [EngineKind::Llama, EngineKind::Candle, EngineKind::Mlx];
+
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            EngineKind::Llama => "llama",
+            EngineKind::Candle => "candle",
+            EngineKind::Mlx => "mlx",
+        }
+    }
+
+    /// Whether this build contains the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            EngineKind::Llama => cfg!(feature = "llama"),
+            // Not written yet: they report "not compiled" until their backends land.
+            EngineKind::Candle | EngineKind::Mlx => false,
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.feature())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "llama" | "llama.cpp" | "llamacpp" => Ok(EngineKind::Llama),
+            "candle" => Ok(EngineKind::Candle),
+            "mlx" => Ok(EngineKind::Mlx),
+            other => Err(format!("unknown engine `{other}` (expected llama, candle or mlx)")),
+        }
+    }
+}
+
+/// How a JSON-Schema constraint is enforced while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConstraintBackend {
+    /// llguidance (Rust): token masks from a lexer/parser, ~0.2-0.9 ms per token.
+    #[default]
+    Llguidance,
+    /// llama.cpp's JSON-Schema -> GBNF converter and grammar sampler (slow on big vocabularies).
+    Gbnf,
+    /// No constraint: the model writes free text.
+    None,
+}
+
+impl fmt::Display for ConstraintBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConstraintBackend::Llguidance => "llguidance",
+            ConstraintBackend::Gbnf => "gbnf",
+            ConstraintBackend::None => "none",
+        })
+    }
+}
+
+impl FromStr for ConstraintBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "llguidance" | "llg" => Ok(ConstraintBackend::Llguidance),
+            "gbnf" | "grammar" => Ok(ConstraintBackend::Gbnf),
+            "none" | "off" => Ok(ConstraintBackend::None),
+            other => Err(format!("unknown constraint `{other}` (expected llguidance, gbnf or none)")),
+        }
+    }
+}
+
+/// What a request's output must satisfy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Constraint {
+    /// Free text.
+    #[default]
+    None,
+    /// A JSON value valid for this JSON Schema (enforced by the engine's [`ConstraintBackend`]).
+    JsonSchema(serde_json::Value),
+}
+
+/// Token selection. Greedy is deterministic for a given engine configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus cut-off, applied after temperature; 1.0 keeps everything.
+    pub top_p: f32,
+    /// Seed of the per-request random stream.
+    pub seed: u64,
+}
+
+impl Sampling {
+    /// Argmax decoding: the same input gives the same output on the same configuration.
+    pub const fn greedy() -> Self {
+        Sampling { temperature: 0.0, top_p: 1.0, seed: 0 }
+    }
+
+    /// Seeded random sampling.
+    pub const fn seeded(temperature: f32, top_p: f32, seed: u64) -> Self {
+        Sampling { temperature, top_p, seed }
+    }
+
+    /// Whether this is greedy decoding.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+/// One chat message; the engine applies the model's own chat template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self { role: "system".into(), content: content.into() }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: "user".into(), content: content.into() }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self { role: "assistant".into(), content: content.into() }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Caller's id, echoed in the response.
+    pub id: String,
+    pub messages: Vec<ChatMessage>,
+    pub constraint: Constraint,
+    pub max_tokens: u32,
+    pub sampling: Sampling,
+    /// Keep decoding past end-of-generation tokens (benchmarks only).
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    /// A greedy request with no constraint.
+    pub fn new(id: impl Into<String>, messages: Vec<ChatMessage>, max_tokens: u32) -> Self {
+        Self {
+            id: id.into(),
+            messages,
+            constraint: Constraint::None,
+            max_tokens,
+            sampling: Sampling::greedy(),
+            ignore_eos: false,
+        }
+    }
+
+    /// The same request under a JSON-Schema constraint.
+    #[must_use]
+    pub fn with_schema(mut self, schema: serde_json::Value) -> Self {
+        self.constraint = Constraint::JsonSchema(schema);
+        self
+    }
+}
+
+/// Why decoding stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model emitted an end-of-generation token.
+    Eos,
+    /// The output token budget ran out (the output may be cut off).
+    MaxTokens,
+    /// The constrained JSON value was complete.
+    ConstraintComplete,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ConstraintComplete => "constraint_complete",
+        })
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCounts {
+    /// Prompt tokens after the chat template.
+    pub input: usize,
+    /// Generated tokens (end-of-generation token not counted).
+    pub output: usize,
+    /// Leading prompt tokens shared with the rest of the batch and prefilled once.
+    pub shared_prefix: usize,
+}
+
+/// Wall-clock phases of one request, in milliseconds.
+///
+/// In a batch, `prefill_ms` and `ttft_ms` run from the start of the batch: they are the latency
+/// this request saw, not CPU time attributed to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub tokenize_ms: f64,
+    pub prefill_ms: f64,
+    /// Time to first token, tokenization included.
+    pub ttft_ms: f64,
+    /// From the first generated token to the last.
+    pub decode_ms: f64,
+    pub total_ms: f64,
+}
+
+impl Timings {
+    /// Prompt tokens per second of prefill (0 when nothing was measured).
+    pub fn prefill_tok_s(&self, counts: &TokenCounts) -> f64 {
+        rate(counts.input.saturating_sub(counts.shared_prefix).max(1), self.prefill_ms)
+    }
+
+    /// Generated tokens per second after the first one.
+    pub fn decode_tok_s(&self, counts: &TokenCounts) -> f64 {
+        rate(counts.output.saturating_sub(1), self.decode_ms)
+    }
+}
+
+fn rate(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 && n > 0 {
+        n as f64 / (ms / 1000.0)
+    } else {
+        0.0
+    }
+}
+
+/// One request's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub id: String,
+    pub text: String,
+    pub stop: StopReason,
+    pub tokens: TokenCounts,
+    pub timings: Timings,
+    /// Peak resident memory of the process while this request's batch ran (bytes).
+    pub peak_rss_bytes: u64,
+    /// Requests decoded together with this one (1 = alone).
+    pub batch_size: usize,
+    /// Which engine batch this request ran in (increasing per engine), to aggregate throughput.
+    pub batch_id: u64,
+}
+
+impl Response {
+    /// Whether the output hit the token cap.
+    pub fn truncated(&self) -> bool {
+        self.stop == StopReason::MaxTokens
+    }
+}
+
+/// What to load and how to run it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// GGUF file.
+    pub model: PathBuf,
+    /// Context per sequence in tokens; `None` = the model's training context, capped at 16384.
+    pub n_ctx: Option<u32>,
+    /// CPU threads; `None` = all available cores.
+    pub threads: Option<usize>,
+    /// Sequences decoded together (1 = one request at a time).
+    pub batch_size: u32,
+    /// Prompt tokens per decode call during prefill.
+    pub n_batch: u32,
+    /// How JSON-Schema constraints are enforced.
+    pub constraint_backend: ConstraintBackend,
+    /// Override the GGUF's chat template with a built-in one by name (`chatml`, `gemma`, …).
+    pub chat_template: Option<String>,
+    /// One KV buffer shared by all sequences instead of one per sequence.
+    pub kv_unified: bool,
+    /// Shortest common prefix worth prefilling once and copying to the other sequences.
+    pub min_shared_prefix: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for `model`: llguidance, batch of 4, all cores.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            n_ctx: None,
+            threads: None,
+            batch_size: 4,
+            n_batch: 512,
+            constraint_backend: ConstraintBackend::default(),
+            chat_template: None,
+            kv_unified: false,
+            min_shared_prefix: 16,
+        }
+    }
+}
+
+/// What the engine can do, for the router and the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Context per sequence (prompt + output) in tokens.
+    pub max_context: usize,
+    /// Sequences decoded together.
+    pub max_batch: usize,
+    /// Whether a shared prompt prefix is computed once per batch.
+    pub shared_prefix: bool,
+    /// Whether KV state of a prefix persists across calls (not yet).
+    pub prefix_cache: bool,
+    pub constraint_backends: Vec<ConstraintBackend>,
+}
+
+/// What was loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub kind: EngineKind,
+    /// Backend library and version, e.g. `llama-cpp-2 0.1.160`.
+    pub backend_version: String,
+    pub model_path: PathBuf,
+    /// Human description from the GGUF (architecture, size, quantisation).
+    pub model_desc: String,
+    pub model_bytes: u64,
+    pub n_params: u64,
+    pub vocab_size: usize,
+    /// Name of the chat template in use (`gguf` for the model's own).
+    pub chat_template: String,
+    pub threads: usize,
+    pub constraint_backend: ConstraintBackend,
+    pub capabilities: Capabilities,
+    /// KV cache size for all sequences, computed from the model's shape (bytes).
+    pub kv_cache_bytes: u64,
+    /// Wall time of loading the model and building the constraint tables.
+    pub load_ms: f64,
+}
