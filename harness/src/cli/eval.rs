@@ -1,0 +1,194 @@
+//! `promptloop eval`: one pass of a prompt over one split, with a table or JSON summary.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use engines::{ConstraintBackend, EngineConfig, EngineKind};
+use harness::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
+use harness::summary::{Labels, Summary};
+use harness::task::Task;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::InputError;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Task directory (holds task.toml).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// GGUF path or a known name (smollm2-135m, gemma3-270m).
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// Engine: llama (candle and mlx when compiled in).
+    #[arg(long, default_value = "llama")]
+    pub engine: EngineKind,
+    /// Evaluate only the first N examples of the split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// How the JSON Schema is enforced: llguidance, gbnf or none.
+    #[arg(long, default_value = "llguidance")]
+    pub constraint: ConstraintBackend,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Examples decoded together.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: u32,
+    /// Context per sequence in tokens (default: the model's, capped at 16384).
+    #[arg(long)]
+    pub ctx: Option<u32>,
+    /// Output token cap (default: the task's max-tokens).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Do not add maxItems/maxLength bounds from the train split to the constraint.
+    #[arg(long)]
+    pub no_bounds: bool,
+    /// Built-in chat template to use instead of the model's own (chatml, gemma, llama3, …).
+    #[arg(long)]
+    pub chat_template: Option<String>,
+    /// Instruction prompt file to use instead of the task's.
+    #[arg(long)]
+    pub prompt: Option<PathBuf>,
+    /// Print the summary as one JSON object (the last line on stdout).
+    #[arg(long)]
+    pub json: bool,
+    /// Write one JSON record per example (output, verdicts, timings) to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
+    let task = Task::load(&args.task)?;
+    let split = task.split(&args.split)?;
+    let examples = match args.limit {
+        Some(n) => &split.examples[..n.min(split.examples.len())],
+        None => &split.examples[..],
+    };
+    let instruction = match &args.prompt {
+        Some(path) => read_prompt(path)?,
+        None => task.prompt.clone(),
+    };
+    let validator = task.validator()?;
+    let constraint_schema = if args.constraint == ConstraintBackend::None {
+        None
+    } else if task.bounds.enabled && !args.no_bounds {
+        let from = task.split(&task.bounds.from_split)?;
+        let (schema, notes) = harness::bounds::harden_schema(&task.schema, &from.examples, &task.bounds);
+        if !quiet && !args.json {
+            eprintln!("bounds from {} gold values:\n{}", from.name, harness::bounds::describe(&notes));
+        }
+        Some(schema)
+    } else {
+        Some(task.schema.clone())
+    };
+
+    let model_path = harness::models::resolve(&args.model)?;
+    let mut cfg = EngineConfig::new(&model_path);
+    cfg.n_ctx = args.ctx;
+    cfg.threads = args.threads;
+    cfg.batch_size = args.batch_size;
+    cfg.constraint_backend = args.constraint;
+    cfg.chat_template.clone_from(&args.chat_template);
+    let engine = engines::load(args.engine, &cfg).with_context(|| format!("loading {}", model_path.display()))?;
+    let info = engine.info();
+    tracing::info!(model = %info.model_desc, load_ms = info.load_ms, template = %info.chat_template, "engine ready");
+
+    let spec = EvalSpec {
+        prompt: PromptSpec { instruction: &instruction, layout: task.layout },
+        fields: &task.fields,
+        constraint: constraint_schema.as_ref(),
+        validator: &validator,
+        max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
+    };
+    let mut reporter = CliReporter::new(args.out.as_deref(), quiet || args.json)?;
+    let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut reporter)
+        .with_context(|| format!("writing {}", args.out.as_deref().unwrap_or(Path::new("-")).display()))?;
+
+    let labels = Labels {
+        task: &task.name,
+        split: &split.name,
+        model: &info.model_desc,
+        engine: &format!("{} ({}, {} threads, batch {})", info.kind, info.backend_version, info.threads, info.capabilities.max_batch),
+        constraint: &args.constraint.to_string(),
+    };
+    let summary = Summary::new(&labels, &task.fields, &records, wall_ms);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+    } else {
+        write!(stdout, "{}", summary.table())?;
+        if let Some(out) = &args.out {
+            writeln!(stdout, "records         {}", out.display())?;
+        }
+    }
+    Ok(())
+}
+
+fn read_prompt(path: &Path) -> anyhow::Result<String> {
+    let bytes = fs_err::read(path).map_err(|e| InputError(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        InputError(format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
+    })?;
+    let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+    if text.trim().is_empty() {
+        return Err(InputError(format!("{}: the prompt is empty", path.display())).into());
+    }
+    Ok(text)
+}
+
+/// Progress bar on a terminal, and the `--out` JSONL file written record by record.
+struct CliReporter {
+    bar: Option<ProgressBar>,
+    out: Option<BufWriter<fs_err::File>>,
+}
+
+impl CliReporter {
+    fn new(out: Option<&Path>, hide_bar: bool) -> anyhow::Result<Self> {
+        let out = match out {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    fs_err::create_dir_all(dir)?;
+                }
+                Some(BufWriter::new(fs_err::File::create(path)?))
+            }
+            None => None,
+        };
+        let show = !hide_bar && std::io::stderr().is_terminal();
+        Ok(Self { bar: show.then(ProgressBar::hidden), out })
+    }
+}
+
+impl Reporter for CliReporter {
+    fn start(&mut self, total: usize) {
+        if let Some(bar) = &mut self.bar {
+            *bar = ProgressBar::new(total as u64);
+            let style = ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+        }
+    }
+
+    fn record(&mut self, rec: &ExampleRecord) -> std::io::Result<()> {
+        if let Some(out) = &mut self.out {
+            serde_json::to_writer(&mut *out, rec)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("last score {:.2}", rec.score));
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

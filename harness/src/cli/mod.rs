@@ -1,0 +1,70 @@
+//! Command-line interface: clap definitions, logging set-up, exit codes.
+
+mod eval;
+
+use clap::{Parser, Subcommand};
+
+/// promptloop: optimize prompts for small in-process models, measured.
+#[derive(Debug, Parser)]
+#[command(name = "promptloop", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress bars, warnings only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 run failed (engine, I/O), 2 bad input \
+(arguments, task files, model path).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate a prompt on one split of a task and print quality and speed.
+    Eval(eval::EvalArgs),
+}
+
+/// Errors that mean "the user's input is wrong" (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Eval(args) => eval::run(&args, cli.quiet),
+    }
+}
+
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let input = err.chain().any(|e| {
+        e.is::<InputError>() || e.is::<harness::task::TaskError>() || e.is::<harness::models::ModelError>()
+    });
+    if input {
+        2
+    } else {
+        1
+    }
+}
+
+/// Installs the tracing subscriber on stderr; llama.cpp's own log lines arrive through it.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    // llama.cpp logs a lot at info; keep it one level quieter than ours.
+    let llama = match level {
+        "info" => "warn",
+        l => l,
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},llama-cpp-2={llama},llama_cpp_2={llama}")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,11 @@
+//! promptloop's library: tasks and their validation, scorers, schema bounds, the eval runner,
+//! and summaries.
+//!
+//! Data flows one way: task -> (router) -> engine -> scorer -> proposer -> run log -> report.
+
+pub mod bounds;
+pub mod eval;
+pub mod models;
+pub mod score;
+pub mod summary;
+pub mod task;
