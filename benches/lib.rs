@@ -8,16 +8,7 @@ use engines::{ChatMessage, Engine};
 /// The SmolLM2 GGUF installed by `scripts/setup.sh` (panics with the fix if missing: a bench
 /// that silently measures nothing is worse than one that stops).
 pub fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("PROMPTLOOP_MODELS").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-            home.join(".cache/promptloop/models")
-        },
-        PathBuf::from,
-    );
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "{} is missing: run `scripts/setup.sh models`", path.display());
-    path
+    harness::models::resolve("smollm2-135m").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The contract texts of `evals/cuad-mini/<split>.jsonl`.

@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# One test at a time: the real-model tests each run llama.cpp on every core, and OpenMP threads
+# of several engines spinning on 2 cores slow each other down by an order of magnitude.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 cargo test --release --workspace --all-targets "$@"

@@ -303,6 +303,8 @@ pub struct EngineConfig {
     pub kv_unified: bool,
     /// Shortest common prefix worth prefilling once and copying to the other sequences.
     pub min_shared_prefix: usize,
+    /// Fused attention kernels (faster prefill on long inputs).
+    pub flash_attention: bool,
 }
 
 impl EngineConfig {
@@ -318,6 +320,7 @@ impl EngineConfig {
             chat_template: None,
             kv_unified: false,
             min_shared_prefix: 16,
+            flash_attention: true,
         }
     }
 }

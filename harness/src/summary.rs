@@ -45,6 +45,8 @@ pub struct Summary {
     /// Outputs that hit the token cap.
     pub truncated: usize,
     pub speed: Speed,
+    /// The engine's KV cache for all its sequences, from the model's shape (bytes).
+    pub kv_cache_bytes: u64,
 }
 
 /// Labels of a pass, for the summary header.
@@ -54,6 +56,7 @@ pub struct Labels<'a> {
     pub model: &'a str,
     pub engine: &'a str,
     pub constraint: &'a str,
+    pub kv_cache_bytes: u64,
 }
 
 impl Summary {
@@ -87,6 +90,7 @@ impl Summary {
             errors,
             truncated: records.iter().filter(|r| r.truncated).count(),
             speed: speed(records, wall_ms),
+            kv_cache_bytes: labels.kv_cache_bytes,
         }
     }
 
@@ -123,10 +127,19 @@ impl Summary {
         );
         let _ = writeln!(s, "prefill         {:.1} tok/s ({} prompt tokens)", sp.prefill_tok_s, sp.input_tokens);
         let _ = writeln!(s, "decode          {:.1} tok/s ({} output tokens)", sp.decode_tok_s, sp.output_tokens);
-        let _ = writeln!(s, "peak memory     {:.1} MiB RSS", sp.peak_rss_bytes as f64 / (1024.0 * 1024.0));
+        let _ = writeln!(
+            s,
+            "peak memory     {:.1} MiB RSS (KV cache {:.1} MiB)",
+            mib(sp.peak_rss_bytes),
+            mib(self.kv_cache_bytes)
+        );
         let _ = writeln!(s, "wall time       {:.1} s", sp.wall_ms / 1000.0);
         s
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn speed(records: &[ExampleRecord], wall_ms: f64) -> Speed {

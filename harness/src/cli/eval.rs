@@ -115,6 +115,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         model: &info.model_desc,
         engine: &format!("{} ({}, {} threads, batch {})", info.kind, info.backend_version, info.threads, info.capabilities.max_batch),
         constraint: &args.constraint.to_string(),
+        kv_cache_bytes: info.kv_cache_bytes,
     };
     let summary = Summary::new(&labels, &task.fields, &records, wall_ms);
     let mut stdout = std::io::stdout().lock();

@@ -1,0 +1,127 @@
+//! `promptloop eval` end to end: constrained outputs, records, summaries, errors and exit codes.
+
+use crate::support::{cuad_mini, promptloop, records, require_model, stderr, stdout, summary, task_copy};
+
+/// Every output of the whole dev split parses and satisfies the task's schema under the default
+/// constraint (llguidance): `format` failures are 0 over the split.
+#[test]
+fn llguidance_outputs_validate_for_every_example_of_the_split() {
+    require_model();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("dev.jsonl");
+    let task = cuad_mini();
+    let out = promptloop(&[
+        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--model", "smollm2-135m",
+        "--json", "--out", out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["examples"], 10);
+    assert_eq!(s["failure_classes"]["format"].as_u64().unwrap_or(0), 0, "{s}");
+    assert!(s["errors"].as_object().is_some_and(serde_json::Map::is_empty), "{s}");
+    assert!(s["speed"]["prefill_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(s["speed"]["peak_rss_bytes"].as_u64().unwrap() > 50 << 20);
+
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(task.join("schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let recs = records(&out_path);
+    assert_eq!(recs.len(), 10);
+    for r in &recs {
+        let text = r["output"].as_str().unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}: {text}", r["id"]));
+        assert!(validator.is_valid(&value), "{}: {text}", r["id"]);
+        assert_eq!(r["format_ok"], true);
+        assert_eq!(r["fields"].as_array().unwrap().len(), 4);
+        assert!(r["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn gbnf_outputs_validate_and_table_is_printed() {
+    require_model();
+    let task = cuad_mini();
+    let out = promptloop(&[
+        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--constraint", "gbnf",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for needle in ["mean score", "agreement_date", "failures        format 0,", "latency", "prefill", "decode", "peak memory"] {
+        assert!(table.contains(needle), "missing `{needle}` in:\n{table}");
+    }
+    assert!(table.contains("constraint gbnf"), "{table}");
+}
+
+#[test]
+fn inputs_longer_than_the_context_are_reported_and_the_run_continues() {
+    require_model();
+    let task = cuad_mini();
+    let out = promptloop(&[
+        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--ctx", "256", "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["errors"]["too_long"], 3, "{s}");
+    assert_eq!(s["mean_score"], 0.0);
+}
+
+#[test]
+fn malformed_split_line_exits_2_naming_file_and_line() {
+    let dir = task_copy();
+    let dev = dir.path().join("dev.jsonl");
+    let mut text = std::fs::read_to_string(&dev).unwrap();
+    let second = text.lines().nth(1).unwrap().to_string();
+    text = text.replacen(&second, "{\"id\": \"broken\", \"text\": ", 1);
+    std::fs::write(&dev, text).unwrap();
+    let out = promptloop(&["eval", "--task", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("dev.jsonl:2"), "{err}");
+}
+
+#[test]
+fn expected_not_matching_schema_exits_2_naming_line_and_field() {
+    let dir = task_copy();
+    let train = dir.path().join("train.jsonl");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let mut row: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    row["expected"]["parties"] = serde_json::json!("not a list");
+    lines[2] = row.to_string();
+    std::fs::write(&train, lines.join("\n")).unwrap();
+    let out = promptloop(&["eval", "--task", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("train.jsonl:3") && err.contains("/parties"), "{err}");
+}
+
+#[test]
+fn unknown_split_and_missing_model_are_input_errors() {
+    let task = cuad_mini();
+    let out = promptloop(&["eval", "--task", task.to_str().unwrap(), "--split", "validation"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("validation") && stderr(&out).contains("dev"), "{}", stderr(&out));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promptloop"))
+        .args(["eval", "--task", task.to_str().unwrap(), "--model", "smollm2-135m"])
+        .env("PROMPTLOOP_MODELS", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("scripts/setup.sh models"), "{}", stderr(&out));
+
+    let out = promptloop(&["eval", "--task", task.to_str().unwrap(), "--model", "/no/such/model.gguf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/no/such/model.gguf"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = promptloop(&["eval", "--task", "evals/cuad-mini", "--constraint", "regex"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("regex"), "{}", stderr(&out));
+    let out = promptloop(&["eval", "--task", "/no/such/task"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/no/such/task"), "{}", stderr(&out));
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the `promptloop` binary against the real SmolLM2-135M. One test binary
+//! (modules below) keeps link time down. The model comes from `scripts/setup.sh`; a missing
+//! model fails with the command that fetches it, it never skips.
+
+mod cli;
+mod support;
