@@ -151,7 +151,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 }
                 _ => ("engine", TokenCounts::default()),
             };
-            let failed = failed_score(spec.fields, &ex.expected);
+            let failed = ExampleScore::failed(spec.fields, &ex.expected, None, &|_| Value::Null);
             ExampleRecord {
                 id: ex.id.clone(),
                 line: ex.line,
@@ -174,19 +174,3 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
     }
 }
 
-/// An example the engine could not run: every field scores 0 with no failure class (the
-/// summary counts it under errors, not as a model mistake).
-fn failed_score(fields: &[FieldSpec], expected: &Value) -> ExampleScore {
-    let fields = fields
-        .iter()
-        .map(|f| FieldVerdict {
-            field: f.name.clone(),
-            score: 0.0,
-            correct: false,
-            class: None,
-            predicted: Value::Null,
-            expected: expected.get(&f.name).cloned().unwrap_or(Value::Null),
-        })
-        .collect();
-    ExampleScore { score: 0.0, fields, format_ok: false, truncated: false, format_error: None }
-}

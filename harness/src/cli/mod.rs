@@ -24,6 +24,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 run failed (engine, I/O), 2 b
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Evaluate a prompt on one split of a task and print quality and speed.
+    #[command(after_help = EXIT_CODES)]
     Eval(eval::EvalArgs),
 }
 

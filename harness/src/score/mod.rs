@@ -19,6 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::task::read::shorten;
 use crate::task::FieldSpec;
 use matchers::{is_empty_value, score_values};
 
@@ -101,6 +102,29 @@ pub struct ExampleScore {
 
 impl ExampleScore {
     /// Whether every field is correct.
+    /// Every field scores 0 with `class`; `None` is for an example the engine could not run
+    /// (counted as an engine error, not as a model mistake). `predicted` gives each field's
+    /// predicted value for the record.
+    pub fn failed(
+        fields: &[FieldSpec],
+        expected: &Value,
+        class: Option<FailureClass>,
+        predicted: &dyn Fn(&str) -> Value,
+    ) -> ExampleScore {
+        let fields = fields
+            .iter()
+            .map(|spec| FieldVerdict {
+                field: spec.name.clone(),
+                score: 0.0,
+                correct: false,
+                class,
+                predicted: predicted(&spec.name),
+                expected: expected.get(&spec.name).cloned().unwrap_or(Value::Null),
+            })
+            .collect();
+        ExampleScore { score: 0.0, fields, format_ok: false, truncated: false, format_error: None }
+    }
+
     pub fn all_correct(&self) -> bool {
         self.format_ok && self.fields.iter().all(|f| f.correct)
     }
@@ -153,24 +177,10 @@ pub fn score_example(
         } else {
             FailureClass::Format
         };
-        let verdicts = fields
-            .iter()
-            .map(|spec| FieldVerdict {
-                field: spec.name.clone(),
-                score: 0.0,
-                correct: false,
-                class: Some(class),
-                predicted: predicted_of(&spec.name),
-                expected: expected_of(&spec.name),
-            })
-            .collect();
-        return ExampleScore {
-            score: 0.0,
-            fields: verdicts,
-            format_ok: false,
-            truncated,
-            format_error: Some(format_error),
-        };
+        let mut failed = ExampleScore::failed(fields, expected, Some(class), &predicted_of);
+        failed.truncated = truncated;
+        failed.format_error = Some(format_error);
+        return failed;
     }
 
     let verdicts: Vec<FieldVerdict> = fields
@@ -319,9 +329,4 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn shorten(message: &str, max: usize) -> String {
-    match message.char_indices().nth(max) {
-        None => message.to_owned(),
-        Some((cut, _)) => format!("{}...", &message[..cut]),
-    }
-}
+

@@ -27,7 +27,7 @@
 mod config;
 mod error;
 mod jsonl;
-mod read;
+pub(crate) mod read;
 #[cfg(test)]
 mod tests;
 

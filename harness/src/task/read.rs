@@ -69,7 +69,7 @@ pub(super) fn json_type(value: &Value) -> &'static str {
 }
 
 /// Cuts a long message to about `max` characters (validator messages quote whole values).
-pub(super) fn shorten(message: &str, max: usize) -> String {
+pub(crate) fn shorten(message: &str, max: usize) -> String {
     match message.char_indices().nth(max) {
         None => message.to_owned(),
         Some((cut, _)) => format!("{}...", &message[..cut]),
