@@ -3,4 +3,5 @@
 //! model fails with the command that fetches it, it never skips.
 
 mod cli;
+mod optimize;
 mod support;

@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
 mod eval;
+mod optimize;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ pub enum Command {
     /// Evaluate a prompt on one split of a task and print quality and speed.
     #[command(after_help = EXIT_CODES)]
     Eval(eval::EvalArgs),
+    /// Optimize a task's prompt: propose, score on train, gate on dev, log to a run directory.
+    Optimize(optimize::OptimizeArgs),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
@@ -36,6 +39,7 @@ pub struct InputError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(args) => eval::run(&args, cli.quiet),
+        Command::Optimize(args) => optimize::run(&args, cli.quiet),
     }
 }
 

@@ -1,0 +1,163 @@
+//! What identifies an eval, so nothing is evaluated twice: the cache key, the engine key and
+//! the fingerprints of the model file and the task files.
+//!
+//! The engine key hashes everything besides the instruction and the example that can change an
+//! output: the model (SHA-256 of its first MiB, and its size), the engine kind, the constraint
+//! backend and schema, the token cap and the engine configuration (batching, context, threads,
+//! chat template). The model path itself is left out, so a moved model file keeps its cache.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use engines::{ConstraintBackend, EngineConfig, EngineKind};
+use serde_json::json;
+
+use super::prompt::{hex, sha256_hex};
+use super::records::ModelFingerprint;
+use crate::eval::ExampleRecord;
+use crate::task::Task;
+
+/// Identifies one eval.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub instruction_sha256: String,
+    pub example_id: String,
+    pub engine_key: String,
+}
+
+/// Scored examples by [`CacheKey`]; filled from `eval` records on resume.
+#[derive(Debug, Default)]
+pub struct EvalCache {
+    map: HashMap<CacheKey, ExampleRecord>,
+}
+
+impl EvalCache {
+    pub fn get(&self, key: &CacheKey) -> Option<&ExampleRecord> {
+        self.map.get(key)
+    }
+    pub fn insert(&mut self, key: CacheKey, record: ExampleRecord) {
+        self.map.insert(key, record);
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Inputs of the engine key.
+pub struct EngineKeyParts<'a> {
+    pub model: &'a ModelFingerprint,
+    pub kind: EngineKind,
+    pub constraint: ConstraintBackend,
+    pub constraint_schema_sha256: Option<&'a str>,
+    pub max_tokens: u32,
+    pub config: &'a EngineConfig,
+}
+
+/// SHA-256 over the parts, as canonical JSON.
+pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
+    let c = p.config;
+    let canon = json!({
+        "model_sha256_first_mib": p.model.sha256_first_mib,
+        "model_size": p.model.size,
+        "engine": p.kind,
+        "constraint": p.constraint,
+        "constraint_schema_sha256": p.constraint_schema_sha256,
+        "max_tokens": p.max_tokens,
+        "batch_size": c.batch_size,
+        "n_batch": c.n_batch,
+        "n_ctx": c.n_ctx,
+        "threads": c.threads,
+        "chat_template": c.chat_template,
+        "kv_unified": c.kv_unified,
+        "min_shared_prefix": c.min_shared_prefix,
+        "flash_attention": c.flash_attention,
+    });
+    sha256_hex(canon.to_string().as_bytes())
+}
+
+/// Path, SHA-256 of the first MiB, and size of a model file.
+pub fn model_fingerprint(path: &Path) -> std::io::Result<ModelFingerprint> {
+    use sha2::{Digest, Sha256};
+    let file = fs_err::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20).read_to_end(&mut head)?;
+    Ok(ModelFingerprint { path: path.to_path_buf(), sha256_first_mib: hex(&Sha256::digest(&head)), size })
+}
+
+/// SHA-256 over the task's files: task.toml, schema, prompt and each split, each preceded by
+/// its file name.
+pub fn task_sha256(task: &Task) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut paths = vec![task.dir.join("task.toml"), task.schema_path.clone(), task.prompt_path.clone()];
+    paths.extend(task.splits.values().map(|s| s.path.clone()));
+    let mut h = Sha256::new();
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        h.update(name.as_bytes());
+        h.update([0]);
+        let bytes = fs_err::read(&path)?;
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts<'a>(model: &'a ModelFingerprint, config: &'a EngineConfig) -> EngineKeyParts<'a> {
+        EngineKeyParts {
+            model,
+            kind: EngineKind::Llama,
+            constraint: ConstraintBackend::Llguidance,
+            constraint_schema_sha256: Some("abc"),
+            max_tokens: 192,
+            config,
+        }
+    }
+
+    #[test]
+    fn engine_key_changes_with_what_changes_outputs_only() {
+        let model = ModelFingerprint { path: "/a/m.gguf".into(), sha256_first_mib: "00".into(), size: 10 };
+        let cfg = EngineConfig::new("/a/m.gguf");
+        let base = engine_key(&parts(&model, &cfg));
+        let moved = ModelFingerprint { path: "/b/m.gguf".into(), ..model.clone() };
+        assert_eq!(base, engine_key(&parts(&moved, &EngineConfig::new("/b/m.gguf"))));
+        let other_model = ModelFingerprint { sha256_first_mib: "01".into(), ..model.clone() };
+        assert_ne!(base, engine_key(&parts(&other_model, &cfg)));
+        let mut batch = cfg.clone();
+        batch.batch_size = 1;
+        assert_ne!(base, engine_key(&parts(&model, &batch)));
+        let mut p = parts(&model, &cfg);
+        p.max_tokens = 64;
+        assert_ne!(base, engine_key(&p));
+        let mut p = parts(&model, &cfg);
+        p.constraint = ConstraintBackend::Gbnf;
+        assert_ne!(base, engine_key(&p));
+        let mut p = parts(&model, &cfg);
+        p.constraint_schema_sha256 = None;
+        assert_ne!(base, engine_key(&p));
+    }
+
+    #[test]
+    fn cache_keys_differ_by_instruction_example_and_engine() {
+        let mut cache = EvalCache::default();
+        let key = |i: &str, e: &str, k: &str| CacheKey {
+            instruction_sha256: i.into(),
+            example_id: e.into(),
+            engine_key: k.into(),
+        };
+        cache.insert(key("p", "x", "e"), super::super::demos::tests::record("x", 0.5));
+        assert!(cache.get(&key("p", "x", "e")).is_some());
+        assert!(cache.get(&key("q", "x", "e")).is_none());
+        assert!(cache.get(&key("p", "y", "e")).is_none());
+        assert!(cache.get(&key("p", "x", "f")).is_none());
+        assert_eq!(cache.len(), 1);
+    }
+}

@@ -1,0 +1,116 @@
+//! The `demos` proposer: candidates that add worked examples, drawn from the train examples
+//! the current prompt gets wrong.
+//!
+//! Deterministic for a given seed and iteration: the pool is the failing train examples in
+//! split order (minus those already shown as demos), and each candidate is a random subset of
+//! size K from a stream derived from `(seed, iteration)`. Only train examples enter a prompt;
+//! the function never sees dev or test.
+
+use super::prompt::{Demo, Prompt};
+use super::rng::SplitMix64;
+use crate::eval::ExampleRecord;
+use crate::task::Example;
+
+/// Train examples eligible as demos: scored below 1 by the current prompt and not already one
+/// of its demos. `records` are the current prompt's records of `train`, matched by id.
+pub fn failing_pool<'a>(current: &Prompt, train: &'a [Example], records: &[ExampleRecord]) -> Vec<&'a Example> {
+    train
+        .iter()
+        .filter(|ex| records.iter().any(|r| r.id == ex.id && r.score < 1.0))
+        .filter(|ex| current.demos.iter().all(|d| d.id != ex.id))
+        .collect()
+}
+
+/// `count` candidates, each `current` plus `k` demos drawn from `pool` (fewer when the pool is
+/// smaller). Empty when the pool is empty.
+pub fn propose(current: &Prompt, pool: &[&Example], count: usize, k: usize, seed: u64, iteration: usize) -> Vec<Prompt> {
+    if pool.is_empty() || k == 0 {
+        return Vec::new();
+    }
+    let mut rng = SplitMix64::derive(seed, "demos", iteration as u64);
+    (0..count)
+        .map(|_| {
+            let mut picks = rng.sample_indices(pool.len(), k);
+            // Split order, so a candidate's text does not depend on draw order.
+            picks.sort_unstable();
+            let mut candidate = current.clone();
+            candidate.demos.extend(picks.into_iter().map(|i| Demo::from_example(pool[i])));
+            candidate
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::eval::ExampleRecord;
+    use engines::{Timings, TokenCounts};
+
+    pub(crate) fn example(id: &str) -> Example {
+        Example { id: id.into(), text: format!("text of {id}"), expected: serde_json::json!({"id": id}), line: 1 }
+    }
+
+    pub(crate) fn record(id: &str, score: f64) -> ExampleRecord {
+        ExampleRecord {
+            id: id.into(),
+            line: 1,
+            output: String::new(),
+            stop: None,
+            error: None,
+            error_detail: None,
+            score,
+            format_ok: true,
+            format_error: None,
+            truncated: false,
+            fields: Vec::new(),
+            tokens: TokenCounts::default(),
+            timings: Timings::default(),
+            peak_rss_bytes: 0,
+            batch_size: 1,
+            batch_id: 0,
+        }
+    }
+
+    #[test]
+    fn demos_come_only_from_failing_train_examples() {
+        let train: Vec<Example> = ["t1", "t2", "t3", "t4"].map(example).to_vec();
+        let records = vec![record("t1", 1.0), record("t2", 0.5), record("t3", 0.0), record("t4", 0.75)];
+        let mut current = Prompt::new("Extract.");
+        current.demos.push(Demo::from_example(&train[3]));
+        let pool = failing_pool(&current, &train, &records);
+        let ids: Vec<&str> = pool.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["t2", "t3"]);
+        // Dev records (other ids) never put a dev example in the pool.
+        let dev_records = vec![record("d1", 0.0)];
+        assert!(failing_pool(&current, &train, &dev_records).is_empty());
+        for c in propose(&current, &pool, 5, 1, 0, 0) {
+            assert_eq!(c.demos.len(), 2);
+            assert_eq!(c.demos[0].id, "t4");
+            assert!(["t2", "t3"].contains(&c.demos[1].id.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_candidate_never_shows_the_scored_example_its_own_demo() {
+        let train: Vec<Example> = (0..6).map(|i| example(&format!("t{i}"))).collect();
+        let pool: Vec<&Example> = train.iter().collect();
+        for c in propose(&Prompt::new("Extract."), &pool, 8, 2, 42, 1) {
+            for ex in &train {
+                let text = c.render_for(&ex.id);
+                assert!(!text.contains(&ex.text), "{} shown its own text", ex.id);
+                assert!(!text.contains(&format!("\"id\":\"{}\"", ex.id)), "{} shown its own answer", ex.id);
+            }
+        }
+    }
+
+    #[test]
+    fn proposals_are_deterministic_per_seed_and_iteration() {
+        let train: Vec<Example> = (0..10).map(|i| example(&format!("t{i}"))).collect();
+        let pool: Vec<&Example> = train.iter().collect();
+        let p = Prompt::new("Extract.");
+        let ids = |v: Vec<Prompt>| v.iter().map(Prompt::demo_ids).collect::<Vec<_>>();
+        assert_eq!(ids(propose(&p, &pool, 4, 2, 9, 0)), ids(propose(&p, &pool, 4, 2, 9, 0)));
+        assert_ne!(ids(propose(&p, &pool, 4, 2, 9, 0)), ids(propose(&p, &pool, 4, 2, 9, 1)));
+        assert!(propose(&p, &[], 4, 2, 9, 0).is_empty());
+    }
+}

@@ -1,0 +1,130 @@
+//! `promptloop optimize`: a search over prompts, scored on train, gated on dev, logged so that
+//! a stopped run continues where it left off.
+//!
+//! One iteration: a proposer turns the current prompt into candidates (only the offline
+//! [`demos`] proposer exists so far: worked examples drawn from failing train examples), each is
+//! scored on train, the best by mean must beat the current prompt on the same examples (a
+//! paired [`bootstrap`] lower bound above 0, or a higher mean), and then must not lose on dev
+//! (held out: never shown in a prompt). At the end, baseline and best are scored on test.
+//!
+//! Everything goes to `run.jsonl` (see [`log`] and [`records`]); evals are cached by the
+//! instruction rendered for the example, the example and the engine ([`cache`]).
+
+pub mod bootstrap;
+pub mod cache;
+pub mod demos;
+pub mod log;
+pub mod prompt;
+pub mod records;
+pub mod rng;
+mod search;
+
+use std::fmt;
+use std::str::FromStr;
+
+use engines::{ConstraintBackend, EngineKind};
+use serde::{Deserialize, Serialize};
+
+pub use log::{LogError, RunLog, LOG_FILE};
+pub use prompt::Prompt;
+pub use search::{run, Observer, Outcome, Setup, BEST_PROMPT_FILE};
+
+/// How a candidate must beat the current prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accept {
+    /// Paired bootstrap over per-example deltas: train lower bound > 0; dev upper bound >= 0.
+    #[default]
+    Bootstrap,
+    /// Higher train mean; dev mean not lower.
+    Mean,
+}
+
+impl fmt::Display for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accept::Bootstrap => "bootstrap",
+            Accept::Mean => "mean",
+        })
+    }
+}
+
+impl FromStr for Accept {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bootstrap" => Ok(Accept::Bootstrap),
+            "mean" => Ok(Accept::Mean),
+            other => Err(format!("unknown acceptance rule `{other}` (expected bootstrap or mean)")),
+        }
+    }
+}
+
+/// The options of a run, as given on the command line; stored in the header so that
+/// `--resume` continues with the same ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    pub optimizer: String,
+    pub proposer: String,
+    pub max_iterations: usize,
+    /// Candidates per iteration.
+    pub candidates: usize,
+    /// Demos added per candidate (K).
+    pub demos: usize,
+    pub seed: u64,
+    pub accept: Accept,
+    pub confidence: f64,
+    pub limit_train: Option<usize>,
+    pub limit_dev: Option<usize>,
+    pub limit_test: Option<usize>,
+    /// `--model` as given (a known name or a path).
+    pub model: String,
+    pub engine: EngineKind,
+    pub constraint: ConstraintBackend,
+    pub batch_size: u32,
+    pub threads: Option<usize>,
+    pub ctx: Option<u32>,
+    pub max_tokens: Option<u32>,
+    pub no_bounds: bool,
+    pub chat_template: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            optimizer: "none".into(),
+            proposer: "demos".into(),
+            max_iterations: 4,
+            candidates: 4,
+            demos: 2,
+            seed: 0,
+            accept: Accept::Bootstrap,
+            confidence: 0.9,
+            limit_train: None,
+            limit_dev: None,
+            limit_test: None,
+            model: "smollm2-135m".into(),
+            engine: EngineKind::Llama,
+            constraint: ConstraintBackend::Llguidance,
+            batch_size: 4,
+            threads: None,
+            ctx: None,
+            max_tokens: None,
+            no_bounds: false,
+            chat_template: None,
+        }
+    }
+}
+
+/// Errors of an optimize run.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Task(#[from] crate::task::TaskError),
+    #[error("writing {path}: {error}")]
+    Write { path: std::path::PathBuf, error: std::io::Error },
+    #[error("no record for example `{id}` after evaluating it (split {split})")]
+    Missing { id: String, split: String },
+}

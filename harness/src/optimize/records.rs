@@ -1,0 +1,148 @@
+//! The records of `run.jsonl`, one JSON object per line tagged by `type`: a `header`, then
+//! `eval`, `candidate` and `decision` records as the loop goes, and a `final` record.
+//!
+//! Only `eval` records carry timings (inside the example record); `candidate`, `decision` and
+//! `final` depend on scores alone, so a resumed run writes them identically.
+
+use std::path::PathBuf;
+
+use engines::{ConstraintBackend, EngineConfig, EngineKind};
+use serde::{Deserialize, Serialize};
+
+use super::bootstrap::Interval;
+use super::Options;
+use crate::eval::ExampleRecord;
+
+/// Version of the log format, in the header.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One line of `run.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LogRecord {
+    Header(Box<Header>),
+    Eval(Box<EvalEntry>),
+    Candidate(CandidateEntry),
+    Decision(DecisionEntry),
+    Final(FinalEntry),
+}
+
+impl LogRecord {
+    /// The `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogRecord::Header(_) => "header",
+            LogRecord::Eval(_) => "eval",
+            LogRecord::Candidate(_) => "candidate",
+            LogRecord::Decision(_) => "decision",
+            LogRecord::Final(_) => "final",
+        }
+    }
+}
+
+/// What the model file is: path, SHA-256 of its first MiB, and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFingerprint {
+    pub path: PathBuf,
+    pub sha256_first_mib: String,
+    pub size: u64,
+}
+
+/// The first record: what is optimized, on what, with which options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    pub promptloop_version: String,
+    pub task: String,
+    pub task_dir: PathBuf,
+    /// SHA-256 over the task's files (task.toml, schema, prompt, splits).
+    pub task_sha256: String,
+    pub model: ModelFingerprint,
+    pub engine_kind: EngineKind,
+    pub engine: EngineConfig,
+    pub constraint: ConstraintBackend,
+    /// SHA-256 of the constraint schema (after bounds), when constrained.
+    pub constraint_schema_sha256: Option<String>,
+    pub max_tokens: u32,
+    /// The cache key part shared by every eval of this run.
+    pub engine_key: String,
+    pub seed: u64,
+    pub options: Options,
+}
+
+/// One scored example under one rendered instruction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalEntry {
+    /// SHA-256 of the full prompt being evaluated.
+    pub prompt_sha256: String,
+    /// SHA-256 of the instruction as rendered for this example (its own demo left out).
+    pub instruction_sha256: String,
+    pub split: String,
+    pub engine_key: String,
+    pub record: ExampleRecord,
+}
+
+/// One example's score, by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdScore {
+    pub id: String,
+    pub score: f64,
+}
+
+/// One proposed prompt and its train scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateEntry {
+    pub iteration: usize,
+    pub index: usize,
+    pub proposer: String,
+    pub prompt_sha256: String,
+    pub prompt: String,
+    pub demo_ids: Vec<String>,
+    pub train_mean: f64,
+    pub scores: Vec<IdScore>,
+}
+
+/// A gate: the current prompt and the candidate on the same examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateEntry {
+    pub current_mean: f64,
+    pub candidate_mean: f64,
+    /// Paired bootstrap of the deltas (with `--accept bootstrap`).
+    pub bootstrap: Option<Interval>,
+}
+
+/// The outcome of one iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionEntry {
+    pub iteration: usize,
+    /// Index of the best candidate, when there was one.
+    pub candidate: Option<usize>,
+    pub prompt_sha256: Option<String>,
+    pub accepted: bool,
+    /// `accepted`, `rejected: ...` or `stopped: ...`.
+    pub reason: String,
+    pub train: Option<GateEntry>,
+    pub dev: Option<GateEntry>,
+}
+
+/// Baseline against best on one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRow {
+    pub split: String,
+    pub examples: usize,
+    pub baseline_mean: f64,
+    pub baseline_exact: usize,
+    pub best_mean: f64,
+    pub best_exact: usize,
+}
+
+/// The last record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalEntry {
+    pub iterations: usize,
+    pub accepted: usize,
+    pub baseline_sha256: String,
+    pub best_sha256: String,
+    pub best_demo_ids: Vec<String>,
+    pub rows: Vec<SplitRow>,
+}

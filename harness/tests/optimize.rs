@@ -1,0 +1,176 @@
+//! `promptloop optimize` end to end on the real SmolLM2-135M, kept short: 4 train and 3 dev
+//! examples, one iteration of two one-demo candidates, 2 test examples.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{cuad_mini, promptloop, records, require_model, stderr, task_copy};
+
+const SHORT: [&str; 12] = [
+    "--limit-train", "4", "--limit-dev", "3", "--limit-test", "2", "--max-iterations", "1", "--candidates", "2",
+    "--demos", "1",
+];
+
+fn optimize_args<'a>(task: &'a str, out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["optimize", "--task", task, "--optimizer", "none", "--proposer", "demos", "--out", out, "--json"];
+    args.extend(SHORT);
+    args
+}
+
+fn of_type<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    recs.iter().filter(|r| r["type"] == kind).collect()
+}
+
+fn log_of(dir: &Path) -> Vec<Value> {
+    records(&dir.join("run.jsonl"))
+}
+
+/// The records that depend on scores only: what a resumed run must reproduce exactly.
+fn outcome(recs: &[Value]) -> Vec<Value> {
+    recs.iter().filter(|r| ["candidate", "decision", "final"].contains(&r["type"].as_str().unwrap_or(""))).cloned().collect()
+}
+
+/// One uninterrupted run, checked; its resume redoes nothing; then a run killed part way and
+/// resumed ends with the same candidates, decisions and final record.
+#[test]
+fn run_log_resume_and_kill_resume_match_an_uninterrupted_run() {
+    require_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let task = cuad_mini();
+    let task = task.to_str().unwrap();
+
+    // 1. An uninterrupted run.
+    let a = tmp.path().join("a");
+    let out = promptloop(&optimize_args(task, a.to_str().unwrap()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = log_of(&a);
+    assert_eq!(recs[0]["type"], "header");
+    assert_eq!(recs[0]["task"], "cuad-mini");
+    assert_eq!(recs[0]["model"]["sha256_first_mib"].as_str().map(str::len), Some(64));
+    assert_eq!(of_type(&recs, "candidate").len(), 2);
+    assert_eq!(of_type(&recs, "decision").len(), 1);
+    assert_eq!(of_type(&recs, "final").len(), 1);
+    assert_eq!(recs.last().unwrap()["type"], "final");
+    let evals = of_type(&recs, "eval");
+    // baseline: 4 train + 3 dev + 2 test; each candidate's demo example sees the baseline
+    // instruction (cached), so at most 3 new train evals per candidate.
+    assert!(evals.len() >= 4 + 3 + 2 + 3 && evals.len() <= 4 + 3 + 2 + 2 * 3 + 3 + 2, "{}", evals.len());
+    for e in &evals {
+        assert!(e["record"]["fields"].as_array().is_some_and(|f| f.len() == 4), "{e}");
+        assert!(["train", "dev", "test"].contains(&e["split"].as_str().unwrap()));
+    }
+    for c in of_type(&recs, "candidate") {
+        let ids = c["demo_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), 1);
+        // Demos come from train only (the first 4 train examples here).
+        let train_ids: Vec<&str> = evals.iter().filter(|e| e["split"] == "train").map(|e| e["record"]["id"].as_str().unwrap()).collect();
+        assert!(train_ids.contains(&ids[0].as_str().unwrap()), "{c}");
+        assert_eq!(c["scores"].as_array().unwrap().len(), 4);
+    }
+    let best = std::fs::read_to_string(a.join("best_prompt.txt")).unwrap();
+    assert!(!best.trim().is_empty());
+    let fin = &of_type(&recs, "final")[0];
+    assert_eq!(fin["rows"].as_array().unwrap().len(), 3, "{fin}");
+
+    // 2. Resuming a finished run evaluates nothing and adds nothing.
+    let out = promptloop(&["optimize", "--resume", a.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = log_of(&a);
+    assert_eq!(again.len(), recs.len());
+    assert_eq!(of_type(&again, "eval").len(), evals.len());
+    let last: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["evals_run"], 0, "{last}");
+
+    // 3. Killed part way (SIGKILL), then resumed: same outcome records as the run above.
+    let b = tmp.path().join("b");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptloop"))
+        .args(optimize_args(task, b.to_str().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    while lines(&b) < 6 && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = lines(&b);
+    assert!(partial >= 6 && partial < recs.len(), "killed with {partial} lines of {}", recs.len());
+    let out = promptloop(&["optimize", "--resume", b.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = log_of(&b);
+    assert_eq!(outcome(&resumed), outcome(&recs));
+    assert_eq!(of_type(&resumed, "eval").len(), evals.len(), "no eval done twice");
+    assert_eq!(std::fs::read_to_string(b.join("best_prompt.txt")).unwrap(), best);
+}
+
+#[test]
+fn unknown_optimizer_or_proposer_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("r");
+    let task = cuad_mini();
+    let out = promptloop(&[
+        "optimize", "--task", task.to_str().unwrap(), "--proposer", "llm", "--out", out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not built yet"), "{}", stderr(&out));
+    let out = promptloop(&[
+        "optimize", "--task", task.to_str().unwrap(), "--optimizer", "gpt", "--out", out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("LLM optimizers are not built yet"), "{}", stderr(&out));
+    assert!(!out_dir.join("run.jsonl").exists());
+}
+
+/// Starts a run of `task_dir` into `out` and kills it once the header is written (before or
+/// while the first evals run).
+fn header_only_run(task_dir: &str, out: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptloop"))
+        .args(["optimize", "--task", task_dir, "--out", out.to_str().unwrap(), "--limit-train", "1", "--limit-dev", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(out.join("run.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 1
+        && t0.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn corrupt_middle_line_and_foreign_task_exit_2() {
+    require_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("r");
+    let task = cuad_mini();
+    header_only_run(task.to_str().unwrap(), &run);
+    let log = run.join("run.jsonl");
+    let header = std::fs::read_to_string(&log).unwrap().lines().next().unwrap().to_owned();
+
+    // A fresh --out that already holds a run: error suggesting --resume, naming the task.
+    let other = task_copy();
+    std::fs::write(other.path().join("task.toml"), std::fs::read_to_string(task.join("task.toml")).unwrap().replace("name = \"cuad-mini\"", "name = \"other\"")).unwrap();
+    let out = promptloop(&["optimize", "--task", other.path().to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--resume") && stderr(&out).contains("cuad-mini"), "{}", stderr(&out));
+
+    // --resume of that run as another task's.
+    let out = promptloop(&["optimize", "--resume", run.to_str().unwrap(), "--task", other.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`cuad-mini`") && stderr(&out).contains("`other`"), "{}", stderr(&out));
+
+    // A bad line in the middle: an error naming it.
+    std::fs::write(&log, format!("{header}\n{{\"type\": \"eval\", broken\n{header}\n")).unwrap();
+    let out = promptloop(&["optimize", "--resume", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("run.jsonl:2"), "{}", stderr(&out));
+}
