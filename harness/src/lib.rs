@@ -7,6 +7,7 @@ pub mod bounds;
 pub mod eval;
 pub mod models;
 pub mod optimize;
+pub mod optimizer;
 pub mod score;
 pub mod summary;
 pub mod task;
