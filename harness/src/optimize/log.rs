@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::cache::{CacheKey, EvalCache};
-use super::records::{EvalEntry, Header, LogRecord};
+use super::records::{EvalEntry, Header, LogRecord, ProposalEntry};
 use crate::eval::ExampleRecord;
 
 /// The log's file name inside a run directory.
@@ -97,6 +97,8 @@ pub struct RunLog {
     file: fs_err::File,
     header: Header,
     cache: EvalCache,
+    /// Optimizer calls by request hash.
+    proposals: std::collections::HashMap<String, ProposalEntry>,
     /// Logged `candidate`/`decision`/`final` records not yet re-emitted, with their lines.
     replay: VecDeque<(usize, LogRecord)>,
     evals_logged: usize,
@@ -118,6 +120,7 @@ impl RunLog {
             file,
             header: header.clone(),
             cache: EvalCache::default(),
+            proposals: std::collections::HashMap::new(),
             replay: VecDeque::new(),
             evals_logged: 0,
             evals_run: 0,
@@ -157,6 +160,7 @@ impl RunLog {
             file,
             header,
             cache: EvalCache::default(),
+            proposals: std::collections::HashMap::new(),
             replay: VecDeque::new(),
             evals_logged: 0,
             evals_run: 0,
@@ -173,6 +177,9 @@ impl RunLog {
                 LogRecord::Eval(e) => {
                     log.evals_logged += 1;
                     log.cache.insert(key_of(&e), e.record);
+                }
+                LogRecord::Proposal(p) => {
+                    log.proposals.insert(p.request_sha256.clone(), *p);
                 }
                 other => log.replay.push_back((line, other)),
             }
@@ -213,6 +220,21 @@ impl RunLog {
         }
         self.evals_logged += 1;
         self.evals_run += 1;
+        Ok(())
+    }
+
+    /// A logged optimizer call.
+    pub fn proposal(&self, request_sha256: &str) -> Option<&ProposalEntry> {
+        self.proposals.get(request_sha256)
+    }
+
+    /// Logs a new optimizer call (before its candidate is evaluated).
+    pub fn add_proposal(&mut self, entry: ProposalEntry) -> Result<(), LogError> {
+        let rec = LogRecord::Proposal(Box::new(entry));
+        self.append(&rec)?;
+        if let LogRecord::Proposal(p) = rec {
+            self.proposals.insert(p.request_sha256.clone(), *p);
+        }
         Ok(())
     }
 

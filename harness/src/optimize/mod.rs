@@ -13,6 +13,8 @@
 pub mod bootstrap;
 pub mod cache;
 pub mod demos;
+pub mod leakage;
+pub mod llm;
 pub mod log;
 pub mod prompt;
 pub mod records;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use log::{LogError, RunLog, LOG_FILE};
 pub use prompt::Prompt;
-pub use search::{run, Observer, Outcome, Setup, BEST_PROMPT_FILE};
+pub use search::{run, Event, Observer, Outcome, Setup, BEST_PROMPT_FILE};
 
 /// How a candidate must beat the current prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -60,12 +62,71 @@ impl FromStr for Accept {
     }
 }
 
+/// A way of making candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposerKind {
+    /// The optimizer rewrites the prompt from the worst failures.
+    Rewrite,
+    /// OPRO: the optimizer sees past prompts with their scores.
+    Opro,
+    /// Worked examples from failing train examples (no LLM).
+    Demos,
+}
+
+impl ProposerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposerKind::Rewrite => "rewrite",
+            ProposerKind::Opro => "opro",
+            ProposerKind::Demos => "demos",
+        }
+    }
+    pub fn needs_llm(self) -> bool {
+        !matches!(self, ProposerKind::Demos)
+    }
+}
+
+/// `--proposer`: one proposer or a comma-separated schedule, used in turn (iteration i uses
+/// entry i mod len), e.g. `rewrite,rewrite,demos`.
+pub fn parse_schedule(s: &str) -> Result<Vec<ProposerKind>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        out.push(match part.to_ascii_lowercase().as_str() {
+            "rewrite" => ProposerKind::Rewrite,
+            "opro" => ProposerKind::Opro,
+            "demos" => ProposerKind::Demos,
+            "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
+            other => {
+                return Err(format!("unknown proposer `{other}` in `{s}`: expected rewrite, opro or demos (or a comma-separated schedule of them)"))
+            }
+        });
+    }
+    Ok(out)
+}
+
 /// The options of a run, as given on the command line; stored in the header so that
 /// `--resume` continues with the same ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Options {
     pub optimizer: String,
+    /// A proposer or a comma-separated schedule ([`parse_schedule`]).
     pub proposer: String,
+    /// Worst train examples shown to the optimizer.
+    pub worst: usize,
+    /// Sampling temperature of `rewrite` calls (`opro` uses 1.0).
+    pub temperature: f32,
+    /// Output token cap of one optimizer call.
+    pub optimizer_max_tokens: u32,
+    /// Leakage guard: words per n-gram and the share of copied n-grams that rejects.
+    pub leak_ngram: usize,
+    pub leak_threshold: f64,
+    /// Caps: the loop stops before a call that could cross them.
+    pub max_cost: Option<f64>,
+    pub max_optimizer_tokens: Option<u64>,
+    /// Wall-clock budget of one process (seconds), checked before each iteration and call.
+    pub time_budget_s: Option<f64>,
     pub max_iterations: usize,
     /// Candidates per iteration.
     pub candidates: usize,
@@ -94,6 +155,14 @@ impl Default for Options {
         Options {
             optimizer: "none".into(),
             proposer: "demos".into(),
+            worst: 5,
+            temperature: 0.7,
+            optimizer_max_tokens: 1024,
+            leak_ngram: leakage::DEFAULT_NGRAM,
+            leak_threshold: leakage::DEFAULT_THRESHOLD,
+            max_cost: None,
+            max_optimizer_tokens: None,
+            time_budget_s: None,
             max_iterations: 4,
             candidates: 4,
             demos: 2,
@@ -127,4 +196,8 @@ pub enum OptimizeError {
     Write { path: std::path::PathBuf, error: std::io::Error },
     #[error("no record for example `{id}` after evaluating it (split {split})")]
     Missing { id: String, split: String },
+    /// The optimizer cannot go on (bad credentials, unknown model, unreachable for several
+    /// calls in a row). Everything so far is in the log.
+    #[error("optimizer {optimizer}: {message}")]
+    Optimizer { optimizer: String, message: String },
 }

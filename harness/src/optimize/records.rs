@@ -14,7 +14,7 @@ use super::Options;
 use crate::eval::ExampleRecord;
 
 /// Version of the log format, in the header.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One line of `run.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +22,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum LogRecord {
     Header(Box<Header>),
     Eval(Box<EvalEntry>),
+    Proposal(Box<ProposalEntry>),
     Candidate(CandidateEntry),
     Decision(DecisionEntry),
     Final(FinalEntry),
@@ -33,6 +34,7 @@ impl LogRecord {
         match self {
             LogRecord::Header(_) => "header",
             LogRecord::Eval(_) => "eval",
+            LogRecord::Proposal(_) => "proposal",
             LogRecord::Candidate(_) => "candidate",
             LogRecord::Decision(_) => "decision",
             LogRecord::Final(_) => "final",
@@ -89,7 +91,30 @@ pub struct IdScore {
     pub score: f64,
 }
 
-/// One proposed prompt and its train scores.
+/// One call to the optimizer model, successful or not. Keyed by `request_sha256` (the
+/// optimizer spec and the canonical request), so a resumed run reuses it instead of paying
+/// again. A failed call is kept too: the resumed run takes the same path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalEntry {
+    pub iteration: usize,
+    pub index: usize,
+    pub proposer: String,
+    pub request_sha256: String,
+    /// The optimizer's answer (raw), when one arrived.
+    pub answer: Option<String>,
+    /// The instruction extracted from the answer.
+    pub prompt: Option<String>,
+    /// Why there is no instruction: the call failed, or the answer held none.
+    pub error: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `None` when the model's price is unknown.
+    pub cost_usd: Option<f64>,
+    pub attempts: u32,
+    pub latency_ms: f64,
+}
+
+/// One proposed prompt and its train scores; or why it was rejected before any eval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateEntry {
     pub iteration: usize,
@@ -98,8 +123,31 @@ pub struct CandidateEntry {
     pub prompt_sha256: String,
     pub prompt: String,
     pub demo_ids: Vec<String>,
+    /// The `proposal` record it came from (LLM proposers).
+    pub request_sha256: Option<String>,
+    /// Set when the candidate was not evaluated (leakage, duplicate); `train_mean` is then 0.
+    pub rejected: Option<String>,
+    /// N-gram overlap with train documents (LLM proposers).
+    pub overlap: Option<super::leakage::Overlap>,
     pub train_mean: f64,
     pub scores: Vec<IdScore>,
+}
+
+/// Optimizer spend of a run so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spend {
+    pub calls: usize,
+    pub failed_calls: usize,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `None` when the price of the model is unknown.
+    pub cost_usd: Option<f64>,
+}
+
+impl Spend {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
 }
 
 /// A gate: the current prompt and the candidate on the same examples.
@@ -144,5 +192,8 @@ pub struct FinalEntry {
     pub baseline_sha256: String,
     pub best_sha256: String,
     pub best_demo_ids: Vec<String>,
+    /// Why the loop ended: `max iterations`, a cap, or no candidates left.
+    pub stopped_by: String,
+    pub spend: Spend,
     pub rows: Vec<SplitRow>,
 }

@@ -2,20 +2,26 @@
 //! dev, log, repeat; then baseline against best on every split.
 
 use std::path::Path;
+use std::time::Instant;
 
 use engines::Engine;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::bootstrap::{self, Interval, RESAMPLES};
 use super::cache::CacheKey;
 use super::demos;
+use super::leakage::Guard;
+use super::llm;
 use super::log::{LogError, RunLog};
 use super::prompt::{sha256_hex, Prompt};
 use super::records::{
-    CandidateEntry, DecisionEntry, EvalEntry, FinalEntry, GateEntry, IdScore, LogRecord, SplitRow,
+    CandidateEntry, DecisionEntry, EvalEntry, FinalEntry, GateEntry, IdScore, LogRecord, ProposalEntry, Spend, SplitRow,
 };
 use super::rng::SplitMix64;
-use super::{Accept, OptimizeError, Options};
+use super::{parse_schedule, Accept, OptimizeError, Options, ProposerKind};
+use crate::optimizer::prices::Price;
+use crate::optimizer::{CallError, ChatRequest, Optimizer};
 use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
 use crate::task::{Example, Task};
 
@@ -33,11 +39,42 @@ pub struct Setup<'a> {
     pub options: &'a Options,
     /// The run directory (holds `run.jsonl` and `best_prompt.txt`).
     pub out_dir: &'a Path,
+    /// Price of the optimizer model; `None` when unknown (spend then counts tokens only).
+    pub price: Option<Price>,
 }
 
-/// Receives one line per step (evals, candidates, decisions), for the terminal.
+/// What the loop reports as it goes (the terminal's progress bar, or `--json` lines).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Eval { split: String, prompt_sha256: String, examples: usize, ran: usize, cached: usize, mean: f64, exact: usize },
+    Proposal {
+        iteration: usize,
+        index: usize,
+        proposer: String,
+        /// Found in the log (not paid again).
+        cached: bool,
+        ok: bool,
+        error: Option<String>,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
+    Candidate { iteration: usize, index: usize, proposer: String, prompt_sha256: String, train_mean: f64, rejected: Option<String> },
+    Decision { iteration: usize, accepted: bool, reason: String },
+    /// At the start of each iteration and at the end of the loop.
+    Progress {
+        iteration: usize,
+        max_iterations: usize,
+        best_train: f64,
+        best_dev: f64,
+        spend: Spend,
+        elapsed_s: f64,
+    },
+}
+
+/// Receives the loop's [`Event`]s.
 pub trait Observer {
-    fn note(&mut self, _line: &str) {}
+    fn event(&mut self, _event: &Event) {}
 }
 
 /// What a finished run returns.
@@ -47,25 +84,71 @@ pub struct Outcome {
     pub best_prompt: String,
     /// Evals run by this process (the rest came from the log).
     pub evals_run: usize,
+    /// Optimizer calls made by this process (the rest came from the log).
+    pub calls_made: usize,
 }
 
-/// Runs (or, on a resumed log, continues) the loop to its end.
-pub fn run(setup: &Setup<'_>, log: &mut RunLog, observer: &mut dyn Observer) -> Result<Outcome, OptimizeError> {
+/// Runs (or, on a resumed log, continues) the loop to its end. `optimizer` is needed when the
+/// schedule holds an LLM proposer.
+pub fn run(
+    setup: &Setup<'_>,
+    log: &mut RunLog,
+    optimizer: Option<&mut dyn Optimizer>,
+    observer: &mut dyn Observer,
+) -> Result<Outcome, OptimizeError> {
     let engine_key = log.header().engine_key.clone();
     let batch = setup.engine.info().capabilities.max_batch.max(1);
-    let mut lp = Loop { s: setup, log, obs: observer, engine_key, batch };
+    let schedule = parse_schedule(&setup.options.proposer)
+        .map_err(|message| OptimizeError::Optimizer { optimizer: setup.options.optimizer.clone(), message })?;
+    let train_texts = setup.task.split("train")?.examples.iter().map(|e| e.text.as_str());
+    let guard = Guard::new(train_texts, setup.options.leak_ngram, setup.options.leak_threshold);
+    let mut lp = Loop {
+        s: setup,
+        log,
+        obs: observer,
+        optimizer,
+        engine_key,
+        batch,
+        schedule,
+        guard,
+        spend: Spend { cost_usd: setup.price.map(|_| 0.0), ..Spend::default() },
+        calls_made: 0,
+        failures_in_row: 0,
+        started: Instant::now(),
+        history: Vec::new(),
+    };
     lp.run()
 }
 
-struct Loop<'a, 'l> {
+struct Loop<'a, 'l, 'o> {
     s: &'a Setup<'a>,
     log: &'l mut RunLog,
     obs: &'l mut dyn Observer,
+    optimizer: Option<&'o mut dyn Optimizer>,
     engine_key: String,
     batch: usize,
+    schedule: Vec<ProposerKind>,
+    guard: Guard,
+    spend: Spend,
+    calls_made: usize,
+    /// Live calls that gave up on transport errors, in a row.
+    failures_in_row: usize,
+    started: Instant,
+    /// Instructions tried, with their train means (for OPRO).
+    history: Vec<(String, f64)>,
 }
 
-impl Loop<'_, '_> {
+/// Live optimizer calls that may fail in a row (after their own retries) before the run stops.
+pub const MAX_FAILED_CALLS_IN_ROW: usize = 3;
+
+/// Candidates of one iteration, and whether a cap cut the iteration short.
+struct Proposed {
+    candidates: Vec<(Prompt, Option<String>)>,
+    stop: Option<String>,
+    failed: usize,
+}
+
+impl Loop<'_, '_, '_> {
     fn run(&mut self) -> Result<Outcome, OptimizeError> {
         let opts = self.s.options;
         let task = self.s.task;
@@ -78,39 +161,77 @@ impl Loop<'_, '_> {
         let mut cur_train = self.evaluate(&current, "train", train)?;
         let mut cur_dev = self.evaluate(&current, "dev", dev)?;
         let (base_train, base_dev) = (cur_train.clone(), cur_dev.clone());
+        self.history.push((baseline.base.clone(), mean_score(&base_train)));
         let (mut iterations, mut accepted) = (0, 0);
+        let mut stopped_by = "max iterations".to_owned();
 
         for it in 0..opts.max_iterations {
+            self.progress(it, &cur_train, &cur_dev);
+            if let Some(reason) = self.time_up() {
+                stopped_by = reason;
+                break;
+            }
             iterations = it + 1;
-            let pool = demos::failing_pool(&current, train, &cur_train);
-            let candidates = demos::propose(&current, &pool, opts.candidates, opts.demos, opts.seed, it);
+            let kind = self.schedule[it % self.schedule.len()];
+            let proposed = match kind {
+                ProposerKind::Demos => {
+                    let pool = demos::failing_pool(&current, train, &cur_train);
+                    let c = demos::propose(&current, &pool, opts.candidates, opts.demos, opts.seed, it);
+                    Proposed { candidates: c.into_iter().map(|p| (p, None)).collect(), stop: None, failed: 0 }
+                }
+                ProposerKind::Rewrite | ProposerKind::Opro => self.propose_llm(kind, it, &current, train, &cur_train)?,
+            };
             let mut best: Option<(usize, Prompt, Vec<ExampleRecord>)> = None;
-            for (index, cand) in candidates.into_iter().enumerate() {
-                let recs = self.evaluate(&cand, "train", train)?;
-                let entry = CandidateEntry {
+            for (index, (cand, request_sha256)) in proposed.candidates.into_iter().enumerate() {
+                let mut entry = CandidateEntry {
                     iteration: it,
                     index,
-                    proposer: opts.proposer.clone(),
+                    proposer: kind.as_str().to_owned(),
                     prompt_sha256: cand.sha256(),
                     prompt: cand.text(),
                     demo_ids: cand.demo_ids(),
-                    train_mean: mean_score(&recs),
-                    scores: recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect(),
+                    request_sha256,
+                    rejected: None,
+                    overlap: None,
+                    train_mean: 0.0,
+                    scores: Vec::new(),
                 };
-                self.note(&format!(
-                    "iteration {it} candidate {index}: demos [{}], train mean {:.3}",
-                    entry.demo_ids.join(", "),
-                    entry.train_mean
-                ));
-                self.log.emit(&LogRecord::Candidate(entry))?;
+                if kind.needs_llm() {
+                    let (overlap, leak) = self.guard.check(&cand.base, &[&current.base, &baseline.base]);
+                    entry.overlap = Some(overlap);
+                    entry.rejected = leak;
+                    if entry.rejected.is_none() && cand.base.trim() == current.base.trim() {
+                        entry.rejected = Some("rejected: duplicate of the current prompt".into());
+                    }
+                }
+                if entry.rejected.is_some() {
+                    self.candidate(entry)?;
+                    continue;
+                }
+                let recs = self.evaluate(&cand, "train", train)?;
+                entry.train_mean = mean_score(&recs);
+                entry.scores = recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect();
+                if kind.needs_llm() {
+                    self.history.push((cand.base.clone(), entry.train_mean));
+                }
+                self.candidate(entry)?;
                 if best.as_ref().is_none_or(|b| mean_score(&recs) > mean_score(&b.2)) {
                     best = Some((index, cand, recs));
                 }
             }
             let Some((index, cand, cand_train)) = best else {
-                let reason = "stopped: no failing train example left to draw demos from".to_owned();
-                self.decide(DecisionEntry { iteration: it, candidate: None, prompt_sha256: None, accepted: false, reason, train: None, dev: None })?;
-                break;
+                let reason = match (kind, proposed.stop.is_some()) {
+                    (ProposerKind::Demos, _) => "stopped: no failing train example left to draw demos from".to_owned(),
+                    (_, true) => "stopped: a cap was reached before any candidate".to_owned(),
+                    _ => format!("rejected: no usable candidate ({} optimizer calls failed)", proposed.failed),
+                };
+                let stop = reason.starts_with("stopped");
+                self.decide(DecisionEntry { iteration: it, candidate: None, prompt_sha256: None, accepted: false, reason: reason.clone(), train: None, dev: None })?;
+                if stop {
+                    stopped_by = proposed.stop.unwrap_or(reason);
+                    break;
+                }
+                continue;
             };
             let mut decision = DecisionEntry {
                 iteration: it,
@@ -127,7 +248,29 @@ impl Loop<'_, '_> {
                 None => gate.candidate_mean > gate.current_mean,
             };
             decision.train = Some(gate.clone());
-            if !gain {
+            if gain {
+                let cand_dev = self.evaluate(&cand, "dev", dev)?;
+                let (dev_gate, dev_interval) = self.gate(&cand_dev, &cur_dev, "dev-gate", it);
+                let overfit = match dev_interval {
+                    Some(i) => i.upper < 0.0,
+                    None => dev_gate.candidate_mean < dev_gate.current_mean,
+                };
+                decision.dev = Some(dev_gate.clone());
+                if overfit {
+                    decision.reason = format!(
+                        "rejected: overfit: wins on train but loses on dev (dev mean {:.4} vs {:.4})",
+                        dev_gate.candidate_mean, dev_gate.current_mean
+                    );
+                } else {
+                    decision.accepted = true;
+                    decision.reason = "accepted".into();
+                    current = cand;
+                    cur_train = cand_train;
+                    cur_dev = cand_dev;
+                    accepted += 1;
+                    self.write_best(&current)?;
+                }
+            } else {
                 decision.reason = match interval {
                     Some(i) => format!(
                         "rejected: no gain on train (mean delta {:+.4}, bootstrap lower bound {:+.4} at {})",
@@ -135,30 +278,14 @@ impl Loop<'_, '_> {
                     ),
                     None => format!("rejected: no gain on train (mean delta {:+.4})", gate.candidate_mean - gate.current_mean),
                 };
-                self.decide(decision)?;
-                continue;
             }
-            let cand_dev = self.evaluate(&cand, "dev", dev)?;
-            let (dev_gate, dev_interval) = self.gate(&cand_dev, &cur_dev, "dev-gate", it);
-            let overfit = match dev_interval {
-                Some(i) => i.upper < 0.0,
-                None => dev_gate.candidate_mean < dev_gate.current_mean,
-            };
-            decision.dev = Some(dev_gate);
-            if overfit {
-                decision.reason = "rejected: overfit on dev".into();
-                self.decide(decision)?;
-                continue;
-            }
-            decision.accepted = true;
-            decision.reason = "accepted".into();
-            current = cand;
-            cur_train = cand_train;
-            cur_dev = cand_dev;
-            accepted += 1;
-            self.write_best(&current)?;
             self.decide(decision)?;
+            if let Some(stop) = proposed.stop {
+                stopped_by = stop;
+                break;
+            }
         }
+        self.progress(iterations, &cur_train, &cur_dev);
 
         let mut rows = vec![row("train", &base_train, &cur_train), row("dev", &base_dev, &cur_dev)];
         if let Some(test) = task.splits.get("test") {
@@ -173,10 +300,203 @@ impl Loop<'_, '_> {
             baseline_sha256: baseline.sha256(),
             best_sha256: current.sha256(),
             best_demo_ids: current.demo_ids(),
+            stopped_by,
+            spend: self.spend.clone(),
             rows,
         };
         self.log.emit(&LogRecord::Final(summary.clone()))?;
-        Ok(Outcome { summary, best_prompt: current.text(), evals_run: self.log.evals_run() })
+        Ok(Outcome { summary, best_prompt: current.text(), evals_run: self.log.evals_run(), calls_made: self.calls_made })
+    }
+
+    /// `count` candidates from the optimizer (one call each), the current demos kept. Calls
+    /// found in the log are reused; a cap reached stops the proposing (`stop`).
+    fn propose_llm(
+        &mut self,
+        kind: ProposerKind,
+        it: usize,
+        current: &Prompt,
+        train: &[Example],
+        cur_train: &[ExampleRecord],
+    ) -> Result<Proposed, OptimizeError> {
+        let opts = self.s.options;
+        let mut out = Proposed { candidates: Vec::new(), stop: None, failed: 0 };
+        let failures = llm::worst(train, cur_train, opts.worst);
+        for index in 0..opts.candidates {
+            let seed = SplitMix64::derive(opts.seed, kind.as_str(), (it * 1000 + index) as u64).next_u64() >> 1;
+            let req = match kind {
+                ProposerKind::Opro => llm::opro_request(self.s.task, &self.history, &failures, 1.0, opts.optimizer_max_tokens, seed),
+                _ => llm::rewrite_request(self.s.task, &current.base, cur_train, &failures, opts.temperature, opts.optimizer_max_tokens, seed),
+            };
+            let canon = serde_json::json!({ "optimizer": opts.optimizer, "request": req });
+            let request_sha256 = sha256_hex(canon.to_string().as_bytes());
+            let entry = if let Some(p) = self.log.proposal(&request_sha256) {
+                let p = p.clone();
+                self.proposal_event(&p, true);
+                p
+            } else {
+                if let Some(stop) = self.cap_reached(&req) {
+                    out.stop = Some(stop);
+                    break;
+                }
+                let p = self.call(kind, it, index, &req, request_sha256.clone())?;
+                self.log.add_proposal(p.clone())?;
+                self.proposal_event(&p, false);
+                p
+            };
+            self.account(&entry);
+            match entry.prompt {
+                Some(text) => {
+                    let mut cand = current.clone();
+                    cand.base = text;
+                    out.candidates.push((cand, Some(request_sha256)));
+                }
+                None => out.failed += 1,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One live optimizer call. Per-call failures become a failed proposal; credentials or
+    /// a model the API refuses, or [`MAX_FAILED_CALLS_IN_ROW`] exhausted calls, stop the run.
+    fn call(&mut self, kind: ProposerKind, it: usize, index: usize, req: &ChatRequest, request_sha256: String) -> Result<ProposalEntry, OptimizeError> {
+        let name = self.s.options.optimizer.clone();
+        let Some(opt) = self.optimizer.as_deref_mut() else {
+            return Err(OptimizeError::Optimizer { optimizer: name, message: format!("proposer `{}` needs an optimizer model (--optimizer)", kind.as_str()) });
+        };
+        self.calls_made += 1;
+        let mut entry = ProposalEntry {
+            iteration: it,
+            index,
+            proposer: kind.as_str().to_owned(),
+            request_sha256,
+            answer: None,
+            prompt: None,
+            error: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: None,
+            attempts: 0,
+            latency_ms: 0.0,
+        };
+        match opt.complete(req) {
+            Ok(reply) => {
+                self.failures_in_row = 0;
+                entry.input_tokens = reply.input_tokens;
+                entry.output_tokens = reply.output_tokens;
+                entry.cost_usd = self.s.price.map(|p| p.cost(reply.input_tokens, reply.output_tokens));
+                entry.attempts = reply.attempts;
+                entry.latency_ms = reply.latency_ms;
+                match llm::parse_answer(&reply.text) {
+                    Ok(p) => entry.prompt = Some(p),
+                    Err(e) => entry.error = Some(format!("malformed answer: {e}")),
+                }
+                entry.answer = Some(reply.text);
+            }
+            Err(CallError::Fatal(message)) => {
+                return Err(OptimizeError::Optimizer { optimizer: opt.describe(), message });
+            }
+            Err(e) => {
+                if matches!(e, CallError::Exhausted { .. }) {
+                    self.failures_in_row += 1;
+                    if self.failures_in_row >= MAX_FAILED_CALLS_IN_ROW {
+                        return Err(OptimizeError::Optimizer {
+                            optimizer: opt.describe(),
+                            message: format!("{MAX_FAILED_CALLS_IN_ROW} calls in a row failed; the last: {e}"),
+                        });
+                    }
+                }
+                if let CallError::Exhausted { attempts, .. } | CallError::Malformed { attempts, .. } = &e {
+                    entry.attempts = *attempts;
+                }
+                entry.error = Some(e.to_string());
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Adds a call to the spend.
+    fn account(&mut self, p: &ProposalEntry) {
+        self.spend.calls += 1;
+        self.spend.failed_calls += usize::from(p.prompt.is_none());
+        self.spend.input_tokens += p.input_tokens;
+        self.spend.output_tokens += p.output_tokens;
+        if let (Some(total), Some(c)) = (self.spend.cost_usd.as_mut(), p.cost_usd) {
+            *total += c;
+        }
+    }
+
+    /// Whether the next call could cross a cap (its input estimated, its output at the cap).
+    fn cap_reached(&self, req: &ChatRequest) -> Option<String> {
+        if let Some(reason) = self.time_up() {
+            return Some(reason);
+        }
+        let opts = self.s.options;
+        let next_in = llm::estimate_input_tokens(req);
+        let next_out = u64::from(req.max_tokens);
+        if let Some(cap) = opts.max_optimizer_tokens {
+            if self.spend.tokens() + next_in + next_out > cap {
+                return Some(format!(
+                    "optimizer token cap {cap} (spent {}, the next call could take up to {})",
+                    self.spend.tokens(),
+                    next_in + next_out
+                ));
+            }
+        }
+        if let (Some(cap), Some(price), Some(spent)) = (opts.max_cost, self.s.price, self.spend.cost_usd) {
+            let next = price.cost(next_in, next_out);
+            if spent + next > cap {
+                return Some(format!("cost cap ${cap:.2} (spent ${spent:.4}, the next call could cost up to ${next:.4})"));
+            }
+        }
+        None
+    }
+
+    fn time_up(&self) -> Option<String> {
+        let budget = self.s.options.time_budget_s?;
+        let used = self.started.elapsed().as_secs_f64();
+        (used >= budget).then(|| format!("time budget {} used", humantime::format_duration(std::time::Duration::from_secs(budget as u64))))
+    }
+
+    fn progress(&mut self, iteration: usize, train: &[ExampleRecord], dev: &[ExampleRecord]) {
+        let e = Event::Progress {
+            iteration,
+            max_iterations: self.s.options.max_iterations,
+            best_train: mean_score(train),
+            best_dev: mean_score(dev),
+            spend: self.spend.clone(),
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        };
+        self.obs.event(&e);
+    }
+
+    fn proposal_event(&mut self, p: &ProposalEntry, cached: bool) {
+        if !cached {
+            tracing::info!(iteration = p.iteration, index = p.index, ok = p.prompt.is_some(), error = ?p.error, "optimizer call");
+        }
+        self.obs.event(&Event::Proposal {
+            iteration: p.iteration,
+            index: p.index,
+            proposer: p.proposer.clone(),
+            cached,
+            ok: p.prompt.is_some(),
+            error: p.error.clone(),
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
+        });
+    }
+
+    fn candidate(&mut self, entry: CandidateEntry) -> Result<(), OptimizeError> {
+        tracing::info!(iteration = entry.iteration, index = entry.index, train_mean = entry.train_mean, rejected = ?entry.rejected, "candidate");
+        self.obs.event(&Event::Candidate {
+            iteration: entry.iteration,
+            index: entry.index,
+            proposer: entry.proposer.clone(),
+            prompt_sha256: entry.prompt_sha256.clone(),
+            train_mean: entry.train_mean,
+            rejected: entry.rejected.clone(),
+        });
+        self.log.emit(&LogRecord::Candidate(entry))?;
+        Ok(())
     }
 
     /// Scores `examples` under `prompt`, running only what the cache lacks. Examples that see
@@ -235,14 +555,16 @@ impl Loop<'_, '_> {
             let rec = self.log.lookup(&self.key(sha, &ex.id)).cloned();
             records.push(rec.ok_or_else(|| OptimizeError::Missing { id: ex.id.clone(), split: split.into() })?);
         }
-        self.note(&format!(
-            "{split}: prompt {} on {} examples ({ran} run, {} cached): mean {:.3}, exact {}",
-            &prompt_sha[..12],
-            examples.len(),
-            examples.len() - ran,
-            mean_score(&records),
-            exact(&records)
-        ));
+        tracing::info!(split, prompt = &prompt_sha[..12], ran, mean = mean_score(&records), "eval");
+        self.obs.event(&Event::Eval {
+            split: split.to_owned(),
+            prompt_sha256: prompt_sha.clone(),
+            examples: examples.len(),
+            ran,
+            cached: examples.len() - ran,
+            mean: mean_score(&records),
+            exact: exact(&records),
+        });
         Ok(records)
     }
 
@@ -261,18 +583,14 @@ impl Loop<'_, '_> {
     }
 
     fn decide(&mut self, d: DecisionEntry) -> Result<(), OptimizeError> {
-        self.note(&format!("iteration {}: {}", d.iteration, d.reason));
+        tracing::info!(iteration = d.iteration, reason = %d.reason, "decision");
+        self.obs.event(&Event::Decision { iteration: d.iteration, accepted: d.accepted, reason: d.reason.clone() });
         self.log.emit(&LogRecord::Decision(d))?;
         Ok(())
     }
 
     fn key(&self, sha: &str, id: &str) -> CacheKey {
         CacheKey { instruction_sha256: sha.to_owned(), example_id: id.to_owned(), engine_key: self.engine_key.clone() }
-    }
-
-    fn note(&mut self, line: &str) {
-        tracing::info!("{line}");
-        self.obs.note(line);
     }
 
     /// Writes `best_prompt.txt` through a temp file and a rename.
