@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use engines::{ConstraintBackend, EngineConfig, EngineKind};
 use harness::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
 use harness::summary::{Labels, Summary};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::engine_args::{constraint_schema, engine_config, load_engine, EngineArgs};
 use super::InputError;
 
 #[derive(Debug, Args)]
@@ -21,36 +21,11 @@ pub struct EvalArgs {
     /// Split to evaluate.
     #[arg(long, default_value = "dev")]
     pub split: String,
-    /// GGUF path or a known name (smollm2-135m, gemma3-270m).
-    #[arg(long, default_value = "smollm2-135m")]
-    pub model: String,
-    /// Engine: llama (candle and mlx when compiled in).
-    #[arg(long, default_value = "llama")]
-    pub engine: EngineKind,
     /// Evaluate only the first N examples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// How the JSON Schema is enforced: llguidance, gbnf or none.
-    #[arg(long, default_value = "llguidance")]
-    pub constraint: ConstraintBackend,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Examples decoded together.
-    #[arg(long, default_value_t = 4)]
-    pub batch_size: u32,
-    /// Context per sequence in tokens (default: the model's, capped at 16384).
-    #[arg(long)]
-    pub ctx: Option<u32>,
-    /// Output token cap (default: the task's max-tokens).
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
-    /// Do not add maxItems/maxLength bounds from the train split to the constraint.
-    #[arg(long)]
-    pub no_bounds: bool,
-    /// Built-in chat template to use instead of the model's own (chatml, gemma, llama3, …).
-    #[arg(long)]
-    pub chat_template: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Instruction prompt file to use instead of the task's.
     #[arg(long)]
     pub prompt: Option<PathBuf>,
@@ -74,36 +49,22 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         None => task.prompt.clone(),
     };
     let validator = task.validator()?;
-    let constraint_schema = if args.constraint == ConstraintBackend::None {
-        None
-    } else if task.bounds.enabled && !args.no_bounds {
-        let from = task.split(&task.bounds.from_split)?;
-        let (schema, notes) = harness::bounds::harden_schema(&task.schema, &from.examples, &task.bounds);
-        if !quiet && !args.json {
-            eprintln!("bounds from {} gold values:\n{}", from.name, harness::bounds::describe(&notes));
-        }
-        Some(schema)
-    } else {
-        Some(task.schema.clone())
-    };
-
-    let model_path = harness::models::resolve(&args.model)?;
-    let mut cfg = EngineConfig::new(&model_path);
-    cfg.n_ctx = args.ctx;
-    cfg.threads = args.threads;
-    cfg.batch_size = args.batch_size;
-    cfg.constraint_backend = args.constraint;
-    cfg.chat_template.clone_from(&args.chat_template);
-    let engine = engines::load(args.engine, &cfg).with_context(|| format!("loading {}", model_path.display()))?;
+    let e = &args.engine;
+    let (constraint_schema, bounds) = constraint_schema(&task, e.constraint, e.no_bounds)?;
+    if let Some(about) = bounds.filter(|_| !quiet && !args.json) {
+        eprintln!("{about}");
+    }
+    let model_path = harness::models::resolve(&e.model)?;
+    let cfg = engine_config(&model_path, e.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    let engine = load_engine(e.engine, &cfg)?;
     let info = engine.info();
-    tracing::info!(model = %info.model_desc, load_ms = info.load_ms, template = %info.chat_template, "engine ready");
 
     let spec = EvalSpec {
         prompt: PromptSpec { instruction: &instruction, layout: task.layout },
         fields: &task.fields,
         constraint: constraint_schema.as_ref(),
         validator: &validator,
-        max_tokens: args.max_tokens.unwrap_or(task.max_tokens),
+        max_tokens: e.max_tokens.unwrap_or(task.max_tokens),
     };
     let mut reporter = CliReporter::new(args.out.as_deref(), quiet || args.json)?;
     let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut reporter)
@@ -114,7 +75,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         split: &split.name,
         model: &info.model_desc,
         engine: &format!("{} ({}, {} threads, batch {})", info.kind, info.backend_version, info.threads, info.capabilities.max_batch),
-        constraint: &args.constraint.to_string(),
+        constraint: &e.constraint.to_string(),
         kv_cache_bytes: info.kv_cache_bytes,
     };
     let summary = Summary::new(&labels, &task.fields, &records, wall_ms);

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
+mod engine_args;
 mod eval;
 mod optimize;
 
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "promptloop", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// More log output (-v info, -vv debug, -vvv trace; RUST_LOG overrides).
+    /// More log output (-v info, -vv debug, -vvv trace; `RUST_LOG` overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// No progress bars, warnings only.
@@ -28,7 +29,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Eval(eval::EvalArgs),
     /// Optimize a task's prompt: propose, score on train, gate on dev, log to a run directory.
-    Optimize(optimize::OptimizeArgs),
+    Optimize(Box<optimize::OptimizeArgs>),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
