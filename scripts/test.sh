@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# The optimize tests' optimizer: a real llama-server (built once from the PyPI sdist and cached,
+# ~13 minutes cold) on 127.0.0.1. Started here and stopped on exit, unless one already ran.
+PORT="${PROMPTLOOP_SERVER_PORT:-18080}"
+if ! scripts/llama-server.sh status "$PORT"; then
+    trap 'scripts/llama-server.sh stop "$PORT"' EXIT
+fi
+PROMPTLOOP_LLAMA_SERVER="$(scripts/llama-server.sh start "$PORT")"
+export PROMPTLOOP_LLAMA_SERVER
 # One test at a time: the real-model tests each run llama.cpp on every core, and OpenMP threads
 # of several engines spinning on 2 cores slow each other down by an order of magnitude.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{cuad_mini, promptloop, records, require_model, stderr, task_copy};
+use crate::support::{cuad_mini, promptloop, random_in, records, require_model, stderr, task_copy};
 
 const SHORT: [&str; 12] = [
     "--limit-train", "4", "--limit-dev", "3", "--limit-test", "2", "--max-iterations", "1", "--candidates", "2",
@@ -93,38 +93,22 @@ fn run_log_resume_and_kill_resume_match_an_uninterrupted_run() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
-    while lines(&b) < 6 && t0.elapsed() < Duration::from_secs(300) {
+    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map_or(0, |t| t.lines().count());
+    // A random point between the first evals and the last record.
+    let kill_at = random_in(3, recs.len() - 1, "log lines before the kill");
+    while lines(&b) < kill_at && t0.elapsed() < Duration::from_secs(300) {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = lines(&b);
-    assert!(partial >= 6 && partial < recs.len(), "killed with {partial} lines of {}", recs.len());
+    assert!(partial >= kill_at, "killed with {partial} lines of {}", recs.len());
     let out = promptloop(&["optimize", "--resume", b.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let resumed = log_of(&b);
     assert_eq!(outcome(&resumed), outcome(&recs));
     assert_eq!(of_type(&resumed, "eval").len(), evals.len(), "no eval done twice");
     assert_eq!(std::fs::read_to_string(b.join("best_prompt.txt")).unwrap(), best);
-}
-
-#[test]
-fn unknown_optimizer_or_proposer_exits_2() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("r");
-    let task = cuad_mini();
-    let out = promptloop(&[
-        "optimize", "--task", task.to_str().unwrap(), "--proposer", "llm", "--out", out_dir.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("not built yet"), "{}", stderr(&out));
-    let out = promptloop(&[
-        "optimize", "--task", task.to_str().unwrap(), "--optimizer", "gpt", "--out", out_dir.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("LLM optimizers are not built yet"), "{}", stderr(&out));
-    assert!(!out_dir.join("run.jsonl").exists());
 }
 
 /// Starts a run of `task_dir` into `out` and kills it once the header is written (before or
@@ -137,7 +121,7 @@ fn header_only_run(task_dir: &str, out: &Path) {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while std::fs::read_to_string(out.join("run.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 1
+    while std::fs::read_to_string(out.join("run.jsonl")).map_or(0, |t| t.lines().count()) < 1
         && t0.elapsed() < Duration::from_secs(120)
     {
         std::thread::sleep(Duration::from_millis(50));

@@ -57,3 +57,31 @@ pub fn task_copy() -> tempfile::TempDir {
     }
     dir
 }
+
+/// The binary with the optimizer environment cleared, then `envs` set.
+pub fn command_env(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_promptloop"));
+    cmd.args(args).current_dir(repo());
+    for var in ["OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs.iter().copied());
+    cmd
+}
+
+pub fn promptloop_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    command_env(args, envs).output().expect("promptloop runs")
+}
+
+/// Lines of a run's log so far (0 when it does not exist yet).
+pub fn log_lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("run.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+/// A pseudo-random number in `lo..=hi` from the clock, printed so a failure can be replayed.
+pub fn random_in(lo: usize, hi: usize, what: &str) -> usize {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as usize);
+    let v = lo + nanos % (hi - lo + 1);
+    eprintln!("random {what}: {v} (of {lo}..={hi})");
+    v
+}

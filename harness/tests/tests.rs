@@ -4,4 +4,7 @@
 
 mod cli;
 mod optimize;
+mod optimize_llm;
+mod optimizer_http;
 mod support;
+mod support_proxy;
