@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use engines::{ChatMessage, Engine};
 
-/// The SmolLM2 GGUF installed by `scripts/setup.sh` (panics with the fix if missing: a bench
+/// The `SmolLM2` GGUF installed by `scripts/setup.sh` (panics with the fix if missing: a bench
 /// that silently measures nothing is worse than one that stops).
 pub fn smollm2() -> PathBuf {
     harness::models::resolve("smollm2-135m").unwrap_or_else(|e| panic!("{e}"))

@@ -3,6 +3,7 @@
 
 /// Feeds output bytes and reports when the first top-level object/array is complete.
 #[derive(Debug, Default, Clone)]
+#[allow(clippy::struct_excessive_bools)] // a scanner's state flags, not configuration
 pub struct JsonScanner {
     depth: u32,
     started: bool,

@@ -2,6 +2,7 @@
 //! fallback). The models come from `scripts/setup.sh`; a missing model fails the test with the
 //! command that fetches it, it never skips.
 #![cfg(feature = "llama")]
+#![allow(clippy::similar_names)] // `req`/`res`/`reqs` read best as they are
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -75,13 +75,12 @@ impl Compiler {
                 Ok(SeqConstraint::Llg(Box::new(matcher)))
             }
             ConstraintBackend::Gbnf => {
-                let grammar = match self.gbnf_cache.get(&key) {
-                    Some(g) => g.clone(),
-                    None => {
-                        let g = llama_cpp_2::json_schema_to_grammar(&key).map_err(|e| err(e.to_string()))?;
-                        self.gbnf_cache.insert(key, g.clone());
-                        g
-                    }
+                let grammar = if let Some(g) = self.gbnf_cache.get(&key) {
+                    g.clone()
+                } else {
+                    let g = llama_cpp_2::json_schema_to_grammar(&key).map_err(|e| err(e.to_string()))?;
+                    self.gbnf_cache.insert(key, g.clone());
+                    g
                 };
                 let sampler = LlamaSampler::grammar(model, &grammar, "root").map_err(|e| err(e.to_string()))?;
                 Ok(SeqConstraint::Gbnf(sampler))
