@@ -56,6 +56,16 @@ pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, 
     }
 }
 
+/// The backend library and version of a compiled engine (as in [`EngineInfo::backend_version`]),
+/// without loading a model; `None` when it is not compiled in.
+pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
+    match kind {
+        #[cfg(feature = "llama")]
+        EngineKind::Llama => Some(llama::BINDINGS_VERSION),
+        _ => None,
+    }
+}
+
 /// The engines compiled into this build.
 pub fn compiled_engines() -> Vec<EngineKind> {
     EngineKind::ALL

@@ -37,6 +37,40 @@ pub fn current_rss() -> u64 {
     sys.process(pid).map_or(0, sysinfo::Process::memory)
 }
 
+/// Current resident set size of another process in bytes (`None` once it is gone).
+pub fn process_rss(pid: u32) -> Option<u64> {
+    if cfg!(target_os = "linux") {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024);
+    }
+    let pid = sysinfo::Pid::from_u32(pid);
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
+    sys.process(pid).map(sysinfo::Process::memory)
+}
+
+/// What machine this is: CPU brand, logical cores, total memory (for calibration tables).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub total_memory_bytes: u64,
+}
+
+impl Machine {
+    pub fn current() -> Self {
+        let mut sys = sysinfo::System::new();
+        sys.refresh_memory();
+        sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        let cpu = sys.cpus().first().map(|c| c.brand().trim().to_owned()).unwrap_or_default();
+        Machine { cpu, cores: sys.cpus().len().max(1), total_memory_bytes: sys.total_memory() }
+    }
+}
+
 /// Peak resident set size of this process since start (or the last reset), in bytes.
 pub fn peak_rss() -> u64 {
     proc_status_kib("VmHWM:").map_or_else(current_rss, |k| k * 1024)

@@ -358,6 +358,9 @@ pub struct EngineInfo {
     pub capabilities: Capabilities,
     /// KV cache size for all sequences, computed from the model's shape (bytes).
     pub kv_cache_bytes: u64,
+    /// The context the model was trained with (the most any sequence can use).
+    #[serde(default)]
+    pub train_context: usize,
     /// Wall time of loading the model and building the constraint tables.
     pub load_ms: f64,
 }

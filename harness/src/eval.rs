@@ -8,6 +8,7 @@ use engines::{ChatMessage, Engine, EngineError, Request, Response, StopReason, T
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::overflow::{self, Overflow};
 use crate::score::{score_example, ExampleScore, FieldVerdict};
 use crate::task::{Example, FieldSpec, Layout};
 
@@ -43,6 +44,8 @@ pub struct EvalSpec<'a> {
     /// Validates outputs (the task's own schema).
     pub validator: &'a jsonschema::Validator,
     pub max_tokens: u32,
+    /// What to do with a document longer than the engine's context.
+    pub overflow: Overflow,
 }
 
 /// One scored example.
@@ -68,6 +71,13 @@ pub struct ExampleRecord {
     pub peak_rss_bytes: u64,
     pub batch_size: usize,
     pub batch_id: u64,
+    /// The document did not fit: it was split into this many windows (`--on-overflow chunk`)
+    /// and the windows' outputs merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_chunks: Option<usize>,
+    /// The document did not fit and only its head was used (`--on-overflow truncate`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_truncated: bool,
 }
 
 /// Receives progress from [`run`]. The binary draws a progress bar and writes `--out`.
@@ -102,9 +112,25 @@ pub fn run(
     let chunk = engine.info().capabilities.max_batch.max(1);
     let mut records = Vec::with_capacity(examples.len());
     for group in examples.chunks(chunk) {
-        let requests: Vec<Request> = group.iter().map(|ex| request(spec, ex)).collect();
-        for (ex, res) in group.iter().zip(engine.generate(&requests)) {
-            let rec = score(spec, ex, res);
+        // Each example becomes one request, or one per window when chunked; all of the group's
+        // requests go to the engine together.
+        let plans: Vec<Plan> = group.iter().map(|ex| plan(engine, spec, ex)).collect();
+        let requests: Vec<Request> = group
+            .iter()
+            .zip(&plans)
+            .flat_map(|(ex, p)| p.texts.iter().enumerate().map(move |(i, t)| request(spec, ex, t, i)))
+            .collect();
+        let mut responses = engine.generate(&requests).into_iter();
+        for (ex, p) in group.iter().zip(plans) {
+            let res: Vec<_> = responses.by_ref().take(p.texts.len()).collect();
+            let rec = match p.kind {
+                PlanKind::Whole | PlanKind::Truncated => {
+                    let mut rec = score(spec, ex, res.into_iter().next().unwrap_or_else(|| Err(missing())));
+                    rec.input_truncated = p.kind == PlanKind::Truncated;
+                    rec
+                }
+                PlanKind::Chunked => merge_windows(spec, ex, res),
+            };
             reporter.record(&rec)?;
             records.push(rec);
         }
@@ -113,11 +139,113 @@ pub fn run(
     Ok((records, t0.elapsed().as_secs_f64() * 1000.0))
 }
 
-fn request(spec: &EvalSpec<'_>, ex: &Example) -> Request {
-    let req = Request::new(ex.id.clone(), spec.prompt.messages(&ex.text), spec.max_tokens);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanKind {
+    Whole,
+    Chunked,
+    Truncated,
+}
+
+/// The document texts an example is run with.
+struct Plan {
+    kind: PlanKind,
+    texts: Vec<String>,
+}
+
+fn missing() -> EngineError {
+    EngineError::Config("the engine returned fewer responses than requests".into())
+}
+
+/// Whole, unless the document does not fit the engine's context and `--on-overflow` says to
+/// chunk or truncate it. Token counts use the engine's own tokenizer and chat template.
+fn plan(engine: &dyn Engine, spec: &EvalSpec<'_>, ex: &Example) -> Plan {
+    let whole = || Plan { kind: PlanKind::Whole, texts: vec![ex.text.clone()] };
+    if spec.overflow == Overflow::Error {
+        return whole();
+    }
+    let max_ctx = engine.info().capabilities.max_context;
+    let mut fits = |text: &str| -> Result<bool, EngineError> {
+        Ok(engine.count_tokens(&spec.prompt.messages(text))? + spec.max_tokens as usize <= max_ctx)
+    };
+    match fits(&ex.text) {
+        Ok(true) | Err(_) => return whole(),
+        Ok(false) => {}
+    }
+    let planned = match spec.overflow {
+        Overflow::Chunk => overflow::windows(&ex.text, &mut fits).map(|w| Plan { kind: PlanKind::Chunked, texts: w }),
+        _ => overflow::fitting_head(&ex.text, &mut fits).map(|h| Plan { kind: PlanKind::Truncated, texts: vec![h] }),
+    };
+    match planned {
+        Ok(p) if !p.texts.is_empty() && !p.texts[0].is_empty() => p,
+        // Not even a sliver fits (the instruction alone is too long): report it as too long.
+        _ => whole(),
+    }
+}
+
+fn request(spec: &EvalSpec<'_>, ex: &Example, text: &str, window: usize) -> Request {
+    let id = if window == 0 { ex.id.clone() } else { format!("{}#w{window}", ex.id) };
+    let req = Request::new(id, spec.prompt.messages(text), spec.max_tokens);
     match spec.constraint {
         Some(schema) => req.with_schema(schema.clone()),
         None => req,
+    }
+}
+
+/// One record from the windows of a chunked document: their outputs merged field-wise, token
+/// counts and times summed, the peak the largest.
+fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, EngineError>>) -> ExampleRecord {
+    let n = res.len();
+    let mut tokens = TokenCounts::default();
+    let mut timings = Timings::default();
+    let (mut peak, mut batch_size, mut batch_id) = (0, 0, u64::MAX);
+    let mut outputs = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for r in res {
+        match r {
+            Ok(r) => {
+                tokens.input += r.tokens.input;
+                tokens.output += r.tokens.output;
+                tokens.shared_prefix += r.tokens.shared_prefix;
+                timings.tokenize_ms += r.timings.tokenize_ms;
+                timings.prefill_ms += r.timings.prefill_ms;
+                timings.decode_ms += r.timings.decode_ms;
+                timings.total_ms += r.timings.total_ms;
+                if timings.ttft_ms == 0.0 {
+                    timings.ttft_ms = r.timings.ttft_ms;
+                }
+                peak = peak.max(r.peak_rss_bytes);
+                batch_size = batch_size.max(r.batch_size);
+                batch_id = batch_id.min(r.batch_id);
+                outputs.push(serde_json::from_str::<Value>(&r.text).ok());
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                outputs.push(None);
+            }
+        }
+    }
+    let keys: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
+    let merged = overflow::merge(&outputs, &keys).to_string();
+    let s = score_example(spec.fields, &merged, false, &ex.expected, Some(spec.validator));
+    ExampleRecord {
+        id: ex.id.clone(),
+        line: ex.line,
+        output: merged,
+        stop: None,
+        error: None,
+        error_detail: (!errors.is_empty()).then(|| format!("{} of {n} windows failed: {}", errors.len(), errors.join("; "))),
+        score: s.score,
+        format_ok: s.format_ok,
+        format_error: s.format_error,
+        truncated: false,
+        fields: s.fields,
+        tokens,
+        timings,
+        peak_rss_bytes: peak,
+        batch_size,
+        batch_id,
+        input_chunks: Some(n),
+        input_truncated: false,
     }
 }
 
@@ -142,6 +270,8 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 peak_rss_bytes: r.peak_rss_bytes,
                 batch_size: r.batch_size,
                 batch_id: r.batch_id,
+                input_chunks: None,
+                input_truncated: false,
             }
         }
         Err(e) => {
@@ -169,6 +299,8 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 peak_rss_bytes: 0,
                 batch_size: 0,
                 batch_id: u64::MAX,
+                input_chunks: None,
+                input_truncated: false,
             }
         }
     }

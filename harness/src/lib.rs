@@ -4,10 +4,12 @@
 //! Data flows one way: task -> (router) -> engine -> scorer -> proposer -> run log -> report.
 
 pub mod bounds;
+pub mod calibrate;
 pub mod eval;
 pub mod models;
 pub mod optimize;
 pub mod optimizer;
+pub mod overflow;
 pub mod score;
 pub mod summary;
 pub mod task;

@@ -44,6 +44,9 @@ pub struct Summary {
     pub errors: BTreeMap<String, usize>,
     /// Outputs that hit the token cap.
     pub truncated: usize,
+    /// Documents longer than the context: split into windows, or cut to their head.
+    pub inputs_chunked: usize,
+    pub inputs_truncated: usize,
     pub speed: Speed,
     /// The engine's KV cache for all its sequences, from the model's shape (bytes).
     pub kv_cache_bytes: u64,
@@ -89,6 +92,8 @@ impl Summary {
             failure_classes: agg.classes,
             errors,
             truncated: records.iter().filter(|r| r.truncated).count(),
+            inputs_chunked: records.iter().filter(|r| r.input_chunks.is_some()).count(),
+            inputs_truncated: records.iter().filter(|r| r.input_truncated).count(),
             speed: speed(records, wall_ms),
             kv_cache_bytes: labels.kv_cache_bytes,
         }
@@ -118,6 +123,13 @@ impl Summary {
         };
         let _ = writeln!(s, "engine errors   {errors}");
         let _ = writeln!(s, "truncated       {}", self.truncated);
+        if self.inputs_chunked + self.inputs_truncated > 0 {
+            let _ = writeln!(
+                s,
+                "too long        {} chunked into windows, {} cut to their head (--on-overflow)",
+                self.inputs_chunked, self.inputs_truncated
+            );
+        }
         let _ = writeln!(s);
         let sp = &self.speed;
         let _ = writeln!(

@@ -210,6 +210,7 @@ fn describe(
             constraint_backends: vec![ConstraintBackend::Llguidance, ConstraintBackend::Gbnf, ConstraintBackend::None],
         },
         kv_cache_bytes,
+        train_context: model.n_ctx_train() as usize,
         load_ms: ms(t0),
     }
 }

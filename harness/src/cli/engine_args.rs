@@ -1,22 +1,140 @@
 //! The engine flags `eval` and `optimize` share, and what they build: the engine configuration
 //! and the constraint schema.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::Context;
 use clap::Args;
+use engines::memory::Machine;
 use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind};
+use harness::calibrate::{self, RoutingTable};
+use harness::optimize::cache::model_fingerprint;
+use harness::overflow::Overflow;
 use harness::task::Task;
 use serde_json::Value;
+
+use super::InputError;
+
+/// `--engine`: a kind, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    Auto,
+    Kind(EngineKind),
+}
+
+impl FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            Ok(EngineChoice::Auto)
+        } else {
+            s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"))
+        }
+    }
+}
+
+impl fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineChoice::Auto => f.write_str("auto"),
+            EngineChoice::Kind(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// The engine and context `--engine` resolves to, and what the routing table said.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub kind: EngineKind,
+    /// Context per sequence: `--ctx`, else capped so the predicted peak fits the table's
+    /// budget with its margin.
+    pub ctx: Option<u32>,
+    pub note: Option<String>,
+}
+
+/// Resolves `--engine` for `batch` sequences. `auto` reads the routing table (`--routing`, or
+/// the model's default one when it exists): a stale table is reported and ignored; a valid one
+/// picks the engine predicted fastest among those compiled in that fit a typical input, and
+/// caps the context so the batch fits the budget. Without a table, `auto` is llama.
+pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Routed> {
+    let kind = match e.engine {
+        EngineChoice::Kind(k) => return Ok(Routed { kind: k, ctx: e.ctx, note: None }),
+        EngineChoice::Auto => EngineKind::Llama,
+    };
+    let fingerprint = model_fingerprint(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let path = match &e.routing {
+        Some(p) => p.clone(),
+        None => {
+            let p = calibrate::default_table_path(&fingerprint);
+            if !p.exists() {
+                return Ok(Routed { kind, ctx: e.ctx, note: None });
+            }
+            p
+        }
+    };
+    let table = RoutingTable::load(&path).map_err(|err| InputError(format!("--routing: {err}")))?;
+    let versions: Vec<(EngineKind, String)> = engines::compiled_engines()
+        .into_iter()
+        .filter_map(|k| engines::backend_version(k).map(|v| (k, v.to_owned())))
+        .collect();
+    let stale = table.stale_reasons(&fingerprint, &Machine::current(), &versions);
+    if !stale.is_empty() {
+        let note = format!(
+            "routing table {} is stale ({}); ignoring it: run `promptloop calibrate` again",
+            path.display(),
+            stale.join("; ")
+        );
+        return Ok(Routed { kind, ctx: e.ctx, note: Some(note) });
+    }
+    let available = engines::compiled_engines();
+    let calibrate::Route::Engine(kind) = table.route(1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0)), &available) else {
+        return Err(InputError(format!(
+            "routing table {}: no engine compiled into this build fits the {} MiB budget",
+            path.display(),
+            table.budget_bytes >> 20
+        ))
+        .into());
+    };
+    let entry = table.engine(kind).expect("routed engines are in the table");
+    let total = calibrate::max_ctx_for_budget(&entry.memory, table.budget_bytes, table.margin);
+    let per_seq = (total / batch.max(1) as usize).min(16_384);
+    if per_seq < 256 {
+        return Err(InputError(format!(
+            "routing table {}: a batch of {batch} leaves {per_seq} context tokens per sequence in the {} MiB budget; lower --batch-size",
+            path.display(),
+            table.budget_bytes >> 20
+        ))
+        .into());
+    }
+    let ctx = Some(e.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32)));
+    let note = format!(
+        "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
+        path.display(),
+        ctx.unwrap_or_default(),
+        table.budget_bytes >> 20,
+        table.margin * 100.0
+    );
+    Ok(Routed { kind, ctx, note: Some(note) })
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// GGUF path or a known name (smollm2-135m, gemma3-270m).
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// Engine: llama (candle and mlx when compiled in).
-    #[arg(long, default_value = "llama")]
-    pub engine: EngineKind,
+    /// Engine: auto (routed by the calibration table when one exists, else llama), llama
+    /// (candle and mlx when compiled in).
+    #[arg(long, default_value = "auto")]
+    pub engine: EngineChoice,
+    /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
+    #[arg(long, value_name = "FILE")]
+    pub routing: Option<PathBuf>,
+    /// A document longer than the context: error (reported as too_long), chunk (overlapping
+    /// windows, merged field-wise) or truncate (the head; flagged).
+    #[arg(long, default_value = "error")]
+    pub on_overflow: Overflow,
     /// How the JSON Schema is enforced: llguidance, gbnf or none.
     #[arg(long, default_value = "llguidance")]
     pub constraint: ConstraintBackend,

@@ -10,7 +10,7 @@ use harness::summary::{Labels, Summary};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::engine_args::{constraint_schema, engine_config, load_engine, EngineArgs};
+use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
 use super::InputError;
 
 #[derive(Debug, Args)]
@@ -55,8 +55,12 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         eprintln!("{about}");
     }
     let model_path = harness::models::resolve(&e.model)?;
-    let cfg = engine_config(&model_path, e.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
-    let engine = load_engine(e.engine, &cfg)?;
+    let routed = route(e, &model_path, e.batch_size)?;
+    if let Some(note) = routed.note.as_deref().filter(|_| !quiet && !args.json) {
+        eprintln!("{note}");
+    }
+    let cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 
     let spec = EvalSpec {
@@ -65,6 +69,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         constraint: constraint_schema.as_ref(),
         validator: &validator,
         max_tokens: e.max_tokens.unwrap_or(task.max_tokens),
+        overflow: e.on_overflow,
     };
     let mut reporter = CliReporter::new(args.out.as_deref(), quiet || args.json)?;
     let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut reporter)

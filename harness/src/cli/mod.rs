@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
+mod calibrate;
 mod engine_args;
 mod eval;
 mod optimize;
@@ -30,6 +31,13 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Optimize a task's prompt: propose, score on train, gate on dev, log to a run directory.
     Optimize(Box<optimize::OptimizeArgs>),
+    /// Learn per-engine memory and latency against input length; write the routing table that
+    /// `--engine auto` reads.
+    #[command(after_help = EXIT_CODES)]
+    Calibrate(calibrate::CalibrateArgs),
+    /// (internal) One calibration probe, run by `calibrate` in a child process.
+    #[command(hide = true)]
+    Probe(calibrate::ProbeArgs),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
@@ -41,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Eval(args) => eval::run(&args, cli.quiet),
         Command::Optimize(args) => optimize::run(&args, cli.quiet),
+        Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
+        Command::Probe(args) => calibrate::probe(&args),
     }
 }
 

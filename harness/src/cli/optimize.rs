@@ -24,7 +24,7 @@ use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::engine_args::{constraint_schema, engine_config, load_engine, EngineArgs};
+use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
 use super::InputError;
 
 #[derive(Debug, Args)]
@@ -120,6 +120,11 @@ impl OptimizeArgs {
         let spec = parse_spec(&self.optimizer)?;
         let proposer = self.proposer.clone().unwrap_or_else(|| if spec.is_none() { "demos" } else { "rewrite" }.to_owned());
         let e = &self.engine;
+        // `--engine auto` is resolved once, at the start: a resumed run keeps its engine.
+        let routed = route(e, &harness::models::resolve(&e.model)?, e.batch_size)?;
+        if let Some(note) = &routed.note {
+            tracing::warn!("{note}");
+        }
         Ok(Options {
             optimizer: spec.to_string(),
             proposer,
@@ -141,11 +146,12 @@ impl OptimizeArgs {
             limit_dev: self.limit_dev,
             limit_test: self.limit_test,
             model: e.model.clone(),
-            engine: e.engine,
+            engine: routed.kind,
+            on_overflow: e.on_overflow,
             constraint: e.constraint,
             batch_size: e.batch_size,
             threads: e.threads,
-            ctx: e.ctx,
+            ctx: routed.ctx,
             max_tokens: e.max_tokens,
             no_bounds: e.no_bounds,
             chat_template: e.chat_template.clone(),
@@ -341,32 +347,39 @@ fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Op
     if spec.is_none() || !needs {
         return Ok(None);
     }
-    let mut opt: Box<dyn Optimizer> = match &spec {
+    let http = |api: Api, model: &str, policy: RetryPolicy| {
+        HttpOptimizer::from_env(api, model, policy).map_err(|e| InputError(format!("--optimizer {spec}: {e}")))
+    };
+    // Fail fast: the canary gets at most 2 attempts of at most 30 s, whatever the run's policy.
+    let policy = args.retry_policy();
+    let canary_policy =
+        RetryPolicy { max_attempts: policy.max_attempts.min(2), timeout: policy.timeout.min(Duration::from_secs(30)), ..policy.clone() };
+    let (mut canary, opt): (Box<dyn Optimizer>, Option<Box<dyn Optimizer>>) = match &spec {
         OptimizerSpec::None => return Ok(None),
-        OptimizerSpec::OpenAi { model } => Box::new(
-            HttpOptimizer::from_env(Api::OpenAi, model, args.retry_policy()).map_err(|e| InputError(format!("--optimizer {spec}: {e}")))?,
-        ),
-        OptimizerSpec::Anthropic { model } => Box::new(
-            HttpOptimizer::from_env(Api::Anthropic, model, args.retry_policy())
-                .map_err(|e| InputError(format!("--optimizer {spec}: {e}")))?,
-        ),
-        OptimizerSpec::Local { model } => Box::new(
-            LocalOptimizer::load(model, o.threads).map_err(|e| InputError(format!("--optimizer {spec}: {e:#}")))?,
+        OptimizerSpec::OpenAi { model } => (Box::new(http(Api::OpenAi, model, canary_policy)?), Some(Box::new(http(Api::OpenAi, model, policy)?))),
+        OptimizerSpec::Anthropic { model } => {
+            (Box::new(http(Api::Anthropic, model, canary_policy)?), Some(Box::new(http(Api::Anthropic, model, policy)?)))
+        }
+        OptimizerSpec::Local { model } => (
+            Box::new(LocalOptimizer::load(model, o.threads).map_err(|e| InputError(format!("--optimizer {spec}: {e:#}")))?),
+            None,
         ),
     };
-    // Fail fast: one short call with few attempts checks reachability and credentials.
+    // One short call checks reachability and credentials before any work.
     let t = Instant::now();
-    match opt.canary() {
-        Ok(r) => tracing::info!(optimizer = %opt.describe(), ms = r.latency_ms, "canary call answered"),
+    match canary.canary() {
+        Ok(r) => tracing::info!(optimizer = %canary.describe(), ms = r.latency_ms, "canary call answered"),
         Err(e) => {
             return Err(InputError(format!(
                 "--optimizer {spec}: the canary call to {} failed after {:.1} s: {e}",
-                opt.describe(),
+                canary.describe(),
                 t.elapsed().as_secs_f64()
             ))
             .into())
         }
     }
+    // The local optimizer is its own canary (loaded once).
+    let opt = opt.unwrap_or(canary);
     Ok(Some(opt))
 }
 
@@ -526,6 +539,7 @@ fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     let engine_key = engine_key(&EngineKeyParts {
         model: &model,
         kind: o.engine,
+        overflow: o.on_overflow,
         constraint: o.constraint,
         constraint_schema_sha256: schema_sha.as_deref(),
         max_tokens,

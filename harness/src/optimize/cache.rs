@@ -51,6 +51,7 @@ impl EvalCache {
 pub struct EngineKeyParts<'a> {
     pub model: &'a ModelFingerprint,
     pub kind: EngineKind,
+    pub overflow: crate::overflow::Overflow,
     pub constraint: ConstraintBackend,
     pub constraint_schema_sha256: Option<&'a str>,
     pub max_tokens: u32,
@@ -64,6 +65,7 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
         "model_sha256_first_mib": p.model.sha256_first_mib,
         "model_size": p.model.size,
         "engine": p.kind,
+        "on_overflow": p.overflow,
         "constraint": p.constraint,
         "constraint_schema_sha256": p.constraint_schema_sha256,
         "max_tokens": p.max_tokens,
@@ -115,6 +117,7 @@ mod tests {
         EngineKeyParts {
             model,
             kind: EngineKind::Llama,
+            overflow: crate::overflow::Overflow::Error,
             constraint: ConstraintBackend::Llguidance,
             constraint_schema_sha256: Some("abc"),
             max_tokens: 192,

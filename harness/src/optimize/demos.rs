@@ -68,6 +68,8 @@ pub(crate) mod tests {
             peak_rss_bytes: 0,
             batch_size: 1,
             batch_id: 0,
+            input_chunks: None,
+            input_truncated: false,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Options {
     /// `--model` as given (a known name or a path).
     pub model: String,
     pub engine: EngineKind,
+    /// `--on-overflow`: documents longer than the context.
+    pub on_overflow: crate::overflow::Overflow,
     pub constraint: ConstraintBackend,
     pub batch_size: u32,
     pub threads: Option<usize>,
@@ -174,6 +176,7 @@ impl Default for Options {
             limit_test: None,
             model: "smollm2-135m".into(),
             engine: EngineKind::Llama,
+            on_overflow: crate::overflow::Overflow::Error,
             constraint: ConstraintBackend::Llguidance,
             batch_size: 4,
             threads: None,

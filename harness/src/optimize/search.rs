@@ -533,6 +533,7 @@ impl Loop<'_, '_, '_> {
                     constraint: self.s.constraint,
                     validator: self.s.validator,
                     max_tokens: self.s.max_tokens,
+                    overflow: self.s.options.on_overflow,
                 };
                 let mut rep = LogReporter {
                     log: self.log,
