@@ -611,6 +611,11 @@ struct AnthropicBlock {
 struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// Prompt tokens served from or written to the prompt cache; not in `input_tokens`.
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 fn not_json(api: Api, e: &serde_json::Error, body: &[u8]) -> String {
@@ -642,10 +647,19 @@ fn parse_openai(body: &[u8]) -> Result<Parsed, String> {
 fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
     let reply: AnthropicReply = serde_json::from_slice(body).map_err(|e| not_json(Api::Anthropic, &e, body))?;
     let text: String = reply.content.into_iter().filter(|b| b.kind == "text").filter_map(|b| b.text).collect();
-    let usage = reply.usage.unwrap_or(AnthropicUsage { input_tokens: None, output_tokens: None });
+    let usage = reply.usage.unwrap_or(AnthropicUsage {
+        input_tokens: None,
+        output_tokens: None,
+        cache_read_input_tokens: None,
+        cache_creation_input_tokens: None,
+    });
+    // Every prompt token counts, cached or not (spend is reported high rather than low).
+    let input = usage.input_tokens.unwrap_or(0)
+        + usage.cache_read_input_tokens.unwrap_or(0)
+        + usage.cache_creation_input_tokens.unwrap_or(0);
     Ok(Parsed {
         text: non_empty(text, Api::Anthropic)?,
-        input_tokens: usage.input_tokens.unwrap_or(0),
+        input_tokens: input,
         output_tokens: usage.output_tokens.unwrap_or(0),
     })
 }
