@@ -37,7 +37,7 @@ pub fn ladder(max_context: usize, max_tokens: u32, max_input: Option<usize>) -> 
 pub fn held_back(ladder: &[usize]) -> Option<usize> {
     match ladder.len() {
         0..=2 => None,
-        n => Some((ladder[n - 2] + ladder[n - 3]) / 2 + (ladder[n - 2] - ladder[n - 3]) / 4),
+        n => Some(usize::midpoint(ladder[n - 2], ladder[n - 3]) + (ladder[n - 2] - ladder[n - 3]) / 4),
     }
 }
 

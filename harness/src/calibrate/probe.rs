@@ -89,13 +89,16 @@ pub fn run_in_process(spec: &ProbeSpec) -> anyhow::Result<ProbeReport> {
     for i in 0..spec.reps.max(1) {
         let mut req = Request::new(format!("probe{i}"), vec![ChatMessage::user(text.clone())], spec.max_tokens);
         req.ignore_eos = true;
-        let res = engine.generate(std::slice::from_ref(&req)).pop().expect("one response per request")?;
+        let out = engine
+            .generate(std::slice::from_ref(&req))
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("the engine returned no response to the probe"))??;
         reps.push(Rep {
-            tokenize_ms: res.timings.tokenize_ms,
-            prefill_ms: res.timings.prefill_ms,
-            ttft_ms: res.timings.ttft_ms,
-            decode_tok_s: res.timings.decode_tok_s(&res.tokens),
-            total_ms: res.timings.total_ms,
+            tokenize_ms: out.timings.tokenize_ms,
+            prefill_ms: out.timings.prefill_ms,
+            ttft_ms: out.timings.ttft_ms,
+            decode_tok_s: out.timings.decode_tok_s(&out.tokens),
+            total_ms: out.timings.total_ms,
         });
     }
     let info = engine.info();

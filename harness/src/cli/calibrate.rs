@@ -194,7 +194,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
                 "{:>7} {:>7} {:>9.1} {:>11} {:>9} {:>10} {:>10}  {}",
                 p.input_tokens,
                 p.n_ctx,
-                p.peak_rss_bytes as f64 / 1048576.0,
+                p.peak_rss_bytes as f64 / 1_048_576.0,
                 f(p.prefill_ms),
                 f(p.ttft_ms),
                 f(p.decode_tok_s),
@@ -205,7 +205,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
         writeln!(
             stdout,
             "memory  = {:.1} MiB + {:.1} KiB per context token (max error on the points {:.1}%)",
-            e.memory.intercept / 1048576.0,
+            e.memory.intercept / 1_048_576.0,
             e.memory.slope / 1024.0,
             e.memory.max_rel_error * 100.0
         )?;
@@ -222,8 +222,8 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
                 stdout,
                 "held back {} tokens: predicted peak {:.1} MiB, measured {:.1} MiB, error {:.1}%",
                 h.input_tokens,
-                h.predicted_peak_bytes / 1048576.0,
-                h.measured_peak_bytes as f64 / 1048576.0,
+                h.predicted_peak_bytes / 1_048_576.0,
+                h.measured_peak_bytes as f64 / 1_048_576.0,
                 h.rel_error * 100.0
             )?;
         }

@@ -108,15 +108,15 @@ pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Ro
         ))
         .into());
     }
-    let ctx = Some(e.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32)));
+    let ctx = e.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32));
     let note = format!(
         "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
         path.display(),
-        ctx.unwrap_or_default(),
+        ctx,
         table.budget_bytes >> 20,
         table.margin * 100.0
     );
-    Ok(Routed { kind, ctx, note: Some(note) })
+    Ok(Routed { kind, ctx: Some(ctx), note: Some(note) })
 }
 
 #[derive(Debug, Clone, Args)]

@@ -190,24 +190,24 @@ pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
     }
     // Options and task are checked before anything is written or loaded.
     // A fresh run checks the optimizer (canary) before it writes anything.
-    let (mut log, dir, connected) = if let Some(dir) = &args.resume {
-        (resume(dir, args.task.as_deref())?, dir.clone(), None)
+    let (mut log, task, dir, connected) = if let Some(dir) = &args.resume {
+        let (log, task) = resume(dir, args.task.as_deref())?;
+        (log, task, dir.clone(), None)
     } else {
         let options = args.options()?;
         check(&options, &prices)?;
         let task_dir = args.task.as_deref().context("--task is required")?;
         let out = args.out.clone().context("--out is required")?;
         refuse_existing(&out)?;
-        Task::load(task_dir)?;
+        let task = Task::load(task_dir)?;
         let optimizer = connect(&options, args)?;
-        (start(task_dir, &out, options)?, out, Some(optimizer))
+        (start(&task, &out, options)?, task, out, Some(optimizer))
     };
     let header = log.header().clone();
     let options = header.options.clone();
     check(&options, &prices)?;
     let spec = parse_spec(&options.optimizer)?;
     let price = prices.lookup(&spec);
-    let task = Task::load(&header.task_dir)?;
     let prep = prepare(&task, &options)?;
     if prep.engine_key != header.engine_key {
         return Err(InputError(format!(
@@ -458,17 +458,16 @@ fn refuse_existing(out: &Path) -> anyhow::Result<()> {
 }
 
 /// A fresh run: the header, written before anything is evaluated.
-fn start(task_dir: &Path, out: &Path, options: Options) -> anyhow::Result<RunLog> {
-    let task = Task::load(task_dir)?;
+fn start(task: &Task, out: &Path, options: Options) -> anyhow::Result<RunLog> {
     task.split("train")?;
     task.split("dev")?;
-    let prep = prepare(&task, &options)?;
+    let prep = prepare(task, &options)?;
     let header = Header {
         format: FORMAT_VERSION,
         promptloop_version: env!("CARGO_PKG_VERSION").into(),
         task: task.name.clone(),
         task_dir: task.dir.clone(),
-        task_sha256: task_sha256(&task).context("hashing the task files")?,
+        task_sha256: task_sha256(task).context("hashing the task files")?,
         model: prep.model,
         engine_kind: options.engine,
         engine: prep.config,
@@ -482,8 +481,8 @@ fn start(task_dir: &Path, out: &Path, options: Options) -> anyhow::Result<RunLog
     RunLog::create(out, header).map_err(input_if_log)
 }
 
-/// An existing run: recovered log, checked against its task and `--task` when given.
-fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<RunLog> {
+/// An existing run: recovered log and its task, checked against `--task` when given.
+fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<(RunLog, Task)> {
     if !dir.join(LOG_FILE).exists() {
         return Err(InputError(format!("--resume {}: no {LOG_FILE} there (not a run directory)", dir.display())).into());
     }
@@ -526,7 +525,7 @@ fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<RunLog> {
         ))
         .into());
     }
-    Ok(log)
+    Ok((log, task))
 }
 
 fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {

@@ -608,6 +608,7 @@ struct AnthropicBlock {
 }
 
 #[derive(Deserialize)]
+#[allow(clippy::struct_field_names)] // the API's own names
 struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
