@@ -4,6 +4,9 @@
 //! Model load and warm-up are outside the measurement; each sample times only the phase named,
 //! from the engine's own per-request timings (`iter_custom`). Comparable to llama.cpp's
 //! `llama-bench -p 512 -n 128` (see scripts/llama-bench.sh).
+//!
+//! With `--features candle`, `candle/<variant>/prefill` and `candle/<variant>/decode` measure the
+//! candle engine on the same prompts for each weight format it can compute with.
 
 use std::time::Duration;
 
@@ -97,5 +100,54 @@ fn constraint_overhead(c: &mut Criterion) {
     g.finish();
 }
 
+/// The candle engine's variants beside the llama engine: prefill of the same 512-token prompt
+/// and decode of 32 tokens (f32 decodes at ~16 tok/s on 2 cores; 128 would take minutes).
+#[cfg(feature = "candle")]
+fn candle_variants(c: &mut Criterion) {
+    use engines::WeightFormat;
+    let text = contracts("dev").join("\n\n");
+    for weights in [WeightFormat::Gguf, WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F32] {
+        let mut cfg = EngineConfig::new(smollm2());
+        cfg.batch_size = 1;
+        cfg.n_ctx = Some(4096);
+        cfg.constraint_backend = ConstraintBackend::None;
+        cfg.weights = weights;
+        let e = engines::load(EngineKind::Candle, &cfg).expect("SmolLM2 loads in candle");
+        let msgs = prompt_of_tokens(e.as_ref(), &text, 512);
+        let tokens = e.count_tokens(&msgs).expect("tokenizes");
+        let mut g = c.benchmark_group(format!("candle/{weights}"));
+        g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
+        g.throughput(Throughput::Elements(tokens as u64));
+        g.bench_function("prefill/512", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let r = e.generate(&[Request::new("pp", msgs.clone(), 1)]).remove(0).expect("prefill");
+                        secs(r.timings.prefill_ms)
+                    })
+                    .sum()
+            });
+        });
+        g.throughput(Throughput::Elements(32));
+        g.bench_function("decode/tg32", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let mut req = Request::new("tg", vec![ChatMessage::user("Write about contracts.")], 33);
+                        req.ignore_eos = true;
+                        let r = e.generate(&[req]).remove(0).expect("decode");
+                        assert_eq!(r.tokens.output, 33);
+                        secs(r.timings.decode_ms)
+                    })
+                    .sum()
+            });
+        });
+        g.finish();
+    }
+}
+
+#[cfg(not(feature = "candle"))]
 criterion_group!(benches, prefill_and_decode, constraint_overhead);
+#[cfg(feature = "candle")]
+criterion_group!(benches, prefill_and_decode, constraint_overhead, candle_variants);
 criterion_main!(benches);

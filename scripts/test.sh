@@ -17,4 +17,5 @@ export PROMPTLOOP_LLAMA_SERVER
 # One test at a time: the real-model tests each run llama.cpp on every core, and OpenMP threads
 # of several engines spinning on 2 cores slow each other down by an order of magnitude.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
-cargo test --release --workspace --all-targets "$@"
+# The candle engine is compiled in for the tests too (its crates add ~N minutes to a cold build).
+cargo test --release --workspace --all-targets --features engines/candle "$@"

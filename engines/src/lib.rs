@@ -1,5 +1,5 @@
 //! Inference engines for promptloop: the [`Engine`] trait and one backend per file, each behind
-//! a cargo feature (`llama` on by default; `candle` and `mlx` come later).
+//! a cargo feature (`llama` on by default, `candle`; `mlx` comes later).
 //!
 //! Engines are synchronous and own their threads: a backend runs its model on a worker thread
 //! fed by a channel, so callers only ever hold a `Send + Sync` handle. A backend that was not
@@ -7,11 +7,17 @@
 //! [`load`].
 
 mod error;
+#[cfg(any(feature = "llama", feature = "candle"))]
+mod guidance;
 mod json_scan;
 pub mod memory;
 mod sampling;
+#[cfg(any(feature = "llama", feature = "candle"))]
+mod support;
 mod types;
 
+#[cfg(feature = "candle")]
+pub mod candle;
 #[cfg(feature = "llama")]
 pub mod llama;
 
@@ -19,7 +25,7 @@ pub use error::EngineError;
 pub use json_scan::JsonScanner;
 pub use types::{
     Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
-    EngineKind, Request, Response, Sampling, StopReason, Timings, TokenCounts,
+    EngineKind, Request, Response, Sampling, StopReason, Timings, TokenCounts, WeightFormat,
 };
 
 /// An in-process inference engine holding one loaded model.
@@ -46,9 +52,17 @@ pub trait Engine: Send + Sync {
 /// [`EngineError::NotCompiled`] when the backend's feature is off; otherwise whatever the
 /// backend reports while loading (missing file, bad GGUF, no chat template, …).
 pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
+    if config.weights != WeightFormat::Gguf && kind != EngineKind::Candle {
+        return Err(EngineError::Config(format!(
+            "the {kind} engine computes with the GGUF's own weights; weight format `{}` is a candle variant",
+            config.weights
+        )));
+    }
     match kind {
         #[cfg(feature = "llama")]
         EngineKind::Llama => Ok(Box::new(llama::LlamaEngine::load(config)?)),
+        #[cfg(feature = "candle")]
+        EngineKind::Candle => Ok(Box::new(candle::CandleEngine::load(config)?)),
         other => Err(EngineError::NotCompiled {
             kind: other,
             feature: other.feature(),
@@ -62,6 +76,8 @@ pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
     match kind {
         #[cfg(feature = "llama")]
         EngineKind::Llama => Some(llama::BINDINGS_VERSION),
+        #[cfg(feature = "candle")]
+        EngineKind::Candle => Some(candle::BACKEND_VERSION),
         _ => None,
     }
 }

@@ -35,8 +35,9 @@ impl EngineKind {
     pub fn is_compiled(self) -> bool {
         match self {
             EngineKind::Llama => cfg!(feature = "llama"),
-            // Not written yet: they report "not compiled" until their backends land.
-            EngineKind::Candle | EngineKind::Mlx => false,
+            EngineKind::Candle => cfg!(feature = "candle"),
+            // Not written yet: it reports "not compiled" until its backend lands.
+            EngineKind::Mlx => false,
         }
     }
 }
@@ -56,6 +57,56 @@ impl FromStr for EngineKind {
             "mlx" => Ok(EngineKind::Mlx),
             other => Err(format!("unknown engine `{other}` (expected llama, candle or mlx)")),
         }
+    }
+}
+
+/// The weight format an engine computes with. The llama engine uses the GGUF as stored; candle
+/// can re-quantize at load, because its CPU kernels differ by format (no SIMD kernel for Q4_1;
+/// f32 prefills fastest but decodes slowest and takes the most memory): an engine *variant*
+/// such as `candle:q8_0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// The tensors as stored in the GGUF.
+    #[default]
+    Gguf,
+    Q4_0,
+    Q8_0,
+    F16,
+    /// Dequantized to f32 (plain matmuls).
+    F32,
+}
+
+impl WeightFormat {
+    /// Every format, the stored one first.
+    pub const ALL: [WeightFormat; 5] =
+        [WeightFormat::Gguf, WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F16, WeightFormat::F32];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Gguf => "gguf",
+            WeightFormat::Q4_0 => "q4_0",
+            WeightFormat::Q8_0 => "q8_0",
+            WeightFormat::F16 => "f16",
+            WeightFormat::F32 => "f32",
+        }
+    }
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for WeightFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        WeightFormat::ALL.into_iter().find(|w| w.name() == lower).ok_or_else(|| {
+            let names: Vec<_> = WeightFormat::ALL.iter().map(|w| w.name()).collect();
+            format!("unknown weight format `{s}` (expected {})", names.join(", "))
+        })
     }
 }
 
@@ -305,6 +356,9 @@ pub struct EngineConfig {
     pub min_shared_prefix: usize,
     /// Fused attention kernels (faster prefill on long inputs).
     pub flash_attention: bool,
+    /// Weight format to compute with (candle re-quantizes at load; llama accepts only `gguf`).
+    #[serde(default)]
+    pub weights: WeightFormat,
 }
 
 impl EngineConfig {
@@ -321,6 +375,7 @@ impl EngineConfig {
             kv_unified: false,
             min_shared_prefix: 16,
             flash_attention: true,
+            weights: WeightFormat::Gguf,
         }
     }
 }

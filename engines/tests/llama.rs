@@ -193,6 +193,6 @@ fn missing_or_bad_model_files_are_clear_errors() {
 
 #[test]
 fn engines_not_compiled_in_say_how_to_get_them() {
-    let err = engines::load(EngineKind::Candle, &EngineConfig::new(smollm2())).err().expect("error");
-    assert!(err.to_string().contains("--features candle"), "{err}");
+    let err = engines::load(EngineKind::Mlx, &EngineConfig::new(smollm2())).err().expect("error");
+    assert!(err.to_string().contains("--features mlx"), "{err}");
 }

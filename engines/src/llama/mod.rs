@@ -8,10 +8,10 @@
 mod constraint;
 mod worker;
 
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use crate::support::{check_model_file, panic_message};
 use crate::{ChatMessage, Engine, EngineConfig, EngineError, EngineInfo, Request, Response};
 
 /// Version of the llama.cpp bindings this backend is built against (pinned in Cargo.toml).
@@ -103,34 +103,5 @@ impl Drop for LlamaEngine {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
-    }
-}
-
-fn check_model_file(path: &Path) -> Result<(), EngineError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| EngineError::ModelFile { path: path.to_path_buf(), reason: e.to_string() })?;
-    if !meta.is_file() {
-        return Err(EngineError::ModelFile { path: path.to_path_buf(), reason: "not a file".into() });
-    }
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
-    match read {
-        Ok(()) if &magic == b"GGUF" => Ok(()),
-        Ok(()) => Err(EngineError::ModelFile {
-            path: path.to_path_buf(),
-            reason: "not a GGUF file (missing GGUF magic)".into(),
-        }),
-        Err(e) => Err(EngineError::ModelFile { path: path.to_path_buf(), reason: e.to_string() }),
-    }
-}
-
-fn panic_message(payload: Option<Box<dyn std::any::Any + Send>>) -> String {
-    match payload {
-        Some(p) => p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
-            .unwrap_or_else(|| "unknown panic".into()),
-        None => "exited without a reply".into(),
     }
 }

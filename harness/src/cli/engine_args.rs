@@ -8,7 +8,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use clap::Args;
 use engines::memory::Machine;
-use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind};
+use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind, WeightFormat};
 use harness::calibrate::{self, RoutingTable};
 use harness::optimize::cache::model_fingerprint;
 use harness::overflow::Overflow;
@@ -17,21 +17,40 @@ use serde_json::Value;
 
 use super::InputError;
 
-/// `--engine`: a kind, or `auto`.
+/// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
+/// or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineChoice {
     Auto,
     Kind(EngineKind),
+    Variant(EngineKind, WeightFormat),
+}
+
+impl EngineChoice {
+    /// The weight format asked for (`gguf` unless a variant names another).
+    pub fn weights(self) -> WeightFormat {
+        match self {
+            EngineChoice::Variant(_, w) => w,
+            _ => WeightFormat::Gguf,
+        }
+    }
 }
 
 impl FromStr for EngineChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("auto") {
-            Ok(EngineChoice::Auto)
-        } else {
-            s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"))
+            return Ok(EngineChoice::Auto);
         }
+        let Some((kind, variant)) = s.split_once(':') else {
+            return s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"));
+        };
+        let kind: EngineKind = kind.parse()?;
+        let weights: WeightFormat = variant.parse()?;
+        if kind != EngineKind::Candle && weights != WeightFormat::Gguf {
+            return Err(format!("engine `{kind}` has no variants (candle has: candle:q4_0, candle:q8_0, candle:f16, candle:f32)"));
+        }
+        Ok(EngineChoice::Variant(kind, weights))
     }
 }
 
@@ -40,6 +59,7 @@ impl fmt::Display for EngineChoice {
         match self {
             EngineChoice::Auto => f.write_str("auto"),
             EngineChoice::Kind(k) => write!(f, "{k}"),
+            EngineChoice::Variant(k, w) => write!(f, "{k}:{w}"),
         }
     }
 }
@@ -60,7 +80,7 @@ pub struct Routed {
 /// caps the context so the batch fits the budget. Without a table, `auto` is llama.
 pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Routed> {
     let kind = match e.engine {
-        EngineChoice::Kind(k) => return Ok(Routed { kind: k, ctx: e.ctx, note: None }),
+        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: e.ctx, note: None }),
         EngineChoice::Auto => EngineKind::Llama,
     };
     let fingerprint = model_fingerprint(model_path).with_context(|| format!("reading {}", model_path.display()))?;
@@ -124,8 +144,9 @@ pub struct EngineArgs {
     /// GGUF path or a known name (smollm2-135m, gemma3-270m).
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
-    /// Engine: auto (routed by the calibration table when one exists, else llama), llama
-    /// (candle and mlx when compiled in).
+    /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
+    /// candle (its variants candle:q4_0, candle:q8_0, candle:f16, candle:f32 re-quantize the
+    /// weights at load) and mlx when compiled in.
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).

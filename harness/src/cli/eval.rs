@@ -59,7 +59,8 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(note) = routed.note.as_deref().filter(|_| !quiet && !args.json) {
         eprintln!("{note}");
     }
-    let cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    cfg.weights = e.engine.weights();
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 

@@ -147,6 +147,7 @@ impl OptimizeArgs {
             limit_test: self.limit_test,
             model: e.model.clone(),
             engine: routed.kind,
+            weights: e.engine.weights(),
             on_overflow: e.on_overflow,
             constraint: e.constraint,
             batch_size: e.batch_size,
@@ -531,7 +532,8 @@ fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<(RunLog, Task)>
 fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     let model_path = harness::models::resolve(&o.model)?;
     let model = model_fingerprint(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
-    let config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
+    let mut config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
+    config.weights = o.weights;
     let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
     let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));

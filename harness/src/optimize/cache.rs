@@ -78,6 +78,11 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
         "min_shared_prefix": c.min_shared_prefix,
         "flash_attention": c.flash_attention,
     });
+    // Only a variant adds the key, so runs logged before variants existed keep their keys.
+    let mut canon = canon;
+    if c.weights != engines::WeightFormat::Gguf {
+        canon["weights"] = json!(c.weights);
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 

@@ -150,6 +150,8 @@ pub struct Options {
     pub max_tokens: Option<u32>,
     pub no_bounds: bool,
     pub chat_template: Option<String>,
+    /// The engine variant's weight format (`--engine candle:q8_0`).
+    pub weights: engines::WeightFormat,
 }
 
 impl Default for Options {
@@ -184,6 +186,7 @@ impl Default for Options {
             max_tokens: None,
             no_bounds: false,
             chat_template: None,
+            weights: engines::WeightFormat::Gguf,
         }
     }
 }

@@ -1,0 +1,100 @@
+//! Engine-independent llguidance plumbing: a schema compiler built once per loaded model from
+//! its token environment, and token choice under a matcher's mask.
+//!
+//! Every backend that enforces JSON Schemas with llguidance (llama.cpp, candle, MLX later) goes
+//! through here, so the schema semantics (compact JSON, no free whitespace) are the same for all
+//! of them. Only how the [`TokEnv`] is made differs: llama.cpp's vocabulary for the llama
+//! backend, the GGUF tokenizer for candle.
+
+use std::collections::HashMap;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+use toktrie::TokEnv;
+
+use crate::sampling::{argmax, sample, Rng};
+use crate::{ConstraintBackend, EngineError, Sampling};
+
+/// Compiles JSON Schemas into llguidance matchers for one model, with a cache by schema text.
+pub(crate) struct SchemaCompiler {
+    factory: ParserFactory,
+    cache: HashMap<String, Matcher>,
+}
+
+impl SchemaCompiler {
+    /// Builds the parser factory (the expensive part: tens to hundreds of ms per vocabulary).
+    pub(crate) fn new(env: &TokEnv) -> Result<Self, EngineError> {
+        let mut factory = ParserFactory::new_simple(env).map_err(|e| EngineError::Constraint {
+            backend: ConstraintBackend::Llguidance,
+            reason: format!("building the llguidance parser factory: {e}"),
+        })?;
+        factory.set_stderr_log_level(0);
+        Ok(Self { factory, cache: HashMap::new() })
+    }
+
+    /// A fresh matcher for `schema` (compiled once, then cloned).
+    pub(crate) fn matcher(&mut self, schema: &serde_json::Value) -> Result<Matcher, EngineError> {
+        let err = |reason: String| EngineError::Constraint { backend: ConstraintBackend::Llguidance, reason };
+        let key = schema.to_string();
+        if let Some(m) = self.cache.get(&key) {
+            return Ok(m.deep_clone());
+        }
+        let parser = self
+            .factory
+            .create_parser(TopLevelGrammar::from_json_schema(compact_json(schema)))
+            .map_err(|e| err(e.to_string()))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(err(e));
+        }
+        self.cache.insert(key, matcher.deep_clone());
+        Ok(matcher)
+    }
+}
+
+/// Asks llguidance for compact JSON (`, ` and `: `, no free whitespace): small models given
+/// flexible whitespace can fill the token budget with newlines.
+pub(crate) fn compact_json(schema: &serde_json::Value) -> serde_json::Value {
+    let mut s = schema.clone();
+    if let Some(obj) = s.as_object_mut() {
+        obj.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
+        });
+    }
+    s
+}
+
+/// Picks a token from `logits` among those `allowed` (all when `None`): argmax when greedy,
+/// else seeded temperature/top-p sampling.
+pub(crate) fn pick(
+    logits: &[f32],
+    allowed: Option<&dyn Fn(usize) -> bool>,
+    sampling: &Sampling,
+    rng: &mut Rng,
+) -> Option<usize> {
+    if sampling.is_greedy() {
+        argmax(logits, allowed)
+    } else {
+        sample(logits, allowed, sampling.temperature, sampling.top_p, rng)
+    }
+}
+
+/// The error for a state in which no token may follow.
+pub(crate) fn none_allowed() -> EngineError {
+    EngineError::Decode("the constraint allows no token".into())
+}
+
+/// Picks the next token under `matcher`'s mask and advances the matcher with it.
+pub(crate) fn choose(
+    matcher: &mut Matcher,
+    logits: &[f32],
+    sampling: &Sampling,
+    rng: &mut Rng,
+) -> Result<usize, EngineError> {
+    let mask = matcher.compute_mask().map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
+    let allowed = |i: usize| u32::try_from(i).is_ok_and(|t| mask.is_allowed(t));
+    let tok = pick(logits, Some(&allowed), sampling, rng).ok_or_else(none_allowed)?;
+    let id = u32::try_from(tok).map_err(|_| EngineError::Decode(format!("token id {tok} out of range")))?;
+    matcher.consume_token(id).map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
+    Ok(tok)
+}
