@@ -61,7 +61,7 @@ impl FromStr for EngineKind {
 }
 
 /// The weight format an engine computes with. The llama engine uses the GGUF as stored; candle
-/// can re-quantize at load, because its CPU kernels differ by format (no SIMD kernel for Q4_1;
+/// can re-quantize at load, because its CPU kernels differ by format (no SIMD kernel for `Q4_1`;
 /// f32 prefills fastest but decodes slowest and takes the most memory): an engine *variant*
 /// such as `candle:q8_0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

@@ -195,7 +195,7 @@ fn requantized_variants_load_and_stay_valid() {
     }
 }
 
-/// Greedy outputs under the same constraint, candle (the GGUF's own Q4_1 weights) against the
+/// Greedy outputs under the same constraint, candle (the GGUF's own `Q4_1` weights) against the
 /// llama engine, on cuad-mini dev. Quantized kernels differ (rounding of activations, order of
 /// sums), so near-ties can flip a token: the rate is printed and must stay a clear majority.
 #[cfg(feature = "llama")]

@@ -30,7 +30,7 @@ const TYPE_USER_DEFINED: i32 = 4;
 
 /// Token texts llama.cpp treats as end of generation besides the declared EOS/EOT ids.
 const EOG_TEXTS: [&str; 8] =
-    ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "<|end_of_text|>", "<|eom_id|>"];
+    ["<|end_of_turn|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "<|end_of_text|>", "<|eom_id|>"];
 
 /// The chat formats rendered here, each as llama.cpp renders its built-in template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,8 +234,8 @@ impl GgufTokenizer {
         let add_bos = ct.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
         let bos_id = in_vocab(meta_u32(ct, "tokenizer.ggml.bos_token_id"));
         let eos_id = in_vocab(meta_u32(ct, "tokenizer.ggml.eos_token_id"));
-        let eot_id = in_vocab(meta_u32(ct, "tokenizer.ggml.eot_token_id"));
-        let mut eog: Vec<u32> = [eos_id, eot_id, in_vocab(meta_u32(ct, "tokenizer.ggml.eom_token_id"))].into_iter().flatten().collect();
+        let end_of_turn = in_vocab(meta_u32(ct, "tokenizer.ggml.eot_token_id"));
+        let mut eog: Vec<u32> = [eos_id, end_of_turn, in_vocab(meta_u32(ct, "tokenizer.ggml.eom_token_id"))].into_iter().flatten().collect();
         for (i, (s, &t)) in tokens.iter().zip(&types).enumerate() {
             if t == TYPE_CONTROL && EOG_TEXTS.contains(&s.as_str()) {
                 eog.push(i as u32);
@@ -248,17 +248,17 @@ impl GgufTokenizer {
         };
         let mut info = TokRxInfo::new(n, eos_id.unwrap_or(first_eog));
         info.tok_bos = bos_id;
-        info.tok_end_of_turn = eot_id.or_else(|| tokens.iter().position(|t| t == "<|im_end|>").map(|i| i as u32));
+        info.tok_end_of_turn = end_of_turn.or_else(|| tokens.iter().position(|t| t == "<|im_end|>").map(|i| i as u32));
 
-        let (format, format_name) = match template {
-            Some(name) => (
+        let (format, format_name) = if let Some(name) = template {
+            (
                 ChatFormat::by_name(name).ok_or_else(|| TokenizerError::Template {
                     name: name.into(),
                     reason: "the candle engine renders `chatml` only".into(),
                 })?,
                 name.to_owned(),
-            ),
-            None => {
+            )
+        } else {
                 let jinja = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
                 let Some(jinja) = jinja else { return Err(TokenizerError::NoTemplate) };
                 let format = ChatFormat::detect(jinja).ok_or_else(|| TokenizerError::Template {
@@ -268,7 +268,6 @@ impl GgufTokenizer {
                         .into(),
                 })?;
                 (format, "gguf".to_owned())
-            }
         };
         Ok(Self {
             hf: Arc::new(hf),

@@ -266,13 +266,13 @@ impl Worker {
         let mut logits = None;
         let mut at = pos;
         for chunk in tokens.chunks(self.n_batch.max(1)) {
-            logits = Some(self.forward(model, chunk, at)?);
+            logits = Some(Self::forward(model, chunk, at)?);
             at += chunk.len();
         }
         logits.ok_or_else(|| EngineError::Decode("nothing to prefill".into()))
     }
 
-    fn forward(&self, model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+    fn forward(model: &mut ModelWeights, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
         let input = Tensor::new(tokens, &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(|e| decode_err(&e))?;
         let logits = model.forward(&input, pos).map_err(|e| decode_err(&e))?;
         logits.squeeze(0).and_then(|l| l.to_vec1::<f32>()).map_err(|e| decode_err(&e))
@@ -319,7 +319,7 @@ impl Worker {
             if pos >= self.n_ctx {
                 break StopReason::MaxTokens;
             }
-            logits = self.forward(&mut model, &[tok], pos)?;
+            logits = Self::forward(&mut model, &[tok], pos)?;
             pos += 1;
         };
         let done = prefix_ms + ms(t0);
