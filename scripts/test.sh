@@ -17,5 +17,6 @@ export PROMPTLOOP_LLAMA_SERVER
 # One test at a time: the real-model tests each run llama.cpp on every core, and OpenMP threads
 # of several engines spinning on 2 cores slow each other down by an order of magnitude.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
-# The candle engine is compiled in for the tests too (its crates add ~N minutes to a cold build).
+# The candle engine is compiled in for the tests too (candle-core, candle-transformers, gemm and
+# tokenizers add several minutes to a cold build on 2 cores).
 cargo test --release --workspace --all-targets --features engines/candle "$@"
