@@ -9,6 +9,7 @@
 mod error;
 mod json_scan;
 pub mod memory;
+pub mod prefix_cache;
 mod sampling;
 mod types;
 
@@ -18,8 +19,9 @@ pub mod llama;
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
 pub use types::{
-    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
-    EngineKind, Request, Response, Sampling, StopReason, Timings, TokenCounts,
+    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
+    EngineKind, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling,
+    StopReason, Timings, TokenCounts,
 };
 
 /// An in-process inference engine holding one loaded model.

@@ -29,6 +29,10 @@ pub struct EvalArgs {
     /// Instruction prompt file to use instead of the task's.
     #[arg(long)]
     pub prompt: Option<PathBuf>,
+    /// Where the document goes instead of the task's `layout`: instruction-first or
+    /// document-first (the document's KV state is then cached across passes).
+    #[arg(long)]
+    pub layout: Option<harness::task::Layout>,
     /// Print the summary as one JSON object (the last line on stdout).
     #[arg(long)]
     pub json: bool,
@@ -59,12 +63,13 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     if let Some(note) = routed.note.as_deref().filter(|_| !quiet && !args.json) {
         eprintln!("{note}");
     }
-    let cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    cfg.prefix_cache = e.prefix_cache()?;
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 
     let spec = EvalSpec {
-        prompt: PromptSpec { instruction: &instruction, layout: task.layout },
+        prompt: PromptSpec { instruction: &instruction, layout: args.layout.unwrap_or(task.layout) },
         fields: &task.fields,
         constraint: constraint_schema.as_ref(),
         validator: &validator,

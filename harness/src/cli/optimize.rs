@@ -155,6 +155,7 @@ impl OptimizeArgs {
             max_tokens: e.max_tokens,
             no_bounds: e.no_bounds,
             chat_template: e.chat_template.clone(),
+            prefix_cache: e.prefix_cache()?,
         })
     }
 
@@ -531,7 +532,8 @@ fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<(RunLog, Task)>
 fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     let model_path = harness::models::resolve(&o.model)?;
     let model = model_fingerprint(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
-    let config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
+    let mut config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
+    config.prefix_cache.clone_from(&o.prefix_cache);
     let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
     let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));

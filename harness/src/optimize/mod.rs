@@ -150,6 +150,8 @@ pub struct Options {
     pub max_tokens: Option<u32>,
     pub no_bounds: bool,
     pub chat_template: Option<String>,
+    /// Budgets of the engine's document KV cache (`None`: off). Outputs are the same either way.
+    pub prefix_cache: Option<engines::PrefixCacheConfig>,
 }
 
 impl Default for Options {
@@ -184,6 +186,7 @@ impl Default for Options {
             max_tokens: None,
             no_bounds: false,
             chat_template: None,
+            prefix_cache: None,
         }
     }
 }
