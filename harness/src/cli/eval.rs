@@ -101,7 +101,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_prompt(path: &Path) -> anyhow::Result<String> {
+pub(super) fn read_prompt(path: &Path) -> anyhow::Result<String> {
     let bytes = fs_err::read(path).map_err(|e| InputError(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         InputError(format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))

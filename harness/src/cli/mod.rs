@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
 mod calibrate;
+mod compare;
 mod engine_args;
 mod eval;
 mod optimize;
@@ -35,6 +36,10 @@ pub enum Command {
     /// `--engine auto` reads.
     #[command(after_help = EXIT_CODES)]
     Calibrate(calibrate::CalibrateArgs),
+    /// Time one eval pass the seed's way (sequential requests to a llama-server) against
+    /// promptloop's, twice (a cold pass, then a changed prompt), and print the ratio.
+    #[command(after_help = EXIT_CODES)]
+    Compare(compare::CompareArgs),
     /// (internal) One calibration probe, run by `calibrate` in a child process.
     #[command(hide = true)]
     Probe(calibrate::ProbeArgs),
@@ -50,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args, cli.quiet),
         Command::Optimize(args) => optimize::run(&args, cli.quiet),
         Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
+        Command::Compare(args) => compare::run(&args, cli.quiet),
         Command::Probe(args) => calibrate::probe(&args),
     }
 }

@@ -96,6 +96,10 @@ pub struct OptimizeArgs {
     /// Confidence of the bootstrap interval.
     #[arg(long, default_value_t = 0.9)]
     pub confidence: f64,
+    /// Candidates on train: halving (all on a quarter of train, the better half on twice as
+    /// many examples, and so on until one covers all of it) or off (all on all of train).
+    #[arg(long, default_value = "halving")]
+    pub racing: harness::optimize::Racing,
     /// First N train examples only.
     #[arg(long)]
     pub limit_train: Option<usize>,
@@ -142,6 +146,7 @@ impl OptimizeArgs {
             seed: self.seed,
             accept: self.accept,
             confidence: self.confidence,
+            racing: self.racing,
             limit_train: self.limit_train,
             limit_dev: self.limit_dev,
             limit_test: self.limit_test,

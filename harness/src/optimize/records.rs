@@ -125,7 +125,8 @@ pub struct CandidateEntry {
     pub demo_ids: Vec<String>,
     /// The `proposal` record it came from (LLM proposers).
     pub request_sha256: Option<String>,
-    /// Set when the candidate was not evaluated (leakage, duplicate); `train_mean` is then 0.
+    /// Set when the candidate was not evaluated (leakage, duplicate; `train_mean` is then 0)
+    /// or was dropped by racing (`train_mean` and `scores` cover the examples it ran on).
     pub rejected: Option<String>,
     /// N-gram overlap with train documents (LLM proposers).
     pub overlap: Option<super::leakage::Overlap>,
