@@ -165,7 +165,7 @@ pub fn resolve(dir: &Path, name_or_path: &str) -> PathBuf {
 }
 
 fn is_path(s: &str) -> bool {
-    s.contains('/') || s.contains(std::path::MAIN_SEPARATOR) || s.ends_with(".json")
+    s.contains('/') || s.contains(std::path::MAIN_SEPARATOR) || Path::new(s).extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Checks a `--save`/`--baseline` argument: a path, or a plain name of letters, digits, `.`,

@@ -299,29 +299,29 @@ pub fn load_engine(kind: EngineKind, model: &Path, plan: &Plan, backend: Constra
 pub fn engine_workloads(kind: EngineKind, model: &Path, plan: &Plan, inputs: &Arc<Inputs>, groups: &[Group]) -> Result<Vec<Box<dyn Workload>>, BenchError> {
     let wants = |g: Group| groups.contains(&g);
     let mut out: Vec<Box<dyn Workload>> = Vec::new();
-    let plain = if [Group::Prefill, Group::Decode, Group::Tokenizer, Group::Constraint].into_iter().any(wants) {
+    let unconstrained = if [Group::Prefill, Group::Decode, Group::Tokenizer, Group::Constraint].into_iter().any(wants) {
         Some(load_engine(kind, model, plan, ConstraintBackend::None, 1)?)
     } else {
         None
     };
-    if let Some(e) = plain.as_ref().filter(|_| wants(Group::Prefill)) {
+    if let Some(e) = unconstrained.as_ref().filter(|_| wants(Group::Prefill)) {
         for &n in &plan.prefill_tokens {
             out.push(Box::new(Prefill::new(e.clone(), &inputs.prefill_text, n)?));
         }
     }
-    if let Some(e) = plain.as_ref().filter(|_| wants(Group::Decode)) {
+    if let Some(e) = unconstrained.as_ref().filter(|_| wants(Group::Decode)) {
         out.push(Box::new(Decode::new(e.clone(), plan.decode_tokens)));
     }
     if wants(Group::Constraint) {
         for backend in [ConstraintBackend::None, ConstraintBackend::Llguidance, ConstraintBackend::Gbnf] {
-            let e = match (backend, &plain) {
+            let e = match (backend, &unconstrained) {
                 (ConstraintBackend::None, Some(e)) => e.clone(),
                 _ => load_engine(kind, model, plan, backend, 1)?,
             };
             out.push(Box::new(ConstrainedDecode::new(e, inputs, backend, plan)?));
         }
     }
-    if let Some(e) = plain.as_ref().filter(|_| wants(Group::Tokenizer)) {
+    if let Some(e) = unconstrained.as_ref().filter(|_| wants(Group::Tokenizer)) {
         out.push(Box::new(Tokenizer::new(e.clone(), inputs)));
     }
     if wants(Group::Eval) {

@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<bench::Regressed>()) {
+    if err.chain().any(<dyn std::error::Error>::is::<bench::Regressed>) {
         return 3;
     }
     let input = err.chain().any(|e| {
