@@ -372,8 +372,9 @@ fn differences(old: &Facts, new: &Facts) -> Vec<String> {
             }
         }
     }
-    if old.plan != new.plan {
-        notes.push("the workload sizes differ from the baseline's (see facts.plan)".into());
+    let changed = changed_keys(&old.plan, &new.plan);
+    if !changed.is_empty() {
+        notes.push(format!("workload sizes differ from the baseline's: {}", changed.join(", ")));
     }
     for (which, f) in [("baseline", old), ("this run", new)] {
         if let Some(load) = f.load_average.filter(|&l| l > f.machine.cores as f64 * 0.5) {
@@ -381,6 +382,16 @@ fn differences(old: &Facts, new: &Facts) -> Vec<String> {
         }
     }
     notes
+}
+
+/// Top-level keys whose values differ between two serialisations.
+fn changed_keys<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => {
+            a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The metric / value / unit table of a run.

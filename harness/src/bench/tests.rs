@@ -187,3 +187,16 @@ fn scorer_cases_cover_exact_partial_and_format_failures() {
     assert!(scores.iter().skip(3).step_by(4).all(|s| !s.format_ok && s.truncated));
     assert!(scores.iter().skip(2).step_by(4).any(|s| s.score < 1.0));
 }
+
+#[test]
+fn notes_name_the_plan_fields_that_differ() {
+    use super::baseline::Facts;
+    use super::Plan;
+    let facts = |plan: Plan| Facts::current(None, Vec::new(), plan, 3);
+    let old = Baseline { facts: Some(facts(Plan::default())), ..baseline(Vec::new()) };
+    let new = facts(Plan { prefill_tokens: vec![128], ..Plan::default() });
+    let c = Comparison::new(&old, &[], &Group::ALL, Some(&new), 0.1);
+    assert!(c.notes.iter().any(|n| n == "workload sizes differ from the baseline's: prefill-tokens"), "{:?}", c.notes);
+    let same = Comparison::new(&old, &[], &Group::ALL, Some(&facts(Plan::default())), 0.1);
+    assert!(!same.notes.iter().any(|n| n.contains("workload")), "{:?}", same.notes);
+}
