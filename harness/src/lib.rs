@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: task -> (router) -> engine -> scorer -> proposer -> run log -> report.
 
+pub mod bench;
 pub mod bounds;
 pub mod calibrate;
 pub mod eval;

@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
+mod bench;
 mod calibrate;
 mod compare;
 mod engine_args;
@@ -43,6 +44,10 @@ pub enum Command {
     /// (internal) One calibration probe, run by `calibrate` in a child process.
     #[command(hide = true)]
     Probe(calibrate::ProbeArgs),
+    /// Measure prefill, decode, constraint, tokenizer, eval and scorer speed; save a baseline or
+    /// compare with one (exit 3 when a metric is slower beyond --threshold).
+    #[command(after_help = bench::EXIT_CODES)]
+    Bench(bench::BenchArgs),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
@@ -57,10 +62,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),
         Command::Probe(args) => calibrate::probe(&args),
+        Command::Bench(args) => bench::run(&args, cli.quiet),
     }
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(<dyn std::error::Error>::is::<bench::Regressed>) {
+        return 3;
+    }
     let input = err.chain().any(|e| {
         e.is::<InputError>() || e.is::<harness::task::TaskError>() || e.is::<harness::models::ModelError>()
     });
