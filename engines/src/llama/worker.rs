@@ -245,7 +245,11 @@ fn identity(cfg: &EngineConfig, threads: usize) -> std::io::Result<String> {
     let mut head = Vec::with_capacity(1 << 20);
     file.take(1 << 20).read_to_end(&mut head)?;
     let sha: [u8; 32] = Sha256::digest(&head).into();
-    let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    let sha = sha.iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     Ok(format!(
         "{BINDINGS_VERSION};model={sha}:{size};fa={};n_batch={};threads={threads};kv_unified={}",
         cfg.flash_attention, cfg.n_batch, cfg.kv_unified
@@ -328,7 +332,7 @@ impl Worker<'_> {
             tracing::debug!("chat template does not copy the content verbatim: no reusable prefix");
             return Ok(0);
         };
-        let prefix = self.model.vocab().tokenize(text[..end].as_bytes(), true, true);
+        let prefix = self.model.vocab().tokenize(&text.as_bytes()[..end], true, true);
         let common = prefix.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         // The prompt's last token must be prefilled with logits after the prefix.
         let n = common.min(tokens.len().saturating_sub(1));

@@ -131,7 +131,7 @@ pub struct EngineArgs {
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
     #[arg(long, value_name = "FILE")]
     pub routing: Option<PathBuf>,
-    /// A document longer than the context: error (reported as too_long), chunk (overlapping
+    /// A document longer than the context: error (reported as `too_long`), chunk (overlapping
     /// windows, merged field-wise) or truncate (the head; flagged).
     #[arg(long, default_value = "error")]
     pub on_overflow: Overflow,
