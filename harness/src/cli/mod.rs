@@ -4,6 +4,7 @@ mod calibrate;
 mod engine_args;
 mod eval;
 mod optimize;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,10 @@ pub enum Command {
     /// `--engine auto` reads.
     #[command(after_help = EXIT_CODES)]
     Calibrate(calibrate::CalibrateArgs),
+    /// Write a self-contained HTML report (or a Markdown summary) of an optimize run directory
+    /// or of a routing table.
+    #[command(after_help = EXIT_CODES)]
+    Report(report::ReportArgs),
     /// (internal) One calibration probe, run by `calibrate` in a child process.
     #[command(hide = true)]
     Probe(calibrate::ProbeArgs),
@@ -50,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args, cli.quiet),
         Command::Optimize(args) => optimize::run(&args, cli.quiet),
         Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
+        Command::Report(args) => report::run(&args),
         Command::Probe(args) => calibrate::probe(&args),
     }
 }

@@ -21,6 +21,8 @@ fn header(task: &str) -> Header {
         engine_key: "k".into(),
         seed: 0,
         options: Options::default(),
+        started_at: None,
+        baseline_prompt: None,
     }
 }
 
