@@ -157,6 +157,20 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     let log_text = stderr(&out);
     assert_eq!(console_errors(&log_text).len(), 2, "the console check does not see console errors: {log_text}");
 
+    // The screenshot: a PNG of the window's size, with content (a blank page compresses to a
+    // few KiB). Kept in the target dir for a look.
+    let png = tmp.path().join("report.png");
+    let shot = chromium(&browser, &profile, &[format!("--screenshot={}", png.display()), "--window-size=1280,4000".into()], &page);
+    assert!(console_errors(&stderr(&shot)).is_empty(), "{}", stderr(&shot));
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
+    assert_eq!((w, h), (1280, 4000));
+    assert!(bytes.len() > 100 << 10, "screenshot of {} bytes: an empty page?", bytes.len());
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::copy(&png, &keep);
+    eprintln!("screenshot: {}", keep.display());
+
     let dump = chromium(&browser, &profile, &["--dump-dom".into()], &page);
     let log_text = stderr(&dump);
     assert!(console_errors(&log_text).is_empty(), "console errors: {:?}", console_errors(&log_text));
@@ -185,21 +199,7 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     assert!(count(memory, "circle") >= ran && has_text(memory, "peak RSS (MiB)"));
     let slowest = &dom[dom.find("<section id=\"slowest\">").unwrap()..];
     let slowest = &slowest[..slowest.find("</section>").unwrap()];
-    assert_eq!(slowest.matches("<tr><td>").count(), ran.min(10), "slowest examples");
-
-    // The screenshot: a PNG of the window's size, with content (a blank page compresses to a
-    // few KiB). Kept in the target dir for a look.
-    let png = tmp.path().join("report.png");
-    let shot = chromium(&browser, &profile, &[format!("--screenshot={}", png.display()), "--window-size=1280,4000".into()], &page);
-    assert!(console_errors(&stderr(&shot)).is_empty(), "{}", stderr(&shot));
-    let bytes = std::fs::read(&png).expect("screenshot written");
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    let (w, h) = (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
-    assert_eq!((w, h), (1280, 4000));
-    assert!(bytes.len() > 100 << 10, "screenshot of {} bytes: an empty page?", bytes.len());
-    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
-    let _ = std::fs::copy(&png, &keep);
-    eprintln!("screenshot: {}", keep.display());
+    assert_eq!(slowest.matches("<tr><td").count(), ran.min(10), "slowest examples");
 
     // The Markdown summary.
     let out = promptloop(&["report", run.to_str().unwrap(), "--format", "md", "--out", "-"]);
@@ -244,6 +244,16 @@ fn report_input_errors_exit_2_and_name_the_file() {
     let out = promptloop(&["report", &p(&empty)]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("run.jsonl:1"), "{}", stderr(&out));
+
+    // A good run (the committed example) with a --routing table that is not there.
+    let ok = tmp.path().join("ok");
+    std::fs::create_dir(&ok).unwrap();
+    std::fs::copy(crate::support::repo().join("reports/examples/cuad-mini-demos/run.jsonl"), ok.join("run.jsonl")).unwrap();
+    let out = promptloop(&["report", &p(&ok), "--routing", &p(&missing)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    let out = promptloop(&["report", &p(&ok)]);
+    assert!(out.status.success() && ok.join("report.html").is_file(), "{}", stderr(&out));
 
     let toml = tmp.path().join("routing.toml");
     std::fs::write(&toml, "version = 1\nbudget_bytes = \"lots\"\n").unwrap();

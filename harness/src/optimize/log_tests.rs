@@ -33,6 +33,7 @@ fn eval(id: &str) -> EvalEntry {
         split: "train".into(),
         engine_key: "k".into(),
         record: record(id, 0.5),
+        logged_at: None,
     }
 }
 

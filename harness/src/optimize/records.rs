@@ -89,6 +89,10 @@ pub struct EvalEntry {
     pub split: String,
     pub engine_key: String,
     pub record: ExampleRecord,
+    /// When the record was logged (RFC 3339, UTC): with the header's `started_at`, the run's
+    /// wall time. Absent in logs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_at: Option<String>,
 }
 
 /// One example's score, by id.

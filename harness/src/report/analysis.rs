@@ -152,8 +152,10 @@ pub struct Analysis {
     /// Engine busy time: per batch, its slowest request (ms).
     pub engine_ms: f64,
     pub started_at: Option<String>,
-    pub last_write: Option<SystemTime>,
-    /// From the header's start to the last record, when both are known (s).
+    /// The last eval's time, or the log file's when evals carry none (`end_from_file`).
+    pub ended_at: Option<SystemTime>,
+    pub end_from_file: bool,
+    /// From the header's start to the last eval, when both are known (s).
     pub elapsed_s: Option<f64>,
     pub routing: Option<(PathBuf, RoutingTable)>,
     pub warnings: Vec<String>,
@@ -298,8 +300,16 @@ pub fn analyze(run: &RunData, routing: Option<(PathBuf, RoutingTable)>) -> Analy
         .collect();
 
     let spend = fin.map_or_else(|| spend_of(run), |f| f.spend.clone());
-    let started = run.header.started_at.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok());
-    let elapsed_s = match (started, run.last_write) {
+    // The end: the last eval's time (the final record follows it at once); a log written before
+    // evals carried one falls back on the file's time, which a copy or a checkout resets.
+    let time = |s: &str| humantime::parse_rfc3339_weak(s).ok();
+    let started = run.header.started_at.as_deref().and_then(time);
+    let last_eval = run.evals.iter().rev().find_map(|e| e.logged_at.as_deref().and_then(time));
+    let (ended, end_from_file) = match last_eval {
+        Some(t) => (Some(t), false),
+        None => (run.last_write, true),
+    };
+    let elapsed_s = match (started, ended) {
         (Some(a), Some(b)) => b.duration_since(a).ok().map(|d| d.as_secs_f64()),
         _ => None,
     };
@@ -334,7 +344,8 @@ pub fn analyze(run: &RunData, routing: Option<(PathBuf, RoutingTable)>) -> Analy
         speed: speed_points,
         spend,
         started_at: run.header.started_at.clone(),
-        last_write: run.last_write,
+        ended_at: ended,
+        end_from_file,
         elapsed_s,
         routing,
         warnings,

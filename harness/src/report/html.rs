@@ -124,9 +124,9 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         opts.on_overflow
     );
     let wall = match (&a.started_at, a.elapsed_s) {
-        (Some(start), Some(el)) => format!("{} (started {}, last record {})", duration_text(el), escape(start), last_write(a)),
+        (Some(start), Some(el)) => format!("{} (started {}, last eval {})", duration_text(el), escape(start), ended(a)),
         (Some(start), None) => format!("started {}", escape(start)),
-        _ => format!("not recorded (log of an older version); last record {}", last_write(a)),
+        _ => format!("not recorded (log of an older version); run.jsonl last written {}", ended(a)),
     };
     let rows = vec![
         ("task", format!("{} <span class=\"muted\">({})</span>", escape(&header.task), escape(&header.task_dir.display().to_string()))),
@@ -223,8 +223,13 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     page(&format!("promptloop run report: {}", header.task), &subtitle, &sections, &body)
 }
 
-fn last_write(a: &Analysis) -> String {
-    a.last_write.map_or_else(|| "?".into(), |t| humantime::format_rfc3339_seconds(t).to_string())
+fn ended(a: &Analysis) -> String {
+    let t = a.ended_at.map_or_else(|| "?".into(), |t| humantime::format_rfc3339_seconds(t).to_string());
+    if a.end_from_file {
+        format!("{t} <span class=\"muted\">(the log file's time: a copy or checkout resets it)</span>")
+    } else {
+        t
+    }
 }
 
 fn splits_table(a: &Analysis) -> String {

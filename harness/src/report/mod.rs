@@ -167,6 +167,9 @@ pub fn parse_run(dir: &Path, path: &Path, bytes: &[u8], last_write: Option<Syste
 /// else the model's default table when it exists. A table that does not load is a warning.
 pub fn routing_for_run(run: &RunData, explicit: Option<&Path>) -> Result<Option<(PathBuf, RoutingTable)>, ReportError> {
     if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(ReportError::Missing(p.to_path_buf()));
+        }
         return Ok(Some((p.to_path_buf(), RoutingTable::load(p)?)));
     }
     let p = crate::calibrate::default_table_path(&run.header.model);

@@ -66,6 +66,7 @@ fn eval(prompt: &Prompt, split: &str, r: ExampleRecord) -> LogRecord {
         split: split.into(),
         engine_key: "k".into(),
         record: r,
+        logged_at: Some("2026-01-01T00:20:00Z".into()),
     }))
 }
 
@@ -266,6 +267,7 @@ fn a_synthetic_run_is_aggregated() {
     assert_eq!(slow.iter().map(|p| (p.id.as_str(), p.prompt.as_str())).collect::<Vec<_>>(), [("d", "it2.c1"), ("b", "it1.c1"), ("b", "it2.c1")]);
     assert_eq!(a.spend.calls, 1);
     assert_eq!(a.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!((a.elapsed_s, a.end_from_file), (Some(1200.0), false), "start to the last eval");
 }
 
 #[test]
