@@ -8,5 +8,6 @@ mod cli;
 mod optimize;
 mod optimize_llm;
 mod optimizer_http;
+mod report;
 mod support;
 mod support_proxy;

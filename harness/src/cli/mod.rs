@@ -6,6 +6,7 @@ mod compare;
 mod engine_args;
 mod eval;
 mod optimize;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,10 @@ pub enum Command {
     /// promptloop's, twice (a cold pass, then a changed prompt), and print the ratio.
     #[command(after_help = EXIT_CODES)]
     Compare(compare::CompareArgs),
+    /// Write a self-contained HTML report (or a Markdown summary) of an optimize run directory
+    /// or of a routing table.
+    #[command(after_help = EXIT_CODES)]
+    Report(report::ReportArgs),
     /// (internal) One calibration probe, run by `calibrate` in a child process.
     #[command(hide = true)]
     Probe(calibrate::ProbeArgs),
@@ -61,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Optimize(args) => optimize::run(&args, cli.quiet),
         Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
         Command::Compare(args) => compare::run(&args, cli.quiet),
+        Command::Report(args) => report::run(&args),
         Command::Probe(args) => calibrate::probe(&args),
         Command::Bench(args) => bench::run(&args, cli.quiet),
     }

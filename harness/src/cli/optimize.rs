@@ -483,6 +483,8 @@ fn start(task: &Task, out: &Path, options: Options) -> anyhow::Result<RunLog> {
         engine_key: prep.engine_key,
         seed: options.seed,
         options,
+        started_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        baseline_prompt: Some(task.prompt.clone()),
     };
     RunLog::create(out, header).map_err(input_if_log)
 }

@@ -674,6 +674,7 @@ impl Reporter for LogReporter<'_> {
             split: self.split.to_owned(),
             engine_key: self.engine_key.to_owned(),
             record: rec.clone(),
+            logged_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         };
         self.log.add_eval(entry).map_err(|e| {
             let io = std::io::Error::other(e.to_string());
