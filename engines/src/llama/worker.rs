@@ -245,11 +245,7 @@ fn identity(cfg: &EngineConfig, threads: usize) -> std::io::Result<String> {
     let mut head = Vec::with_capacity(1 << 20);
     file.take(1 << 20).read_to_end(&mut head)?;
     let sha: [u8; 32] = Sha256::digest(&head).into();
-    let sha = sha.iter().fold(String::with_capacity(64), |mut s, b| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-        s
-    });
+    let sha = crate::prefix_cache::hex(&sha);
     Ok(format!(
         "{BINDINGS_VERSION};model={sha}:{size};fa={};n_batch={};threads={threads};kv_unified={}",
         cfg.flash_attention, cfg.n_batch, cfg.kv_unified
