@@ -1,9 +1,13 @@
-//! Shared fixtures for the benches: model paths and prompts of a given token length cut from
-//! real CUAD contracts.
+//! Shared by the benches: the model and task they run on, and [`register`], which hands a
+//! `harness::bench` workload to criterion, so `cargo bench` times exactly what
+//! `promptloop bench` times (the measurement code lives in `harness/src/bench/`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use engines::{ChatMessage, Engine};
+use criterion::{Criterion, SamplingMode, Throughput};
+use harness::bench::{Inputs, Plan, Workload};
 
 /// The `SmolLM2` GGUF installed by `scripts/setup.sh` (panics with the fix if missing: a bench
 /// that silently measures nothing is worse than one that stops).
@@ -11,33 +15,32 @@ pub fn smollm2() -> PathBuf {
     harness::models::resolve("smollm2-135m").unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The contract texts of `evals/cuad-mini/<split>.jsonl`.
-pub fn contracts(split: &str) -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../evals/cuad-mini/{split}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            v["text"].as_str().unwrap_or_default().to_string()
-        })
-        .collect()
+/// The cuad-mini task the workloads take their prompts, schema and gold answers from.
+pub fn inputs(plan: &Plan) -> Arc<Inputs> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini");
+    Arc::new(Inputs::load(&dir, plan).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
 }
 
-/// A user message whose chat-templated prompt is as close to `tokens` tokens as the text
-/// allows (never above), cut from `text` on a character boundary.
-pub fn prompt_of_tokens(engine: &dyn Engine, text: &str, tokens: usize) -> Vec<ChatMessage> {
-    let make = |chars: usize| vec![ChatMessage::user(text.chars().take(chars).collect::<String>())];
-    let count = |chars: usize| engine.count_tokens(&make(chars)).expect("tokenizes");
-    let (mut lo, mut hi) = (0usize, text.chars().count());
-    assert!(count(hi) >= tokens, "text too short for a {tokens}-token prompt");
-    while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
-        if count(mid) <= tokens {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    make(lo)
+/// Benchmarks `w` as `GROUP/ID`, split at the last `/` of its metric name (`llama/prefill/512`
+/// is group `llama/prefill`, id `512`). One unmeasured run first (warm-up) sizes the window and
+/// gives the work per run, reported as criterion's throughput (tokens, scores or passes per
+/// second). Each iteration is one `Workload::run`, timed by its own measured phase.
+pub fn register(c: &mut Criterion, w: &dyn Workload) {
+    let spec = w.spec();
+    let (group, id) = spec.name.rsplit_once('/').unwrap_or(("promptloop", spec.name.as_str()));
+    let probe = w.run().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs_f64((probe.seconds * 12.0).clamp(3.0, 900.0)))
+        .throughput(Throughput::Elements(probe.work.round() as u64));
+    g.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| Duration::from_secs_f64(w.run().unwrap_or_else(|e| panic!("{}: {e}", spec.name)).seconds))
+                .sum()
+        });
+    });
+    g.finish();
 }

@@ -8,7 +8,9 @@
 #   scripts/llama-server.sh status [PORT]    (exit 0 when healthy)
 #
 # Idempotent: a server already healthy on PORT is reused. Its log and pid file live in
-# $PROMPTLOOP_CACHE/server-PORT.{log,pid}. Environment: PROMPTLOOP_SERVER_MODEL (a GGUF path).
+# $PROMPTLOOP_CACHE/server-PORT.{log,pid}. Environment: PROMPTLOOP_SERVER_MODEL (a GGUF path),
+# PROMPTLOOP_SERVER_TEMPLATE (a built-in template name, or `model`), PROMPTLOOP_SERVER_CTX,
+# PROMPTLOOP_SERVER_THREADS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CACHE="${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}"
@@ -44,8 +46,14 @@ BIN="$(scripts/build-llama-cpp.sh llama-server)/llama-server"
 MODEL="${PROMPTLOOP_SERVER_MODEL:-$MODELS/gemma-3-270m-q4_k_m.gguf}"
 [ -f "$MODEL" ] || { echo "$MODEL missing: run scripts/setup.sh" >&2; exit 1; }
 mkdir -p "$CACHE"
-# One slot, 8k context, 2 threads: the optimizer of the tests; gemma template (the GGUF carries none).
-nohup "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -c 8192 -np 1 -t 2 --no-jinja --chat-template gemma \
+# One slot, 8k context, 2 threads: the optimizer of the tests; gemma template (the GGUF carries
+# none). PROMPTLOOP_SERVER_TEMPLATE=model uses the GGUF's own template (llama.cpp's built-in
+# detection, as the in-process engine does); _CTX and _THREADS override the others.
+TEMPLATE="${PROMPTLOOP_SERVER_TEMPLATE:-gemma}"
+TEMPLATE_ARGS=(--chat-template "$TEMPLATE")
+[ "$TEMPLATE" = model ] && TEMPLATE_ARGS=()
+nohup "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -c "${PROMPTLOOP_SERVER_CTX:-8192}" -np 1 \
+    -t "${PROMPTLOOP_SERVER_THREADS:-2}" --no-jinja "${TEMPLATE_ARGS[@]}" \
     --alias optimizer --no-webui >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 for _ in $(seq 1 120); do

@@ -19,9 +19,11 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- system packages ---------------------------------------------------------------------
-# cmake builds llama.cpp inside llama-cpp-sys-2; libclang is for its bindgen step.
+# cmake builds llama.cpp inside llama-cpp-sys-2; libclang is for its bindgen step; Debian's
+# chromium renders `promptloop report` pages headless in the report test.
 system_packages() {
     local missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
     command -v cmake >/dev/null || missing+=(cmake)
     command -v clang >/dev/null || missing+=(clang)
     dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)

@@ -11,6 +11,7 @@ mod error;
 mod guidance;
 mod json_scan;
 pub mod memory;
+pub mod prefix_cache;
 mod sampling;
 #[cfg(any(feature = "llama", feature = "candle"))]
 mod support;
@@ -24,8 +25,9 @@ pub mod llama;
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
 pub use types::{
-    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
-    EngineKind, Request, Response, Sampling, StopReason, Timings, TokenCounts, WeightFormat,
+    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
+    EngineKind, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling,
+    StopReason, Timings, TokenCounts, WeightFormat,
 };
 
 /// An in-process inference engine holding one loaded model.

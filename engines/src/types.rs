@@ -219,6 +219,18 @@ pub struct Request {
     pub sampling: Sampling,
     /// Keep decoding past end-of-generation tokens (benchmarks only).
     pub ignore_eos: bool,
+    /// Where the part of the prompt that repeats across calls (a document) ends. When set and
+    /// the engine has a prefix cache, the KV state of the tokens before it is kept and restored
+    /// on later calls instead of being recomputed.
+    pub prefix_boundary: Option<PrefixBoundary>,
+}
+
+/// A point in a request's messages: everything before byte `byte` of message `message`'s
+/// content (and the chat template before it) is the reusable prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixBoundary {
+    pub message: usize,
+    pub byte: usize,
 }
 
 impl Request {
@@ -231,6 +243,7 @@ impl Request {
             max_tokens,
             sampling: Sampling::greedy(),
             ignore_eos: false,
+            prefix_boundary: None,
         }
     }
 
@@ -238,6 +251,13 @@ impl Request {
     #[must_use]
     pub fn with_schema(mut self, schema: serde_json::Value) -> Self {
         self.constraint = Constraint::JsonSchema(schema);
+        self
+    }
+
+    /// The same request with a reusable prefix ending at `byte` of message `message`.
+    #[must_use]
+    pub fn with_prefix_boundary(mut self, message: usize, byte: usize) -> Self {
+        self.prefix_boundary = Some(PrefixBoundary { message, byte });
         self
     }
 }
@@ -324,6 +344,51 @@ pub struct Response {
     pub batch_size: usize,
     /// Which engine batch this request ran in (increasing per engine), to aggregate throughput.
     pub batch_id: u64,
+    /// What the prefix cache did for this request (`None`: no boundary or no cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PrefixCacheUse>,
+}
+
+/// Where a cached prefix came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheTier {
+    /// Held in memory.
+    Memory,
+    /// Read back from the spill directory.
+    Disk,
+    /// Not cached: computed now and stored.
+    Miss,
+}
+
+impl fmt::Display for CacheTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CacheTier::Memory => "memory",
+            CacheTier::Disk => "disk",
+            CacheTier::Miss => "miss",
+        })
+    }
+}
+
+/// One request's use of the prefix cache.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrefixCacheUse {
+    /// Memory or disk for a hit; `miss` when the prefix was computed (and stored).
+    pub tier: CacheTier,
+    /// Prompt tokens covered by the cached state.
+    pub tokens: usize,
+    /// Size of the state restored or stored.
+    pub bytes: u64,
+    /// Time to restore it (hit) or to compute and store it (miss), in milliseconds.
+    pub ms: f64,
+}
+
+impl PrefixCacheUse {
+    /// Whether the prefix came from the cache.
+    pub fn hit(&self) -> bool {
+        self.tier != CacheTier::Miss
+    }
 }
 
 impl Response {
@@ -359,6 +424,27 @@ pub struct EngineConfig {
     /// Weight format to compute with (candle re-quantizes at load; llama accepts only `gguf`).
     #[serde(default)]
     pub weights: WeightFormat,
+    /// Keep the KV state of requests' reusable prefixes across calls (`None`: off).
+    #[serde(default)]
+    pub prefix_cache: Option<PrefixCacheConfig>,
+}
+
+/// Budgets of the prefix cache: states live in memory up to `memory_bytes`, least recently
+/// used ones spill to `disk_dir` up to `disk_bytes`, and the oldest files there are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixCacheConfig {
+    pub memory_bytes: u64,
+    /// Spill directory; `None` keeps states in memory only.
+    pub disk_dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+    /// Shortest prefix worth caching, in tokens.
+    pub min_tokens: usize,
+}
+
+impl Default for PrefixCacheConfig {
+    fn default() -> Self {
+        Self { memory_bytes: 1 << 30, disk_dir: None, disk_bytes: 8 << 30, min_tokens: 64 }
+    }
 }
 
 impl EngineConfig {
@@ -376,6 +462,7 @@ impl EngineConfig {
             min_shared_prefix: 16,
             flash_attention: true,
             weights: WeightFormat::Gguf,
+            prefix_cache: None,
         }
     }
 }
@@ -389,7 +476,7 @@ pub struct Capabilities {
     pub max_batch: usize,
     /// Whether a shared prompt prefix is computed once per batch.
     pub shared_prefix: bool,
-    /// Whether KV state of a prefix persists across calls (not yet).
+    /// Whether the KV state of a request's reusable prefix persists across calls.
     pub prefix_cache: bool,
     pub constraint_backends: Vec<ConstraintBackend>,
 }
@@ -398,6 +485,9 @@ pub struct Capabilities {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineInfo {
     pub kind: EngineKind,
+    /// The weight format computed with (`gguf`: as stored).
+    #[serde(default)]
+    pub weights: WeightFormat,
     /// Backend library and version, e.g. `llama-cpp-2 0.1.160`.
     pub backend_version: String,
     pub model_path: PathBuf,

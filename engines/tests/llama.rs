@@ -196,3 +196,137 @@ fn engines_not_compiled_in_say_how_to_get_them() {
     let err = engines::load(EngineKind::Mlx, &EngineConfig::new(smollm2())).err().expect("error");
     assert!(err.to_string().contains("--features mlx"), "{err}");
 }
+
+// --- prefix cache -------------------------------------------------------------------------
+
+/// The heads of real CUAD contracts (`evals/cuad-mini`, dev split), about 700 tokens each.
+fn contracts(n: usize) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini/dev.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line is JSON");
+            v["text"].as_str().expect("text field").chars().take(3000).collect()
+        })
+        .collect()
+}
+
+/// Document first, then the instruction: the document is the reusable prefix.
+fn doc_first(id: &str, doc: &str, instruction: &str) -> Request {
+    let head = format!("Contract:\n\n{doc}");
+    let boundary = head.len();
+    Request::new(id, vec![ChatMessage::user(format!("{head}\n\n---\n\n{instruction}"))], 64)
+        .with_schema(schema())
+        .with_prefix_boundary(0, boundary)
+}
+
+fn cached_engine(cache: Option<engines::PrefixCacheConfig>, batch: u32) -> Box<dyn Engine> {
+    let mut cfg = EngineConfig::new(smollm2());
+    cfg.batch_size = batch;
+    cfg.n_ctx = Some(2048);
+    cfg.prefix_cache = cache;
+    engines::load(EngineKind::Llama, &cfg).expect("SmolLM2 loads")
+}
+
+fn memory_cache() -> engines::PrefixCacheConfig {
+    engines::PrefixCacheConfig { memory_bytes: 1 << 30, disk_dir: None, ..engines::PrefixCacheConfig::default() }
+}
+
+const I1: &str = "Extract the contract's name, year, up to three tags and kind as JSON.";
+const I2: &str = "Read the contract above. Give its name, the year it was signed, up to three tags and its kind, as JSON.";
+
+fn run_one(e: &dyn Engine, req: Request) -> engines::Response {
+    e.generate(&[req]).remove(0).expect("generates")
+}
+
+#[test]
+fn a_changed_instruction_reuses_the_document_and_a_changed_document_does_not() {
+    let docs = contracts(1);
+    let e = cached_engine(Some(memory_cache()), 1);
+    assert!(e.info().capabilities.prefix_cache);
+    let first = run_one(e.as_ref(), doc_first("a", &docs[0], I1));
+    let miss = first.prefix_cache.expect("a boundary uses the cache");
+    assert_eq!(miss.tier, engines::CacheTier::Miss);
+    assert!(miss.tokens > 500 && miss.tokens < first.tokens.input, "{miss:?} of {} tokens", first.tokens.input);
+    assert!(miss.bytes > 0);
+
+    // Same document, another instruction after it: the document's state is restored.
+    let second = run_one(e.as_ref(), doc_first("b", &docs[0], I2));
+    let hit = second.prefix_cache.expect("cache used");
+    assert_eq!(hit.tier, engines::CacheTier::Memory);
+    assert_eq!(hit.tokens, miss.tokens);
+    assert_eq!(hit.bytes, miss.bytes);
+
+    // One word of the document changed near its end: a different prefix, so a miss.
+    let mut changed = docs[0].clone();
+    let at = changed.len() - 200;
+    let at = (at..changed.len()).find(|&i| changed.is_char_boundary(i)).unwrap();
+    changed.insert_str(at, " amended ");
+    let third = run_one(e.as_ref(), doc_first("c", &changed, I1));
+    assert_eq!(third.prefix_cache.expect("cache used").tier, engines::CacheTier::Miss);
+}
+
+#[test]
+fn outputs_with_the_prefix_cache_equal_outputs_without_it() {
+    let docs = contracts(3);
+    let reqs = |instruction: &str| -> Vec<Request> {
+        docs.iter().enumerate().map(|(i, d)| doc_first(&format!("d{i}"), d, instruction)).collect()
+    };
+    let texts = |e: &dyn Engine, rs: Vec<Request>| -> Vec<(String, Option<engines::CacheTier>)> {
+        e.generate(&rs)
+            .into_iter()
+            .map(|r| r.expect("generates"))
+            .map(|r| (r.text, r.prefix_cache.map(|u| u.tier)))
+            .collect()
+    };
+    let plain = cached_engine(None, 2);
+    let base1 = texts(plain.as_ref(), reqs(I1));
+    let base2 = texts(plain.as_ref(), reqs(I2));
+    assert!(base1.iter().all(|(_, tier)| tier.is_none()), "no cache, no cache use");
+    drop(plain);
+
+    let cached = cached_engine(Some(memory_cache()), 2);
+    let pass1 = texts(cached.as_ref(), reqs(I1));
+    let pass2 = texts(cached.as_ref(), reqs(I2));
+    let pass3 = texts(cached.as_ref(), reqs(I1));
+    assert!(pass1.iter().all(|(_, t)| *t == Some(engines::CacheTier::Miss)));
+    assert!(pass2.iter().chain(&pass3).all(|(_, t)| *t == Some(engines::CacheTier::Memory)));
+    let strip = |v: &[(String, Option<engines::CacheTier>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(strip(&pass1), strip(&base1), "first pass (computed and stored) equals no cache");
+    assert_eq!(strip(&pass2), strip(&base2), "restored documents give the same greedy outputs");
+    assert_eq!(strip(&pass3), strip(&base1));
+    for (t, _) in pass2 {
+        assert_valid(&t);
+    }
+}
+
+#[test]
+fn the_disk_spill_stays_within_its_budget_and_serves_hits() {
+    let docs = contracts(4);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_bytes = || -> u64 { std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum() };
+    // Measure one state's size, then allow two on disk and none in memory.
+    let probe = cached_engine(Some(memory_cache()), 1);
+    let one = run_one(probe.as_ref(), doc_first("p", &docs[0], I1)).prefix_cache.unwrap().bytes;
+    drop(probe);
+    let budget = 2 * one + one / 2;
+    let cfg = engines::PrefixCacheConfig {
+        memory_bytes: 1,
+        disk_dir: Some(dir.path().to_path_buf()),
+        disk_bytes: budget,
+        min_tokens: 64,
+    };
+    let e = cached_engine(Some(cfg), 1);
+    for (i, d) in docs.iter().enumerate() {
+        let r = run_one(e.as_ref(), doc_first(&format!("m{i}"), d, I1));
+        assert!(r.prefix_cache.is_some_and(|u| !u.hit()));
+        assert!(dir_bytes() <= budget, "spill dir holds {} bytes, budget {budget}", dir_bytes());
+    }
+    // The two newest documents are on disk and restore from it; the oldest was deleted.
+    let r = run_one(e.as_ref(), doc_first("h", &docs[3], I2));
+    assert_eq!(r.prefix_cache.unwrap().tier, engines::CacheTier::Disk);
+    let r = run_one(e.as_ref(), doc_first("o", &docs[0], I2));
+    assert_eq!(r.prefix_cache.unwrap().tier, engines::CacheTier::Miss);
+    assert!(dir_bytes() <= budget);
+}

@@ -28,12 +28,23 @@ impl PromptSpec<'_> {
                 ChatMessage::user(format!("Contract:\n\n{document}")),
             ],
             Layout::DocumentFirst => vec![ChatMessage::user(format!(
-                "Contract:\n\n{document}\n\n---\n\n{}",
+                "{DOC_HEAD}{document}\n\n---\n\n{}",
                 self.instruction
             ))],
         }
     }
+
+    /// Where the part of [`Self::messages`] that does not depend on the instruction ends (a
+    /// message index and a byte offset in its content): the document, with document-first.
+    pub fn reusable_prefix(&self, document: &str) -> Option<(usize, usize)> {
+        match self.layout {
+            Layout::InstructionFirst => None,
+            Layout::DocumentFirst => Some((0, DOC_HEAD.len() + document.len())),
+        }
+    }
 }
+
+const DOC_HEAD: &str = "Contract:\n\n";
 
 /// Everything one eval pass needs besides the engine and the examples.
 pub struct EvalSpec<'a> {
@@ -78,6 +89,10 @@ pub struct ExampleRecord {
     /// The document did not fit and only its head was used (`--on-overflow truncate`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub input_truncated: bool,
+    /// The engine's prefix cache: the document's KV state restored (memory or disk) or
+    /// computed and stored (miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<engines::PrefixCacheUse>,
 }
 
 /// Receives progress from [`run`]. The binary draws a progress bar and writes `--out`.
@@ -184,7 +199,10 @@ fn plan(engine: &dyn Engine, spec: &EvalSpec<'_>, ex: &Example) -> Plan {
 
 fn request(spec: &EvalSpec<'_>, ex: &Example, text: &str, window: usize) -> Request {
     let id = if window == 0 { ex.id.clone() } else { format!("{}#w{window}", ex.id) };
-    let req = Request::new(id, spec.prompt.messages(text), spec.max_tokens);
+    let mut req = Request::new(id, spec.prompt.messages(text), spec.max_tokens);
+    if let Some((message, byte)) = spec.prompt.reusable_prefix(text) {
+        req = req.with_prefix_boundary(message, byte);
+    }
     match spec.constraint {
         Some(schema) => req.with_schema(schema.clone()),
         None => req,
@@ -246,6 +264,7 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
         batch_id,
         input_chunks: Some(n),
         input_truncated: false,
+        prefix_cache: None,
     }
 }
 
@@ -272,6 +291,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 batch_id: r.batch_id,
                 input_chunks: None,
                 input_truncated: false,
+                prefix_cache: r.prefix_cache,
             }
         }
         Err(e) => {
@@ -301,6 +321,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 batch_id: u64::MAX,
                 input_chunks: None,
                 input_truncated: false,
+                prefix_cache: None,
             }
         }
     }

@@ -2,7 +2,9 @@
 //! and summaries.
 //!
 //! Data flows one way: task -> (router) -> engine -> scorer -> proposer -> run log -> report.
+//! `report` renders a run log (or a routing table) as one self-contained HTML file.
 
+pub mod bench;
 pub mod bounds;
 pub mod calibrate;
 pub mod eval;
@@ -10,6 +12,7 @@ pub mod models;
 pub mod optimize;
 pub mod optimizer;
 pub mod overflow;
+pub mod report;
 pub mod score;
 pub mod summary;
 pub mod task;

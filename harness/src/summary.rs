@@ -24,6 +24,46 @@ pub struct Speed {
     pub output_tokens: usize,
     pub peak_rss_bytes: u64,
     pub wall_ms: f64,
+    /// What the engine's prefix cache did in this pass (`None`: not used).
+    pub prefix_cache: Option<CacheSummary>,
+}
+
+/// Prefix-cache use over a pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CacheSummary {
+    pub hits_memory: usize,
+    pub hits_disk: usize,
+    pub misses: usize,
+    /// Prompt tokens restored instead of computed.
+    pub tokens_reused: usize,
+    pub bytes_restored: u64,
+    /// Total restore time of the hits.
+    pub restore_ms: f64,
+    pub bytes_stored: u64,
+}
+
+impl CacheSummary {
+    /// Totals over `records`; `None` when no record used the cache.
+    pub fn of(records: &[ExampleRecord]) -> Option<Self> {
+        let mut c = CacheSummary::default();
+        let mut any = false;
+        for u in records.iter().filter_map(|r| r.prefix_cache) {
+            any = true;
+            match u.tier {
+                engines::CacheTier::Memory => c.hits_memory += 1,
+                engines::CacheTier::Disk => c.hits_disk += 1,
+                engines::CacheTier::Miss => {
+                    c.misses += 1;
+                    c.bytes_stored += u.bytes;
+                    continue;
+                }
+            }
+            c.tokens_reused += u.tokens;
+            c.bytes_restored += u.bytes;
+            c.restore_ms += u.ms;
+        }
+        any.then_some(c)
+    }
 }
 
 /// Everything `promptloop eval` prints.
@@ -145,6 +185,20 @@ impl Summary {
             mib(sp.peak_rss_bytes),
             mib(self.kv_cache_bytes)
         );
+        if let Some(c) = &sp.prefix_cache {
+            let _ = writeln!(
+                s,
+                "prefix cache    {} hits ({} memory, {} disk), {} misses; {} prompt tokens reused, {:.1} MiB restored in {:.2} s; {:.1} MiB stored",
+                c.hits_memory + c.hits_disk,
+                c.hits_memory,
+                c.hits_disk,
+                c.misses,
+                c.tokens_reused,
+                mib(c.bytes_restored),
+                c.restore_ms / 1000.0,
+                mib(c.bytes_stored)
+            );
+        }
         let _ = writeln!(s, "wall time       {:.1} s", sp.wall_ms / 1000.0);
         s
     }
@@ -166,7 +220,9 @@ fn speed(records: &[ExampleRecord], wall_ms: f64) -> Speed {
     let (mut pf_tok, mut pf_ms, mut dc_tok, mut dc_ms) = (0usize, 0f64, 0usize, 0f64);
     for group in batches.values() {
         let shared = group.iter().map(|r| r.tokens.shared_prefix).max().unwrap_or(0);
-        pf_tok += shared + group.iter().map(|r| r.tokens.input - r.tokens.shared_prefix).sum::<usize>();
+        // Prompt tokens computed: a shared prefix once, a restored document not at all.
+        let reused = |r: &ExampleRecord| r.prefix_cache.filter(engines::PrefixCacheUse::hit).map_or(0, |u| u.tokens);
+        pf_tok += shared + group.iter().map(|r| r.tokens.input - r.tokens.shared_prefix - reused(r)).sum::<usize>();
         let prefill_end = group.iter().map(|r| r.timings.prefill_ms).fold(0.0, f64::max);
         let end = group.iter().map(|r| r.timings.total_ms - r.timings.tokenize_ms).fold(0.0, f64::max);
         pf_ms += prefill_end;
@@ -184,6 +240,7 @@ fn speed(records: &[ExampleRecord], wall_ms: f64) -> Speed {
         output_tokens: ran.iter().map(|r| r.tokens.output).sum(),
         peak_rss_bytes: ran.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
         wall_ms,
+        prefix_cache: CacheSummary::of(records),
     }
 }
 

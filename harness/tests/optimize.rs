@@ -158,3 +158,54 @@ fn corrupt_middle_line_and_foreign_task_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("run.jsonl:2"), "{}", stderr(&out));
 }
+
+/// Racing on a document-first task: four candidates start on a quarter of train (one example), the better
+/// half goes on at each rung, one finalist runs on all of it; the documents' KV states are
+/// computed once and restored for every later prompt.
+#[test]
+fn racing_drops_candidates_early_and_the_document_cache_serves_later_prompts() {
+    require_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let task = task_copy();
+    let toml = std::fs::read_to_string(task.path().join("task.toml")).unwrap();
+    std::fs::write(task.path().join("task.toml"), format!("layout = \"document-first\"\n{toml}")).unwrap();
+    let out_dir = tmp.path().join("run");
+    let kv = tmp.path().join("kv");
+    let out = promptloop(&[
+        "optimize", "--task", task.path().to_str().unwrap(), "--optimizer", "none", "--proposer", "demos",
+        "--out", out_dir.to_str().unwrap(), "--json", "--limit-train", "4", "--limit-dev", "2", "--limit-test", "1",
+        "--max-iterations", "1", "--candidates", "4", "--demos", "1", "--batch-size", "1", "--max-tokens", "64",
+        "--prefix-cache-dir", kv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = log_of(&out_dir);
+    let cands = of_type(&recs, "candidate");
+    assert_eq!(cands.len(), 4);
+    let scored = |c: &Value| c["scores"].as_array().unwrap().len();
+    let dropped_at = |n: usize| {
+        cands
+            .iter()
+            .filter(|c| c["rejected"].as_str().is_some_and(|r| r.starts_with(&format!("racing: dropped after {n} of 4"))))
+            .inspect(|c| assert_eq!(scored(c), n, "{c}"))
+            .count()
+    };
+    assert_eq!(dropped_at(1), 2, "half of four dropped after the first rung");
+    assert_eq!(dropped_at(2), 1, "half of two dropped after the second");
+    let finalists: Vec<_> = cands.iter().filter(|c| c["rejected"].is_null()).collect();
+    assert_eq!(finalists.len(), 1);
+    assert_eq!(scored(finalists[0]), 4);
+
+    // Train evals: the baseline's 4, then at most 1+1+1+1, 1+1 and 2 new ones (fewer when a
+    // candidate's demo example sees the baseline instruction), against 4 + 4 x 4 unraced.
+    let train_evals = of_type(&recs, "eval").iter().filter(|e| e["split"] == "train").count();
+    assert!(train_evals <= 4 + 4 + 2 + 2, "{train_evals}");
+
+    // Every document was computed once: later prompts on it restored its state.
+    let tiers: Vec<&str> = of_type(&recs, "eval")
+        .iter()
+        .map(|e| e["record"]["prefix_cache"]["tier"].as_str().unwrap_or_else(|| panic!("no cache use: {e}")))
+        .collect();
+    let misses = tiers.iter().filter(|t| **t == "miss").count();
+    assert!(misses <= 4 + 2 + 1, "each document misses at most once: {tiers:?}");
+    assert!(tiers.iter().filter(|t| **t == "memory").count() >= 4, "{tiers:?}");
+}

@@ -151,6 +151,7 @@ impl Worker {
         let kv_cache_bytes = n_layer * n_ctx as u64 * n_head_kv * (n_embd / n_head) * 2 * 4;
         let info = EngineInfo {
             kind: EngineKind::Candle,
+            weights: cfg.weights,
             backend_version: BACKEND_VERSION.into(),
             model_path: cfg.model.clone(),
             model_desc: format!(
@@ -341,6 +342,8 @@ impl Worker {
             peak_rss_bytes: watch.peak(),
             batch_size: 1,
             batch_id,
+            // No persistent prefix cache in candle (its KV lives inside the model's layers).
+            prefix_cache: None,
         })
     }
 }

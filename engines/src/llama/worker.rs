@@ -18,15 +18,21 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::LlamaStateSeqFlags;
 
 use super::constraint::{Compiler, SeqConstraint};
 use super::{panic_message, Job, BINDINGS_VERSION};
 use crate::memory::PeakWatch;
+use crate::prefix_cache::{Key, PrefixStore};
 use crate::sampling::Rng;
 use crate::{
-    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo,
-    EngineKind, JsonScanner, Request, Response, StopReason, Timings, TokenCounts,
+    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo,
+    EngineKind, JsonScanner, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, StopReason,
+    Timings, TokenCounts,
 };
+
+/// Marks the end of a request's reusable prefix while rendering the chat template.
+const CUT: &str = "\u{10FFFD}promptloop-prefix-end\u{10FFFD}";
 
 // llama.cpp's `llama_flash_attn_type` values (the bindings take the raw C enum). Left at AUTO,
 // this build resolved to off on CPU and prefill of 2048 tokens ran at 213 tok/s; on, 255 tok/s
@@ -45,6 +51,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         .as_ref()
         .map_err(|e| EngineError::Load {
             kind: EngineKind::Llama,
+        weights: crate::WeightFormat::Gguf,
             path: std::path::PathBuf::new(),
             reason: format!("llama backend init: {e}"),
         })
@@ -96,10 +103,20 @@ pub(super) fn run(
         let ctx = model.new_context(backend, params).map_err(|e| load_err(e.to_string()))?;
         let compiler = Compiler::new(&model, cfg.constraint_backend)?;
         let n_ctx_seq = (ctx.n_ctx() / n_seq) as usize;
+        let store = match &cfg.prefix_cache {
+            Some(pc) => Some(PrefixStore::open(pc.clone()).map_err(|e| {
+                EngineError::Config(format!(
+                    "prefix cache directory {}: {e}",
+                    pc.disk_dir.as_deref().unwrap_or(std::path::Path::new("")).display()
+                ))
+            })?),
+            None => None,
+        };
+        let identity = identity(cfg, threads).map_err(|e| load_err(format!("reading the model: {e}")))?;
         let info = describe(&model, cfg, &template_name, threads, n_ctx_seq, ctx.n_ctx(), t0);
-        Ok((ctx, compiler, template, info))
+        Ok((ctx, compiler, template, info, store, identity))
     })();
-    let (ctx, compiler, template, info) = match setup {
+    let (ctx, compiler, template, info, store, identity) = match setup {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -116,6 +133,9 @@ pub(super) fn run(
         n_batch: cfg.n_batch as usize,
         min_shared_prefix: cfg.min_shared_prefix,
         batches_run: 0,
+        min_cached: cfg.prefix_cache.as_ref().map_or(PrefixCacheConfig::default().min_tokens, |c| c.min_tokens).max(1),
+        store,
+        identity,
     };
     if ready.send(Ok(info)).is_err() {
         return;
@@ -206,13 +226,31 @@ fn describe(
             max_context: n_ctx_seq,
             max_batch: cfg.batch_size as usize,
             shared_prefix: true,
-            prefix_cache: false,
+            prefix_cache: cfg.prefix_cache.is_some(),
             constraint_backends: vec![ConstraintBackend::Llguidance, ConstraintBackend::Gbnf, ConstraintBackend::None],
         },
         kv_cache_bytes,
         train_context: model.n_ctx_train() as usize,
         load_ms: ms(t0),
     }
+}
+
+/// What, besides the prefix tokens, decides the KV state: the model file (size and SHA-256 of
+/// its first MiB), the bindings, and the settings that change the numbers (attention kernel,
+/// micro-batch, threads, KV layout).
+fn identity(cfg: &EngineConfig, threads: usize) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let file = std::fs::File::open(&cfg.model)?;
+    let size = file.metadata()?.len();
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20).read_to_end(&mut head)?;
+    let sha: [u8; 32] = Sha256::digest(&head).into();
+    let sha = crate::prefix_cache::hex(&sha);
+    Ok(format!(
+        "{BINDINGS_VERSION};model={sha}:{size};fa={};n_batch={};threads={threads};kv_unified={}",
+        cfg.flash_attention, cfg.n_batch, cfg.kv_unified
+    ))
 }
 
 fn ms(since: Instant) -> f64 {
@@ -229,6 +267,10 @@ struct Worker<'m> {
     n_batch: usize,
     min_shared_prefix: usize,
     batches_run: u64,
+    /// Shortest reusable prefix worth a separate prefill (and a cache entry).
+    min_cached: usize,
+    store: Option<PrefixStore>,
+    identity: String,
 }
 
 /// One request in flight.
@@ -245,6 +287,9 @@ struct Seq<'r> {
     out: Vec<u8>,
     n_out: usize,
     shared: usize,
+    /// Tokens of the request's reusable prefix (0: none); prefilled on their own, and cached.
+    reusable: usize,
+    cache_use: Option<PrefixCacheUse>,
     stop: Option<StopReason>,
     error: Option<EngineError>,
     t_prefilled: f64,
@@ -254,13 +299,41 @@ struct Seq<'r> {
 
 impl Worker<'_> {
     fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
+        let text = self.render(messages)?;
+        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+    }
+
+    fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         let tmpl_err = |reason: String| EngineError::ChatTemplate { template: "model".into(), reason };
         let chat = messages
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()).map_err(|e| tmpl_err(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let text = self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| tmpl_err(e.to_string()))?;
-        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+        self.model.apply_chat_template(&self.template, &chat, true).map_err(|e| tmpl_err(e.to_string()))
+    }
+
+    /// How many leading tokens of `tokens` (the whole prompt) lie before `boundary`: the
+    /// template is rendered up to the boundary (marked, then cut), tokenized, and compared with
+    /// the whole prompt, so the count is always a true prefix of what is prefilled. 0 when it is
+    /// too short to be worth it or the template does not copy the content verbatim.
+    fn reusable_prefix(&self, messages: &[ChatMessage], boundary: PrefixBoundary, tokens: &[LlamaToken]) -> Result<usize, EngineError> {
+        let bad = |why: String| EngineError::Config(format!("prefix boundary {}:{}: {why}", boundary.message, boundary.byte));
+        let msg = messages.get(boundary.message).ok_or_else(|| bad(format!("there are only {} messages", messages.len())))?;
+        let head = msg.content.get(..boundary.byte).ok_or_else(|| {
+            bad(format!("not a character boundary inside the message's {} bytes", msg.content.len()))
+        })?;
+        let mut cut = messages[..=boundary.message].to_vec();
+        cut[boundary.message].content = format!("{head}{CUT}");
+        let text = self.render(&cut)?;
+        let Some(end) = text.find(CUT) else {
+            tracing::debug!("chat template does not copy the content verbatim: no reusable prefix");
+            return Ok(0);
+        };
+        let prefix = self.model.vocab().tokenize(&text.as_bytes()[..end], true, true);
+        let common = prefix.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        // The prompt's last token must be prefilled with logits after the prefix.
+        let n = common.min(tokens.len().saturating_sub(1));
+        Ok(if n >= self.min_cached { n } else { 0 })
     }
 
     fn prepare<'r>(&mut self, slot: usize, req: &'r Request) -> Result<Seq<'r>, EngineError> {
@@ -282,6 +355,10 @@ impl Worker<'_> {
             Constraint::JsonSchema(s) => Some(s),
         };
         let constraint = self.compiler.start(self.model, schema)?;
+        let reusable = match req.prefix_boundary {
+            Some(b) => self.reusable_prefix(&req.messages, b, &tokens)?,
+            None => 0,
+        };
         Ok(Seq {
             req,
             slot,
@@ -295,6 +372,8 @@ impl Worker<'_> {
             out: Vec::new(),
             n_out: 0,
             shared: 0,
+            reusable,
+            cache_use: None,
             stop: None,
             error: None,
             t_prefilled: 0.0,
@@ -358,6 +437,7 @@ impl Worker<'_> {
                     peak_rss_bytes: peak,
                     batch_size,
                     batch_id,
+                    prefix_cache: s.cache_use,
                 };
                 (slot, Ok(response))
             })
@@ -368,7 +448,16 @@ impl Worker<'_> {
     /// last prompt token has logits (they are overwritten by the next `decode`).
     fn prefill(&mut self, seqs: &mut [Seq<'_>], t0: Instant) -> Result<(), EngineError> {
         self.ctx.clear_kv_cache();
-        let shared = if seqs.len() > 1 { shared_prefix(seqs) } else { 0 };
+        // Reusable prefixes (documents) first, each on its own sequence, restored from the
+        // cache or computed alone, so their KV state depends on their tokens only. Requests
+        // with one do not share a batch prefix: their prompts differ from the first token on.
+        let reusable = seqs.iter().any(|s| s.reusable > 0);
+        for (id, s) in seqs.iter_mut().enumerate() {
+            if s.reusable > 0 {
+                self.reuse_prefix(s, id)?;
+            }
+        }
+        let shared = if seqs.len() > 1 && !reusable { shared_prefix(seqs) } else { 0 };
         let shared = if shared >= self.min_shared_prefix { shared } else { 0 };
         let mut batch = LlamaBatch::new(self.n_batch, self.n_seq as i32);
         if shared > 0 {
@@ -413,6 +502,52 @@ impl Worker<'_> {
         if batch.n_tokens() > 0 {
             self.decode_batch(&mut batch)?;
             self.first_tokens(seqs, &mut waiting, t0);
+        }
+        Ok(())
+    }
+
+    /// Puts sequence `id`'s reusable prefix in the KV cache: restored when the store has it,
+    /// otherwise prefilled alone and stored.
+    fn reuse_prefix(&mut self, s: &mut Seq<'_>, id: usize) -> Result<(), EngineError> {
+        let t = Instant::now();
+        let k = s.reusable;
+        let ids: Vec<i32> = s.tokens[..k].iter().map(|t| t.0).collect();
+        let key = Key::new(&self.identity, &ids);
+        if let Some(hit) = self.store.as_mut().and_then(|st| st.get(&key)) {
+            // SAFETY: the bytes were produced by `state_seq_get_data_ext` of a context with the
+            // same identity (the key covers it) and were checked (length, CRC) when read back.
+            let ok = hit.tokens == k
+                && unsafe { self.ctx.state_seq_set_data_ext(&hit.state, id as i32, LlamaStateSeqFlags::empty()) };
+            if ok && self.ctx.kv_cache_seq_pos_max(id as i32) == k as i32 - 1 {
+                s.n_past = k as i32;
+                s.cache_use =
+                    Some(PrefixCacheUse { tier: hit.tier, tokens: k, bytes: hit.state.len() as u64, ms: ms(t) });
+                return Ok(());
+            }
+            tracing::warn!(tokens = k, "prefix cache: restore failed; recomputing the prefix");
+            self.ctx
+                .clear_kv_cache_seq(Some(id as u32), None, None)
+                .map_err(|e| EngineError::Decode(format!("KV clear: {e}")))?;
+        }
+        let mut batch = LlamaBatch::new(self.n_batch, 1);
+        for (c, chunk) in s.tokens[..k].chunks(self.n_batch).enumerate() {
+            batch.clear();
+            for (i, &tok) in chunk.iter().enumerate() {
+                add(&mut batch, tok, (c * self.n_batch + i) as i32, id as i32, false)?;
+            }
+            self.decode_batch(&mut batch)?;
+        }
+        s.n_past = k as i32;
+        if let Some(store) = self.store.as_mut() {
+            let flags = LlamaStateSeqFlags::empty();
+            let size = self.ctx.state_seq_get_size_ext(id as i32, flags);
+            let mut state = vec![0u8; size];
+            // SAFETY: `state` holds the `size` bytes llama.cpp asked for just above.
+            let n = unsafe { self.ctx.state_seq_get_data_ext(state.as_mut_ptr(), id as i32, flags) };
+            if n == size {
+                store.put(key, state, k);
+            }
+            s.cache_use = Some(PrefixCacheUse { tier: CacheTier::Miss, tokens: k, bytes: n as u64, ms: ms(t) });
         }
         Ok(())
     }

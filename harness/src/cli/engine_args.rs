@@ -8,7 +8,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use clap::Args;
 use engines::memory::Machine;
-use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind, WeightFormat};
+use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind, PrefixCacheConfig, WeightFormat};
 use harness::calibrate::{self, RoutingTable};
 use harness::optimize::cache::model_fingerprint;
 use harness::overflow::Overflow;
@@ -152,7 +152,7 @@ pub struct EngineArgs {
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
     #[arg(long, value_name = "FILE")]
     pub routing: Option<PathBuf>,
-    /// A document longer than the context: error (reported as too_long), chunk (overlapping
+    /// A document longer than the context: error (reported as `too_long`), chunk (overlapping
     /// windows, merged field-wise) or truncate (the head; flagged).
     #[arg(long, default_value = "error")]
     pub on_overflow: Overflow,
@@ -177,6 +177,35 @@ pub struct EngineArgs {
     /// Built-in chat template to use instead of the model's own (chatml, gemma, llama3, …).
     #[arg(long)]
     pub chat_template: Option<String>,
+    /// Keep the KV state of each document (the prompt part before the instruction, with
+    /// `layout = "document-first"`) and restore it on later passes: on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub prefix_cache: String,
+    /// Memory the prefix cache may hold; least recently used states spill to disk.
+    #[arg(long, default_value = "1GiB", value_name = "SIZE")]
+    pub prefix_cache_mem: String,
+    /// Disk the prefix cache may fill; the oldest files beyond it are deleted.
+    #[arg(long, default_value = "8GiB", value_name = "SIZE")]
+    pub prefix_cache_disk: String,
+    /// Spill directory of the prefix cache (default: the cache dir's `kv/`).
+    #[arg(long, value_name = "DIR")]
+    pub prefix_cache_dir: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The prefix-cache budgets these flags ask for (`None` when off).
+    pub fn prefix_cache(&self) -> anyhow::Result<Option<PrefixCacheConfig>> {
+        if self.prefix_cache == "off" {
+            return Ok(None);
+        }
+        let size = |flag: &str, v: &str| calibrate::parse_bytes(v).map_err(|e| InputError(format!("--{flag}: {e}")));
+        Ok(Some(PrefixCacheConfig {
+            memory_bytes: size("prefix-cache-mem", &self.prefix_cache_mem)?,
+            disk_dir: Some(self.prefix_cache_dir.clone().unwrap_or_else(|| harness::models::cache_dir().join("kv"))),
+            disk_bytes: size("prefix-cache-disk", &self.prefix_cache_disk)?,
+            ..PrefixCacheConfig::default()
+        }))
+    }
 }
 
 /// The engine configuration for a model file.

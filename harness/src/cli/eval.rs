@@ -29,6 +29,10 @@ pub struct EvalArgs {
     /// Instruction prompt file to use instead of the task's.
     #[arg(long)]
     pub prompt: Option<PathBuf>,
+    /// Where the document goes instead of the task's `layout`: instruction-first or
+    /// document-first (the document's KV state is then cached across passes).
+    #[arg(long)]
+    pub layout: Option<harness::task::Layout>,
     /// Print the summary as one JSON object (the last line on stdout).
     #[arg(long)]
     pub json: bool,
@@ -61,11 +65,12 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     }
     let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
     cfg.weights = e.engine.weights();
+    cfg.prefix_cache = e.prefix_cache()?;
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 
     let spec = EvalSpec {
-        prompt: PromptSpec { instruction: &instruction, layout: task.layout },
+        prompt: PromptSpec { instruction: &instruction, layout: args.layout.unwrap_or(task.layout) },
         fields: &task.fields,
         constraint: constraint_schema.as_ref(),
         validator: &validator,
@@ -97,7 +102,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_prompt(path: &Path) -> anyhow::Result<String> {
+pub(super) fn read_prompt(path: &Path) -> anyhow::Result<String> {
     let bytes = fs_err::read(path).map_err(|e| InputError(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         InputError(format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))

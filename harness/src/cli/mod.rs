@@ -1,9 +1,12 @@
 //! Command-line interface: clap definitions, logging set-up, exit codes.
 
+mod bench;
 mod calibrate;
+mod compare;
 mod engine_args;
 mod eval;
 mod optimize;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -35,9 +38,21 @@ pub enum Command {
     /// `--engine auto` reads.
     #[command(after_help = EXIT_CODES)]
     Calibrate(calibrate::CalibrateArgs),
+    /// Time one eval pass the seed's way (sequential requests to a llama-server) against
+    /// promptloop's, twice (a cold pass, then a changed prompt), and print the ratio.
+    #[command(after_help = EXIT_CODES)]
+    Compare(compare::CompareArgs),
+    /// Write a self-contained HTML report (or a Markdown summary) of an optimize run directory
+    /// or of a routing table.
+    #[command(after_help = EXIT_CODES)]
+    Report(report::ReportArgs),
     /// (internal) One calibration probe, run by `calibrate` in a child process.
     #[command(hide = true)]
     Probe(calibrate::ProbeArgs),
+    /// Measure prefill, decode, constraint, tokenizer, eval and scorer speed; save a baseline or
+    /// compare with one (exit 3 when a metric is slower beyond --threshold).
+    #[command(after_help = bench::EXIT_CODES)]
+    Bench(bench::BenchArgs),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
@@ -50,11 +65,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args, cli.quiet),
         Command::Optimize(args) => optimize::run(&args, cli.quiet),
         Command::Calibrate(args) => calibrate::run(&args, cli.quiet),
+        Command::Compare(args) => compare::run(&args, cli.quiet),
+        Command::Report(args) => report::run(&args),
         Command::Probe(args) => calibrate::probe(&args),
+        Command::Bench(args) => bench::run(&args, cli.quiet),
     }
 }
 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(<dyn std::error::Error>::is::<bench::Regressed>) {
+        return 3;
+    }
     let input = err.chain().any(|e| {
         e.is::<InputError>() || e.is::<harness::task::TaskError>() || e.is::<harness::models::ModelError>()
     });

@@ -96,6 +96,10 @@ pub struct OptimizeArgs {
     /// Confidence of the bootstrap interval.
     #[arg(long, default_value_t = 0.9)]
     pub confidence: f64,
+    /// Candidates on train: halving (all on a quarter of train, the better half on twice as
+    /// many examples, and so on until one covers all of it) or off (all on all of train).
+    #[arg(long, default_value = "halving")]
+    pub racing: harness::optimize::Racing,
     /// First N train examples only.
     #[arg(long)]
     pub limit_train: Option<usize>,
@@ -142,6 +146,7 @@ impl OptimizeArgs {
             seed: self.seed,
             accept: self.accept,
             confidence: self.confidence,
+            racing: self.racing,
             limit_train: self.limit_train,
             limit_dev: self.limit_dev,
             limit_test: self.limit_test,
@@ -156,6 +161,7 @@ impl OptimizeArgs {
             max_tokens: e.max_tokens,
             no_bounds: e.no_bounds,
             chat_template: e.chat_template.clone(),
+            prefix_cache: e.prefix_cache()?,
         })
     }
 
@@ -478,6 +484,8 @@ fn start(task: &Task, out: &Path, options: Options) -> anyhow::Result<RunLog> {
         engine_key: prep.engine_key,
         seed: options.seed,
         options,
+        started_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        baseline_prompt: Some(task.prompt.clone()),
     };
     RunLog::create(out, header).map_err(input_if_log)
 }
@@ -534,6 +542,7 @@ fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     let model = model_fingerprint(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
     let mut config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
     config.weights = o.weights;
+    config.prefix_cache.clone_from(&o.prefix_cache);
     let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
     let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));

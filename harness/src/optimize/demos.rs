@@ -70,6 +70,7 @@ pub(crate) mod tests {
             batch_id: 0,
             input_chunks: None,
             input_truncated: false,
+            prefix_cache: None,
         }
     }
 

@@ -21,6 +21,8 @@ fn header(task: &str) -> Header {
         engine_key: "k".into(),
         seed: 0,
         options: Options::default(),
+        started_at: None,
+        baseline_prompt: None,
     }
 }
 
@@ -31,6 +33,7 @@ fn eval(id: &str) -> EvalEntry {
         split: "train".into(),
         engine_key: "k".into(),
         record: record(id, 0.5),
+        logged_at: None,
     }
 }
 

@@ -135,6 +135,10 @@ pub struct Options {
     pub seed: u64,
     pub accept: Accept,
     pub confidence: f64,
+    /// How candidates are evaluated on train: all on every example, or raced. Logs written
+    /// before racing existed did not race.
+    #[serde(default = "Racing::off")]
+    pub racing: Racing,
     pub limit_train: Option<usize>,
     pub limit_dev: Option<usize>,
     pub limit_test: Option<usize>,
@@ -152,6 +156,8 @@ pub struct Options {
     pub chat_template: Option<String>,
     /// The engine variant's weight format (`--engine candle:q8_0`).
     pub weights: engines::WeightFormat,
+    /// Budgets of the engine's document KV cache (`None`: off). Outputs are the same either way.
+    pub prefix_cache: Option<engines::PrefixCacheConfig>,
 }
 
 impl Default for Options {
@@ -173,6 +179,7 @@ impl Default for Options {
             seed: 0,
             accept: Accept::Bootstrap,
             confidence: 0.9,
+            racing: Racing::Halving,
             limit_train: None,
             limit_dev: None,
             limit_test: None,
@@ -187,6 +194,44 @@ impl Default for Options {
             no_bounds: false,
             chat_template: None,
             weights: engines::WeightFormat::Gguf,
+            prefix_cache: None,
+        }
+    }
+}
+
+/// How an iteration's candidates share the train evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Racing {
+    /// Every candidate on all of train.
+    Off,
+    /// Successive halving from a quarter of train: only the better half goes on at each rung.
+    #[default]
+    Halving,
+}
+
+impl Racing {
+    fn off() -> Self {
+        Racing::Off
+    }
+}
+
+impl fmt::Display for Racing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Racing::Off => "off",
+            Racing::Halving => "halving",
+        })
+    }
+}
+
+impl FromStr for Racing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Racing::Off),
+            "halving" => Ok(Racing::Halving),
+            other => Err(format!("unknown racing `{other}` (expected halving or off)")),
         }
     }
 }

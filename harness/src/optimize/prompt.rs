@@ -73,6 +73,44 @@ impl Prompt {
     pub fn demo_ids(&self) -> Vec<String> {
         self.demos.iter().map(|d| d.id.clone()).collect()
     }
+
+    /// The prompt whose [`Prompt::text`] is `text`, given its demos' ids in order (what a
+    /// `candidate` record holds): the inverse of rendering, checked by rendering back. `None`
+    /// when `text` is not such a rendering. The base comes back with its trailing whitespace
+    /// trimmed (rendering drops it when there are demos).
+    pub fn parse(text: &str, demo_ids: &[String]) -> Option<Prompt> {
+        if demo_ids.is_empty() {
+            return Some(Prompt::new(text));
+        }
+        let body = text.strip_suffix('\n')?;
+        let start = body.find(DEMOS_HEADER)?;
+        let base = &body[..start];
+        let mut rest = &body[start + DEMOS_HEADER.len()..];
+        let mut demos = Vec::with_capacity(demo_ids.len());
+        for (i, id) in demo_ids.iter().enumerate() {
+            rest = rest.strip_prefix(demo_marker(i + 1).as_str())?;
+            // A demo's block ends with its newline; the next block starts with one.
+            let end = if i + 1 == demo_ids.len() { rest.len() } else { rest.find(&format!("\n{}", demo_marker(i + 2)))? + 1 };
+            let block = rest[..end].strip_suffix('\n')?;
+            rest = &rest[end..];
+            // Compact JSON holds no newline, so the last "\nJSON: " starts it.
+            let cut = block.rfind("\nJSON: ")?;
+            demos.push(Demo { id: id.clone(), excerpt: block[..cut].to_owned(), expected: block[cut + 7..].to_owned() });
+        }
+        // More demos than ids: the last block would hold the next one's marker.
+        let more = format!("\n{}", demo_marker(demo_ids.len() + 1));
+        if demos.last().is_some_and(|d| d.excerpt.contains(&more)) {
+            return None;
+        }
+        let prompt = Prompt { base: base.to_owned(), demos };
+        (rest.is_empty() && prompt.text() == text).then_some(prompt)
+    }
+}
+
+const DEMOS_HEADER: &str = "\n\nWorked examples (a contract excerpt, then the JSON to output for that contract):\n";
+
+fn demo_marker(n: usize) -> String {
+    format!("\nExample {n}\nContract (excerpt):\n")
 }
 
 /// The base unchanged when there is no demo (so the baseline is exactly the task's prompt).
@@ -85,9 +123,9 @@ fn render<'a>(base: &str, demos: impl Iterator<Item = &'a Demo>) -> String {
     let mut out = base.trim_end().to_owned();
     for (i, d) in demos.enumerate() {
         if i == 0 {
-            out.push_str("\n\nWorked examples (a contract excerpt, then the JSON to output for that contract):\n");
+            out.push_str(DEMOS_HEADER);
         }
-        let _ = write!(out, "\nExample {}\nContract (excerpt):\n{}\nJSON: {}\n", i + 1, d.excerpt, d.expected);
+        let _ = write!(out, "{}{}\nJSON: {}\n", demo_marker(i + 1), d.excerpt, d.expected);
     }
     out.push('\n');
     out
@@ -134,5 +172,21 @@ mod tests {
         assert_ne!(sha256_hex(for_a.as_bytes()), sha256_hex(full.as_bytes()));
         assert_eq!(p.render_for("zzz"), full);
         assert_eq!(Prompt::new("Extract. ").render_for("a"), "Extract. ");
+    }
+
+    #[test]
+    fn parsing_inverts_rendering() {
+        let mut p = Prompt::new("Extract.\n");
+        let tricky = Example { id: "c".into(), text: "x\nJSON: no\nExample 2\nContract (excerpt):\nnot a marker".into(), expected: serde_json::json!({"a": "line\nbreak"}), line: 1 };
+        p.demos = vec![Demo::from_example(&ex("a", "alpha text")), Demo::from_example(&tricky), Demo::from_example(&ex("b", "beta"))];
+        let ids = p.demo_ids();
+        let back = Prompt::parse(&p.text(), &ids).unwrap();
+        assert_eq!(back.text(), p.text());
+        assert_eq!(back.demos, p.demos);
+        assert_eq!(back.base, "Extract.");
+        assert_eq!(back.render_for("c"), p.render_for("c"));
+        assert_eq!(Prompt::parse("plain", &[]).unwrap().text(), "plain");
+        assert!(Prompt::parse("plain\n", &ids).is_none());
+        assert!(Prompt::parse(&p.text(), &ids[..2]).is_none());
     }
 }

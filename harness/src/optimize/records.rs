@@ -70,6 +70,13 @@ pub struct Header {
     pub engine_key: String,
     pub seed: u64,
     pub options: Options,
+    /// When the run started (RFC 3339, UTC). Absent in logs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The task's prompt the run started from (the baseline), for the report's prompt diff.
+    /// Absent in logs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_prompt: Option<String>,
 }
 
 /// One scored example under one rendered instruction.
@@ -82,6 +89,10 @@ pub struct EvalEntry {
     pub split: String,
     pub engine_key: String,
     pub record: ExampleRecord,
+    /// When the record was logged (RFC 3339, UTC): with the header's `started_at`, the run's
+    /// wall time. Absent in logs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_at: Option<String>,
 }
 
 /// One example's score, by id.
@@ -125,7 +136,8 @@ pub struct CandidateEntry {
     pub demo_ids: Vec<String>,
     /// The `proposal` record it came from (LLM proposers).
     pub request_sha256: Option<String>,
-    /// Set when the candidate was not evaluated (leakage, duplicate); `train_mean` is then 0.
+    /// Set when the candidate was not evaluated (leakage, duplicate; `train_mean` is then 0)
+    /// or was dropped by racing (`train_mean` and `scores` cover the examples it ran on).
     pub rejected: Option<String>,
     /// N-gram overlap with train documents (LLM proposers).
     pub overlap: Option<super::leakage::Overlap>,

@@ -19,7 +19,7 @@ use super::records::{
     CandidateEntry, DecisionEntry, EvalEntry, FinalEntry, GateEntry, IdScore, LogRecord, ProposalEntry, Spend, SplitRow,
 };
 use super::rng::SplitMix64;
-use super::{parse_schedule, Accept, OptimizeError, Options, ProposerKind};
+use super::{parse_schedule, Accept, OptimizeError, Options, ProposerKind, Racing};
 use crate::optimizer::prices::Price;
 use crate::optimizer::{CallError, ChatRequest, Optimizer};
 use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
@@ -182,6 +182,7 @@ impl Loop<'_, '_, '_> {
                 ProposerKind::Rewrite | ProposerKind::Opro => self.propose_llm(kind, it, &current, train, &cur_train)?,
             };
             let mut best: Option<(usize, Prompt, Vec<ExampleRecord>)> = None;
+            let mut entries = Vec::new();
             for (index, (cand, request_sha256)) in proposed.candidates.into_iter().enumerate() {
                 let mut entry = CandidateEntry {
                     iteration: it,
@@ -204,19 +205,19 @@ impl Loop<'_, '_, '_> {
                         entry.rejected = Some("rejected: duplicate of the current prompt".into());
                     }
                 }
-                if entry.rejected.is_some() {
-                    self.candidate(entry)?;
-                    continue;
-                }
-                let recs = self.evaluate(&cand, "train", train)?;
-                entry.train_mean = mean_score(&recs);
-                entry.scores = recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect();
-                if kind.needs_llm() {
+                entries.push((entry, cand));
+            }
+            let finalists = self.race(&mut entries, train, &cur_train)?;
+            for (entry, cand) in entries {
+                let index = entry.index;
+                if kind.needs_llm() && !entry.scores.is_empty() {
                     self.history.push((cand.base.clone(), entry.train_mean));
                 }
                 self.candidate(entry)?;
-                if best.as_ref().is_none_or(|b| mean_score(&recs) > mean_score(&b.2)) {
-                    best = Some((index, cand, recs));
+                if let Some(recs) = finalists.iter().find(|f| f.0 == index).map(|f| f.1.clone()) {
+                    if best.as_ref().is_none_or(|b| mean_score(&recs) > mean_score(&b.2)) {
+                        best = Some((index, cand, recs));
+                    }
                 }
             }
             let Some((index, cand, cand_train)) = best else {
@@ -499,6 +500,55 @@ impl Loop<'_, '_, '_> {
         Ok(())
     }
 
+    /// Evaluates the iteration's candidates (those not already rejected) on train and returns
+    /// the ones evaluated on all of it, with their records. With `--racing halving`, every
+    /// candidate first runs on a minibatch of train (a quarter, at least one engine batch);
+    /// at each rung the better half, by mean gain over the current prompt on the same
+    /// examples, goes on to twice as many examples, until one rung covers all of train. The
+    /// dropped ones are logged as rejected with their partial scores. Evals are cached, so a
+    /// finalist never re-runs an example. Acceptance still uses full train and dev passes.
+    fn race(
+        &mut self,
+        entries: &mut [(CandidateEntry, Prompt)],
+        train: &[Example],
+        cur_train: &[ExampleRecord],
+    ) -> Result<Vec<(usize, Vec<ExampleRecord>)>, OptimizeError> {
+        let n = train.len();
+        let mut alive: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].0.rejected.is_none()).collect();
+        let mut size = match self.s.options.racing {
+            Racing::Halving if alive.len() > 1 => n.div_ceil(4).max(self.batch).min(n),
+            _ => n,
+        };
+        loop {
+            let mut rung = Vec::with_capacity(alive.len());
+            for &i in &alive {
+                let recs = self.evaluate(&entries[i].1, "train", &train[..size])?;
+                let delta = mean_score(&recs) - mean_score(&cur_train[..size]);
+                let entry = &mut entries[i].0;
+                entry.train_mean = mean_score(&recs);
+                entry.scores = recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect();
+                rung.push((i, delta, recs));
+            }
+            if size == n {
+                return Ok(rung.into_iter().map(|(i, _, recs)| (entries[i].0.index, recs)).collect());
+            }
+            // The better half by paired gain (ties: the earlier candidate) goes on.
+            let mut order: Vec<usize> = (0..rung.len()).collect();
+            order.sort_by(|&a, &b| rung[b].1.total_cmp(&rung[a].1).then(rung[a].0.cmp(&rung[b].0)));
+            let keep = rung.len().div_ceil(2);
+            for &r in &order[keep..] {
+                let (i, delta, _) = &rung[r];
+                entries[*i].0.rejected = Some(format!(
+                    "racing: dropped after {size} of {n} train examples (mean gain {delta:+.4} over the current prompt on them; {keep} of {} went on)",
+                    rung.len()
+                ));
+            }
+            alive = order[..keep].iter().map(|&r| rung[r].0).collect();
+            alive.sort_unstable();
+            size = (size * 2).min(n);
+        }
+    }
+
     /// Scores `examples` under `prompt`, running only what the cache lacks. Examples that see
     /// the same rendered instruction go through the engine together, in fixed batches of the
     /// group, so a resumed run batches exactly as an uninterrupted one.
@@ -624,6 +674,7 @@ impl Reporter for LogReporter<'_> {
             split: self.split.to_owned(),
             engine_key: self.engine_key.to_owned(),
             record: rec.clone(),
+            logged_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
         };
         self.log.add_eval(entry).map_err(|e| {
             let io = std::io::Error::other(e.to_string());

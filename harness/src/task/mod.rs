@@ -76,6 +76,32 @@ pub enum Layout {
     DocumentFirst,
 }
 
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::InstructionFirst => "instruction-first",
+            Layout::DocumentFirst => "document-first",
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "instruction-first" => Ok(Layout::InstructionFirst),
+            "document-first" => Ok(Layout::DocumentFirst),
+            other => Err(format!("unknown layout `{other}` (expected instruction-first or document-first)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How one output field is scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldSpec {

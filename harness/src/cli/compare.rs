@@ -1,0 +1,308 @@
+//! `promptloop compare`: one eval pass the seed's way against promptloop's, on the same model,
+//! threads, examples, prompts and greedy decoding, timed in the same run.
+//!
+//! The seed's workflow: a llama.cpp server, one HTTP request per example with the task's JSON
+//! Schema as `response_format`, one after another, instruction first. Ours: the model in
+//! process, batched, with the task's layout (document first by default, so each document's KV
+//! state is cached). Two prompts are run, as in an optimize run's first two iterations: the
+//! first pass of each side starts cold (a fresh prefix-cache directory), the second pass uses a
+//! changed instruction on the same documents. Loading the model (ours) and starting the server
+//! (theirs) are outside the timings.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use harness::eval::{self, EvalSpec, PromptSpec, Silent};
+use harness::score::score_example;
+use harness::task::{Example, Layout, Task};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
+use super::eval::read_prompt;
+use super::InputError;
+
+/// Appended to the task's prompt for the second pass when no `--prompt2` is given: a typical
+/// small edit an optimizer makes, which leaves the documents unchanged.
+const SECOND_PASS_EDIT: &str =
+    "\n\nBefore answering, find the title, the signing parties, the date and the governing-law clause in the contract.";
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Task directory (holds task.toml).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// Split to evaluate.
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Only the first N examples of the split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Base URL of the peer: a running llama-server serving the same model (scripts/compare-peer.sh
+    /// starts one).
+    #[arg(long)]
+    pub peer: String,
+    /// Instruction of the second pass (default: the task's prompt with one sentence added).
+    #[arg(long)]
+    pub prompt2: Option<PathBuf>,
+    /// Our layout (default: document-first; the peer is always instruction-first).
+    #[arg(long, default_value = "document-first")]
+    pub layout: Layout,
+    /// Per-request timeout for the peer, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub peer_timeout: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One side's pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pass {
+    pub wall_s: f64,
+    pub mean_score: f64,
+    pub format_failures: usize,
+    pub errors: usize,
+}
+
+/// The comparison of one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub pass: usize,
+    pub peer: Pass,
+    pub ours: Pass,
+    /// Peer wall time over ours.
+    pub speedup: f64,
+    /// Documents whose KV state ours restored instead of computing.
+    pub cache_hits: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    task: String,
+    split: String,
+    examples: usize,
+    model: String,
+    threads: usize,
+    peer: String,
+    ours_layout: String,
+    rows: Vec<Row>,
+}
+
+pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
+    let task = Task::load(&args.task)?;
+    let split = task.split(&args.split)?;
+    let examples = match args.limit {
+        Some(n) => &split.examples[..n.min(split.examples.len())],
+        None => &split.examples[..],
+    };
+    let prompt1 = task.prompt.clone();
+    let prompt2 = match &args.prompt2 {
+        Some(p) => read_prompt(p)?,
+        None => format!("{}{SECOND_PASS_EDIT}", prompt1.trim_end()),
+    };
+    let validator = task.validator()?;
+    let e = &args.engine;
+    let (schema, _) = constraint_schema(&task, e.constraint, e.no_bounds)?;
+    let max_tokens = e.max_tokens.unwrap_or(task.max_tokens);
+    let model_path = harness::models::resolve(&e.model)?;
+    let routed = route(e, &model_path, e.batch_size)?;
+    let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    // A cold cache for the first pass: a fresh spill directory unless one is given.
+    let scratch = tempfile::tempdir().context("creating a temp dir for the prefix cache")?;
+    cfg.prefix_cache = e.prefix_cache()?.map(|mut pc| {
+        if e.prefix_cache_dir.is_none() {
+            pc.disk_dir = Some(scratch.path().to_path_buf());
+        }
+        pc
+    });
+    let peer = Peer::new(&args.peer, Duration::from_secs(args.peer_timeout))?;
+    peer.check().map_err(|err| InputError(format!("--peer {}: {err}", args.peer)))?;
+    let engine = load_engine(routed.kind, &cfg)?;
+    let info = engine.info().clone();
+    let say = |msg: &str| {
+        if !quiet && !args.json {
+            eprintln!("{msg}");
+        }
+    };
+
+    let mut rows = Vec::new();
+    for (pass, instruction) in [(1, &prompt1), (2, &prompt2)] {
+        say(&format!("pass {pass}: peer, {} examples one request at a time…", examples.len()));
+        let peer_pass = peer.pass(&task, examples, instruction, schema.as_ref(), max_tokens, &validator);
+        say(&format!("pass {pass}: peer {:.1} s; promptloop…", peer_pass.wall_s));
+        let spec = EvalSpec {
+            prompt: PromptSpec { instruction, layout: args.layout },
+            fields: &task.fields,
+            constraint: schema.as_ref(),
+            validator: &validator,
+            max_tokens,
+            overflow: e.on_overflow,
+        };
+        let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut Silent).context("eval pass")?;
+        let ours = Pass {
+            wall_s: wall_ms / 1000.0,
+            mean_score: mean(records.iter().map(|r| r.score)),
+            format_failures: records.iter().filter(|r| r.error.is_none() && !r.format_ok).count(),
+            errors: records.iter().filter(|r| r.error.is_some()).count(),
+        };
+        let cache_hits = records.iter().filter(|r| r.prefix_cache.is_some_and(|u| u.hit())).count();
+        say(&format!("pass {pass}: promptloop {:.1} s", ours.wall_s));
+        rows.push(Row { pass, speedup: peer_pass.wall_s / ours.wall_s.max(1e-9), peer: peer_pass, ours, cache_hits });
+    }
+    let report = Report {
+        task: task.name.clone(),
+        split: split.name.clone(),
+        examples: examples.len(),
+        model: info.model_desc.clone(),
+        threads: info.threads,
+        peer: args.peer.clone(),
+        ours_layout: args.layout.to_string(),
+        rows,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        write!(out, "{}", table(&report, &info))?;
+    }
+    Ok(())
+}
+
+fn table(r: &Report, info: &engines::EngineInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "task {} / split {} / {} examples / {}", r.task, r.split, r.examples, r.model);
+    let _ = writeln!(
+        s,
+        "peer: llama-server at {}, sequential, instruction-first, response_format json_schema",
+        r.peer
+    );
+    let _ = writeln!(
+        s,
+        "ours: {} in process ({}), {} threads, batch {}, {}, prefix cache {}",
+        info.kind,
+        info.backend_version,
+        info.threads,
+        info.capabilities.max_batch,
+        r.ours_layout,
+        if info.capabilities.prefix_cache { "on" } else { "off" }
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<6} {:>10} {:>10} {:>8} {:>11} {:>11} {:>10}",
+        "pass", "peer s", "ours s", "ratio", "peer mean", "ours mean", "doc hits"
+    );
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "{:<6} {:>10.1} {:>10.1} {:>7.1}x {:>11.3} {:>11.3} {:>7}/{}",
+            row.pass,
+            row.peer.wall_s,
+            row.ours.wall_s,
+            row.speedup,
+            row.peer.mean_score,
+            row.ours.mean_score,
+            row.cache_hits,
+            r.examples
+        );
+    }
+    for row in &r.rows {
+        for (who, p) in [("peer", &row.peer), ("ours", &row.ours)] {
+            if p.format_failures + p.errors > 0 {
+                let _ = writeln!(s, "pass {}: {who} had {} format failures, {} errors", row.pass, p.format_failures, p.errors);
+            }
+        }
+    }
+    s
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (n, sum) = xs.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+/// The seed's workflow against a llama-server.
+struct Peer {
+    base: String,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Peer {
+    fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder().timeout(timeout).build().context("building the HTTP client")?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), client, rt })
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let url = format!("{}/health", self.base);
+        let status = self.rt.block_on(async { self.client.get(&url).timeout(Duration::from_secs(5)).send().await })?.status();
+        anyhow::ensure!(status.is_success(), "GET /health answered {status}");
+        Ok(())
+    }
+
+    fn pass(
+        &self,
+        task: &Task,
+        examples: &[Example],
+        instruction: &str,
+        schema: Option<&Value>,
+        max_tokens: u32,
+        validator: &jsonschema::Validator,
+    ) -> Pass {
+        let t0 = Instant::now();
+        let (mut scores, mut format_failures, mut errors) = (Vec::new(), 0, 0);
+        for ex in examples {
+            let mut body = json!({
+                "model": "peer",
+                "messages": [
+                    {"role": "system", "content": instruction},
+                    {"role": "user", "content": format!("Contract:\n\n{}", ex.text)},
+                ],
+                "temperature": 0.0,
+                "max_tokens": max_tokens,
+            });
+            if let Some(schema) = schema {
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "extraction", "schema": schema}});
+            }
+            let url = format!("{}/v1/chat/completions", self.base);
+            let reply: anyhow::Result<Value> = self.rt.block_on(async {
+                let resp = self.client.post(&url).json(&body).send().await?;
+                let status = resp.status();
+                let text = resp.text().await?;
+                anyhow::ensure!(status.is_success(), "{status}: {}", text.chars().take(300).collect::<String>());
+                Ok(serde_json::from_str(&text)?)
+            });
+            match reply {
+                Ok(v) => {
+                    let choice = &v["choices"][0];
+                    let text = choice["message"]["content"].as_str().unwrap_or_default();
+                    let truncated = choice["finish_reason"] == "length";
+                    let s = score_example(&task.fields, text, truncated, &ex.expected, Some(validator));
+                    if !s.format_ok {
+                        format_failures += 1;
+                    }
+                    scores.push(s.score);
+                }
+                Err(err) => {
+                    tracing::warn!(id = %ex.id, error = %err, "peer request failed");
+                    errors += 1;
+                    scores.push(0.0);
+                }
+            }
+        }
+        Pass { wall_s: t0.elapsed().as_secs_f64(), mean_score: mean(scores.into_iter()), format_failures, errors }
+    }
+}
