@@ -84,6 +84,23 @@ pub(crate) fn none_allowed() -> EngineError {
     EngineError::Decode("the constraint allows no token".into())
 }
 
+/// The tokens the grammar forces next (at most `max`), already consumed by `matcher`: with a
+/// fixed key order, keys, quotes, separators and the rest of an enum value after its first
+/// token leave the model no choice. Engines append them without sampling (several tokens in
+/// one forward call, like a prefill) instead of one decode step each. Empty when nothing is
+/// forced, when the matcher has stopped, or when the tokenizer is not canonical.
+pub(crate) fn fast_forward(matcher: &mut Matcher, max: usize) -> Result<Vec<u32>, EngineError> {
+    if max == 0 || matcher.is_stopped() {
+        return Ok(Vec::new());
+    }
+    let mut forced = matcher.compute_ff_tokens();
+    forced.truncate(max);
+    if !forced.is_empty() {
+        matcher.consume_tokens(&forced).map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
+    }
+    Ok(forced)
+}
+
 /// Picks the next token under `matcher`'s mask and advances the matcher with it.
 pub(crate) fn choose(
     matcher: &mut Matcher,

@@ -293,6 +293,9 @@ pub struct TokenCounts {
     pub output: usize,
     /// Leading prompt tokens shared with the rest of the batch and prefilled once.
     pub shared_prefix: usize,
+    /// Output tokens the constraint forced (appended without sampling; part of `output`).
+    #[serde(default)]
+    pub forced: usize,
 }
 
 /// Wall-clock phases of one request, in milliseconds.
@@ -427,6 +430,14 @@ pub struct EngineConfig {
     /// Keep the KV state of requests' reusable prefixes across calls (`None`: off).
     #[serde(default)]
     pub prefix_cache: Option<PrefixCacheConfig>,
+    /// Append the tokens a llguidance constraint forces (JSON keys, quotes, separators) several
+    /// at a time without sampling them, instead of one decode step each.
+    #[serde(default = "yes")]
+    pub fast_forward: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Budgets of the prefix cache: states live in memory up to `memory_bytes`, least recently
@@ -463,6 +474,7 @@ impl EngineConfig {
             flash_attention: true,
             weights: WeightFormat::Gguf,
             prefix_cache: None,
+            fast_forward: true,
         }
     }
 }

@@ -92,6 +92,7 @@ struct Worker {
     n_batch: usize,
     group: usize,
     min_shared_prefix: usize,
+    fast_forward: bool,
     batches_run: u64,
 }
 
@@ -185,6 +186,7 @@ impl Worker {
             n_batch: cfg.n_batch as usize,
             group: cfg.batch_size as usize,
             min_shared_prefix: cfg.min_shared_prefix.max(1),
+            fast_forward: cfg.fast_forward,
             batches_run: 0,
         };
         Ok((worker, info))
@@ -295,9 +297,9 @@ impl Worker {
         let mut rng = Rng::new(req.sampling.seed);
         let mut scanner = JsonScanner::new();
         let mut out: Vec<u8> = Vec::new();
-        let (mut n_out, mut t_first) = (0usize, None);
+        let (mut n_out, mut n_forced, mut t_first) = (0usize, 0usize, None);
         let mut pos = p.tokens.len();
-        let stop = loop {
+        let stop = 'gen: loop {
             let tok = match p.matcher.as_mut() {
                 Some(m) => guidance::choose(m, &logits, &req.sampling, &mut rng)?,
                 None => pick(&logits, None, &req.sampling, &mut rng).ok_or_else(none_allowed)?,
@@ -308,20 +310,30 @@ impl Worker {
             if self.tokenizer.is_eog(tok) && !req.ignore_eos {
                 break StopReason::Eos;
             }
-            n_out += 1;
-            let piece = self.tokenizer.piece(tok);
-            out.extend_from_slice(piece);
-            if p.matcher.is_some() && scanner.feed(piece) {
-                break StopReason::ConstraintComplete;
+            // The sampled token, then any the constraint forces after it (fed in one forward).
+            let mut feed = vec![tok];
+            let budget = (req.max_tokens.max(1) as usize).saturating_sub(n_out + 1);
+            if let (true, Some(m)) = (self.fast_forward, p.matcher.as_mut()) {
+                let forced = guidance::fast_forward(m, budget.min(self.n_batch.max(2) - 1))?;
+                n_forced += forced.len();
+                feed.extend(forced);
             }
-            if n_out >= req.max_tokens.max(1) as usize {
+            for &t in &feed {
+                n_out += 1;
+                let piece = self.tokenizer.piece(t);
+                out.extend_from_slice(piece);
+                if p.matcher.is_some() && scanner.feed(piece) {
+                    break 'gen StopReason::ConstraintComplete;
+                }
+                if n_out >= req.max_tokens.max(1) as usize {
+                    break 'gen StopReason::MaxTokens;
+                }
+            }
+            if pos + feed.len() > self.n_ctx {
                 break StopReason::MaxTokens;
             }
-            if pos >= self.n_ctx {
-                break StopReason::MaxTokens;
-            }
-            logits = Self::forward(&mut model, &[tok], pos)?;
-            pos += 1;
+            logits = Self::forward(&mut model, &feed, pos)?;
+            pos += feed.len();
         };
         let done = prefix_ms + ms(t0);
         let first = t_first.unwrap_or(done);
@@ -331,7 +343,7 @@ impl Worker {
             id: req.id.clone(),
             text: String::from_utf8_lossy(&out).into_owned(),
             stop,
-            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared },
+            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared, forced: n_forced },
             timings: Timings {
                 tokenize_ms: p.tokenize_ms,
                 prefill_ms,

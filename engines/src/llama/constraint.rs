@@ -113,6 +113,17 @@ impl SeqConstraint {
         }
     }
 
+    /// Tokens the constraint forces next (at most `max`), consumed: see [`guidance::fast_forward`].
+    /// Only llguidance computes them; GBNF and unconstrained decoding force nothing.
+    pub(super) fn forced(&mut self, max: usize) -> Result<Vec<LlamaToken>, EngineError> {
+        match self {
+            SeqConstraint::Llg(m) => {
+                Ok(guidance::fast_forward(m, max)?.into_iter().map(|t| LlamaToken(t as i32)).collect())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     pub(super) fn is_active(&self) -> bool {
         !matches!(self, SeqConstraint::None)
     }

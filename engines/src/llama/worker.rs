@@ -51,7 +51,6 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         .as_ref()
         .map_err(|e| EngineError::Load {
             kind: EngineKind::Llama,
-        weights: crate::WeightFormat::Gguf,
             path: std::path::PathBuf::new(),
             reason: format!("llama backend init: {e}"),
         })
@@ -132,6 +131,7 @@ pub(super) fn run(
         n_seq: cfg.batch_size as usize,
         n_batch: cfg.n_batch as usize,
         min_shared_prefix: cfg.min_shared_prefix,
+        fast_forward: cfg.fast_forward,
         batches_run: 0,
         min_cached: cfg.prefix_cache.as_ref().map_or(PrefixCacheConfig::default().min_tokens, |c| c.min_tokens).max(1),
         store,
@@ -213,6 +213,7 @@ fn describe(
         * 2;
     EngineInfo {
         kind: EngineKind::Llama,
+        weights: crate::WeightFormat::Gguf,
         backend_version: BINDINGS_VERSION.into(),
         model_path: cfg.model.clone(),
         model_desc: format!("{name} ({arch}, {:.0}M params)", model.n_params() as f64 / 1e6),
@@ -271,6 +272,7 @@ struct Worker<'m> {
     min_cached: usize,
     store: Option<PrefixStore>,
     identity: String,
+    fast_forward: bool,
 }
 
 /// One request in flight.
@@ -283,9 +285,11 @@ struct Seq<'r> {
     scanner: JsonScanner,
     rng: Rng,
     n_past: i32,
-    pending: Option<LlamaToken>,
+    /// Tokens to feed at the next decode step: the one just sampled and any it forced.
+    pending: Vec<LlamaToken>,
     out: Vec<u8>,
     n_out: usize,
+    n_forced: usize,
     shared: usize,
     /// Tokens of the request's reusable prefix (0: none); prefilled on their own, and cached.
     reusable: usize,
@@ -368,7 +372,8 @@ impl Worker<'_> {
             scanner: JsonScanner::new(),
             rng: Rng::new(req.sampling.seed),
             n_past: 0,
-            pending: None,
+            pending: Vec::new(),
+            n_forced: 0,
             out: Vec::new(),
             n_out: 0,
             shared: 0,
@@ -432,7 +437,7 @@ impl Worker<'_> {
                     id: s.req.id.clone(),
                     text: String::from_utf8_lossy(&s.out).into_owned(),
                     stop: s.stop.unwrap_or(StopReason::MaxTokens),
-                    tokens: TokenCounts { input: s.tokens.len(), output: s.n_out, shared_prefix: s.shared },
+                    tokens: TokenCounts { input: s.tokens.len(), output: s.n_out, shared_prefix: s.shared, forced: s.n_forced },
                     timings,
                     peak_rss_bytes: peak,
                     batch_size,
@@ -560,16 +565,22 @@ impl Worker<'_> {
     }
 
     fn decode(&mut self, seqs: &mut [Seq<'_>], t0: Instant) -> Result<(), EngineError> {
-        let mut batch = LlamaBatch::new(self.n_seq.max(1), self.n_seq as i32);
+        // Each live sequence adds its sampled token plus forced ones (at most `ff_cap` each, so
+        // a step fits `n_batch`); logits only for its last.
+        let mut batch = LlamaBatch::new(self.n_batch.max(self.n_seq), self.n_seq as i32);
         loop {
             batch.clear();
             let mut live = Vec::new();
             for (id, s) in seqs.iter_mut().enumerate() {
-                if let (None, Some(tok)) = (s.stop, s.pending.take()) {
-                    add(&mut batch, tok, s.n_past, id as i32, true)?;
-                    s.n_past += 1;
-                    live.push((id, batch.n_tokens() - 1));
+                if s.stop.is_some() || s.pending.is_empty() {
+                    continue;
                 }
+                let n = s.pending.len();
+                for (i, tok) in s.pending.drain(..).enumerate() {
+                    add(&mut batch, tok, s.n_past, id as i32, i + 1 == n)?;
+                    s.n_past += 1;
+                }
+                live.push((id, batch.n_tokens() - 1));
             }
             if live.is_empty() {
                 return Ok(());
@@ -602,18 +613,54 @@ impl Worker<'_> {
             s.t_done = now;
             return;
         }
+        if let Some(stop) = self.emit(s, tok) {
+            s.stop = Some(stop);
+            s.t_done = now;
+            return;
+        }
+        s.pending.push(tok);
+        if !self.fast_forward {
+            return;
+        }
+        let budget = s.req.max_tokens.max(1) as usize - s.n_out;
+        let forced = match s.constraint.forced(budget.min(self.ff_cap())) {
+            Ok(f) => f,
+            Err(e) => {
+                s.error = Some(e);
+                s.stop = Some(StopReason::Eos);
+                s.t_done = now;
+                return;
+            }
+        };
+        for tok in forced {
+            s.n_forced += 1;
+            if let Some(stop) = self.emit(s, tok) {
+                s.stop = Some(stop);
+                s.t_done = ms(t0);
+                return;
+            }
+            s.pending.push(tok);
+        }
+    }
+
+    /// Appends an output token's text; the reason to stop after it, if any.
+    fn emit(&self, s: &mut Seq<'_>, tok: LlamaToken) -> Option<StopReason> {
         s.n_out += 1;
         let piece = self.model.vocab().token_to_piece(tok, false, None);
         s.out.extend_from_slice(&piece);
         if s.constraint.is_active() && s.scanner.feed(&piece) {
-            s.stop = Some(StopReason::ConstraintComplete);
+            Some(StopReason::ConstraintComplete)
         } else if s.n_out >= s.req.max_tokens.max(1) as usize {
-            s.stop = Some(StopReason::MaxTokens);
+            Some(StopReason::MaxTokens)
         } else {
-            s.pending = Some(tok);
-            return;
+            None
         }
-        s.t_done = now;
+    }
+
+    /// Most forced tokens one sequence adds per decode step, so that every sequence's sampled
+    /// and forced tokens fit one `n_batch` batch.
+    fn ff_cap(&self) -> usize {
+        (self.n_batch / self.n_seq.max(1)).saturating_sub(1)
     }
 
     fn decode_batch(&mut self, batch: &mut LlamaBatch) -> Result<(), EngineError> {

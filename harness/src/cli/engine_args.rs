@@ -190,9 +190,18 @@ pub struct EngineArgs {
     /// Spill directory of the prefix cache (default: the cache dir's `kv/`).
     #[arg(long, value_name = "DIR")]
     pub prefix_cache_dir: Option<PathBuf>,
+    /// Append the tokens the JSON-Schema constraint forces (keys, quotes, separators) several at
+    /// a time instead of one decode step each (llguidance only): on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub fast_forward: String,
 }
 
 impl EngineArgs {
+    /// `--fast-forward on`.
+    pub fn fast_forward(&self) -> bool {
+        self.fast_forward == "on"
+    }
+
     /// The prefix-cache budgets these flags ask for (`None` when off).
     pub fn prefix_cache(&self) -> anyhow::Result<Option<PrefixCacheConfig>> {
         if self.prefix_cache == "off" {

@@ -66,6 +66,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
     cfg.weights = e.engine.weights();
     cfg.prefix_cache = e.prefix_cache()?;
+    cfg.fast_forward = e.fast_forward();
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 

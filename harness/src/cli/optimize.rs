@@ -162,6 +162,7 @@ impl OptimizeArgs {
             no_bounds: e.no_bounds,
             chat_template: e.chat_template.clone(),
             prefix_cache: e.prefix_cache()?,
+            fast_forward: e.fast_forward(),
         })
     }
 
@@ -543,6 +544,7 @@ fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     let mut config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
     config.weights = o.weights;
     config.prefix_cache.clone_from(&o.prefix_cache);
+    config.fast_forward = o.fast_forward;
     let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
     let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));

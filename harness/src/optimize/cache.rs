@@ -83,6 +83,11 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
     if c.weights != engines::WeightFormat::Gguf {
         canon["weights"] = json!(c.weights);
     }
+    // Forced tokens are tokenized canonically, which can differ from the split greedy decoding
+    // picks token by token, so outputs may differ. Only when on, like `weights`.
+    if c.fast_forward && p.constraint == ConstraintBackend::Llguidance {
+        canon["fast_forward"] = json!(true);
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 
@@ -151,6 +156,9 @@ mod tests {
         let mut p = parts(&model, &cfg);
         p.constraint_schema_sha256 = None;
         assert_ne!(base, engine_key(&p));
+        let mut plain = cfg.clone();
+        plain.fast_forward = false;
+        assert_ne!(base, engine_key(&parts(&model, &plain)), "forced tokens may change outputs");
     }
 
     #[test]

@@ -155,9 +155,15 @@ pub struct Options {
     pub no_bounds: bool,
     pub chat_template: Option<String>,
     /// The engine variant's weight format (`--engine candle:q8_0`).
+    #[serde(default)]
     pub weights: engines::WeightFormat,
     /// Budgets of the engine's document KV cache (`None`: off). Outputs are the same either way.
+    #[serde(default)]
     pub prefix_cache: Option<engines::PrefixCacheConfig>,
+    /// Forced constraint tokens appended without sampling. Logs written before it existed
+    /// decoded every token (`false`), so a resumed run keeps its engine key.
+    #[serde(default)]
+    pub fast_forward: bool,
 }
 
 impl Default for Options {
@@ -195,6 +201,7 @@ impl Default for Options {
             chat_template: None,
             weights: engines::WeightFormat::Gguf,
             prefix_cache: None,
+            fast_forward: true,
         }
     }
 }
