@@ -92,16 +92,22 @@ struct Report {
     threads: usize,
     peer: String,
     ours_layout: String,
+    /// Context per sequence on both sides.
+    ctx: usize,
+    /// Examples of the split (before `--limit` was reached) that do not fit `ctx`.
+    left_out: Vec<LeftOut>,
     rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+struct LeftOut {
+    id: String,
+    tokens: usize,
 }
 
 pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let task = Task::load(&args.task)?;
     let split = task.split(&args.split)?;
-    let examples = match args.limit {
-        Some(n) => &split.examples[..n.min(split.examples.len())],
-        None => &split.examples[..],
-    };
     let prompt1 = task.prompt.clone();
     let prompt2 = match &args.prompt2 {
         Some(p) => read_prompt(p)?,
@@ -126,6 +132,36 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     peer.check().map_err(|err| InputError(format!("--peer {}: {err}", args.peer)))?;
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info().clone();
+    // Both sides run the same examples: those whose longer prompt (either layout, either pass)
+    // plus the output cap fits one sequence's context. Longer ones would be a fast error on both
+    // sides (the server's 400, our `too_long`), which says nothing about speed; they are left out
+    // and named. `--limit` counts the examples kept.
+    let ctx = info.capabilities.max_context;
+    let mut examples: Vec<Example> = Vec::new();
+    let mut left_out = Vec::new();
+    for ex in &split.examples {
+        if args.limit.is_some_and(|n| examples.len() >= n) {
+            break;
+        }
+        let mut need = 0;
+        for instruction in [&prompt1, &prompt2] {
+            for layout in [Layout::InstructionFirst, args.layout] {
+                let msgs = PromptSpec { instruction, layout }.messages(&ex.text);
+                need = need.max(engine.count_tokens(&msgs).with_context(|| format!("counting the tokens of {}", ex.id))?);
+            }
+        }
+        if need + max_tokens as usize > ctx {
+            left_out.push(LeftOut { id: ex.id.clone(), tokens: need });
+        } else {
+            examples.push(ex.clone());
+        }
+    }
+    anyhow::ensure!(
+        !examples.is_empty(),
+        "no example of split {} fits the context of {ctx} tokens with {max_tokens} output tokens",
+        split.name
+    );
+    let examples = &examples[..];
     let say = |msg: &str| {
         if !quiet && !args.json {
             eprintln!("{msg}");
@@ -164,6 +200,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         threads: info.threads,
         peer: args.peer.clone(),
         ours_layout: args.layout.to_string(),
+        ctx,
+        left_out,
         rows,
     };
     let mut out = std::io::stdout().lock();
@@ -178,6 +216,15 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
 fn table(r: &Report, info: &engines::EngineInfo) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "task {} / split {} / {} examples / {}", r.task, r.split, r.examples, r.model);
+    if !r.left_out.is_empty() {
+        let ids: Vec<String> = r.left_out.iter().map(|l| format!("{} ({} tokens)", l.id, l.tokens)).collect();
+        let _ = writeln!(
+            s,
+            "left out, longer than the context of {} tokens with the output cap: {}",
+            r.ctx,
+            ids.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "peer: llama-server at {}, sequential, instruction-first, response_format json_schema",
