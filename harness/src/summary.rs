@@ -22,6 +22,8 @@ pub struct Speed {
     pub decode_tok_s: f64,
     pub input_tokens: usize,
     pub output_tokens: usize,
+    /// Output tokens the constraint forced (appended without sampling).
+    pub forced_tokens: usize,
     pub peak_rss_bytes: u64,
     pub wall_ms: f64,
     /// What the engine's prefix cache did in this pass (`None`: not used).
@@ -178,7 +180,11 @@ impl Summary {
             sp.latency_p50_ms, sp.latency_p95_ms, sp.latency_mean_ms
         );
         let _ = writeln!(s, "prefill         {:.1} tok/s ({} prompt tokens)", sp.prefill_tok_s, sp.input_tokens);
-        let _ = writeln!(s, "decode          {:.1} tok/s ({} output tokens)", sp.decode_tok_s, sp.output_tokens);
+        let _ = writeln!(
+            s,
+            "decode          {:.1} tok/s ({} output tokens, {} of them forced by the constraint)",
+            sp.decode_tok_s, sp.output_tokens, sp.forced_tokens
+        );
         let _ = writeln!(
             s,
             "peak memory     {:.1} MiB RSS (KV cache {:.1} MiB)",
@@ -238,6 +244,7 @@ fn speed(records: &[ExampleRecord], wall_ms: f64) -> Speed {
         decode_tok_s: per_s(dc_tok, dc_ms),
         input_tokens: ran.iter().map(|r| r.tokens.input).sum(),
         output_tokens: ran.iter().map(|r| r.tokens.output).sum(),
+        forced_tokens: ran.iter().map(|r| r.tokens.forced).sum(),
         peak_rss_bytes: ran.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
         wall_ms,
         prefix_cache: CacheSummary::of(records),

@@ -1,10 +1,12 @@
 //! JSON-Schema constraints for the llama backend: llguidance token masks or llama.cpp GBNF.
 //!
-//! The llguidance token environment comes from llama.cpp's vocabulary; compiling and choosing
+//! The llguidance token environment comes from llama.cpp's vocabulary, and forced text is
+//! tokenized by llama.cpp itself (so llguidance may fast-forward it); compiling and choosing
 //! under a mask is shared with the other backends (`crate::guidance`). Compiled schemas are
 //! cached and cloned per request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -12,6 +14,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
+use toktrie::{TokEnv, TokTrie, TokenId, TokenizerEnv};
 
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::sampling::{argmax, Rng};
@@ -32,9 +35,11 @@ pub(super) enum SeqConstraint {
 }
 
 impl Compiler {
-    pub(super) fn new(model: &LlamaModel, backend: ConstraintBackend) -> Result<Self, EngineError> {
+    pub(super) fn new(model: &Arc<LlamaModel>, backend: ConstraintBackend) -> Result<Self, EngineError> {
         let llg = if backend == ConstraintBackend::Llguidance {
-            Some(SchemaCompiler::new(&LlamaSampler::llguidance_tok_env(model))?)
+            let vocab = LlamaSampler::llguidance_tok_env(model);
+            let env: TokEnv = Arc::new(LlamaTokEnv { trie: vocab.tok_trie().clone(), model: Arc::clone(model) });
+            Some(SchemaCompiler::new(&env)?)
         } else {
             None
         };
@@ -69,6 +74,25 @@ impl Compiler {
                 Ok(SeqConstraint::Gbnf(sampler))
             }
         }
+    }
+}
+
+/// llama.cpp's vocabulary (as llama-cpp-2 walks it) with llama.cpp's own tokenizer. The
+/// bindings' environment tokenizes greedily over the trie and says it is not canonical, so
+/// llguidance would never force tokens with it; the model's tokenizer is canonical by definition.
+struct LlamaTokEnv {
+    trie: TokTrie,
+    model: Arc<LlamaModel>,
+}
+
+impl TokenizerEnv for LlamaTokEnv {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        // No BOS, and special-token text stays text (llguidance marks special tokens itself).
+        self.model.vocab().tokenize(s, false, false).into_iter().map(|t| t.0.cast_unsigned()).collect()
     }
 }
 

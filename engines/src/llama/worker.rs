@@ -72,7 +72,7 @@ pub(super) fn run(
         }
     };
     let model = match LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default()) {
-        Ok(m) => m,
+        Ok(m) => std::sync::Arc::new(m),
         Err(e) => {
             let _ = ready.send(Err(load_err(e.to_string())));
             return;

@@ -120,6 +120,8 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let model_path = harness::models::resolve(&e.model)?;
     let routed = route(e, &model_path, e.batch_size)?;
     let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
+    cfg.weights = e.engine.weights();
+    cfg.fast_forward = e.fast_forward();
     // A cold cache for the first pass: a fresh spill directory unless one is given.
     let scratch = tempfile::tempdir().context("creating a temp dir for the prefix cache")?;
     cfg.prefix_cache = e.prefix_cache()?.map(|mut pc| {
