@@ -330,3 +330,36 @@ fn the_disk_spill_stays_within_its_budget_and_serves_hits() {
     assert_eq!(r.prefix_cache.unwrap().tier, engines::CacheTier::Miss);
     assert!(dir_bytes() <= budget);
 }
+
+/// The schema's keys, quotes and separators are forced: with fast-forward they are appended
+/// without sampling (counted in `forced`), the output stays valid, and each forced run is
+/// spelled as llama.cpp tokenizes it (so re-tokenizing the output gives no more tokens than
+/// were generated). Without it nothing is counted as forced and the output is valid too.
+#[test]
+fn forced_tokens_are_fast_forwarded_and_tokenized_canonically() {
+    let reqs: Vec<Request> = DOCS.iter().enumerate().map(|(i, d)| ask(&format!("d{i}"), d)).collect();
+    let mut plain_cfg = EngineConfig::new(smollm2());
+    plain_cfg.constraint_backend = ConstraintBackend::Llguidance;
+    plain_cfg.batch_size = 4;
+    plain_cfg.n_ctx = Some(2048);
+    plain_cfg.fast_forward = false;
+    let plain = engines::load(EngineKind::Llama, &plain_cfg).expect("SmolLM2 loads");
+    let (mut forced, mut total) = (0, 0);
+    for (ff, no_ff) in shared().generate(&reqs).into_iter().zip(plain.generate(&reqs)) {
+        let (ff, no_ff) = (ff.expect("generates"), no_ff.expect("generates"));
+        for r in [&ff, &no_ff] {
+            assert_eq!(r.stop, StopReason::ConstraintComplete, "{}", r.text);
+            assert_valid(&r.text);
+        }
+        assert_eq!(no_ff.tokens.forced, 0);
+        assert!(ff.tokens.forced < ff.tokens.output, "{:?}", ff.tokens);
+        let retok = shared().count_tokens(&[ChatMessage::user(ff.text.clone())]).expect("tokenizes")
+            - shared().count_tokens(&[ChatMessage::user(String::new())]).expect("tokenizes");
+        assert!(retok <= ff.tokens.output + 1, "{} tokens re-tokenized from {} generated: {}", retok, ff.tokens.output, ff.text);
+        // The four keys (fixed order, no free whitespace) are forced in every output.
+        assert!(ff.tokens.forced >= 4, "{:?}: {}", ff.tokens, ff.text);
+        forced += ff.tokens.forced;
+        total += ff.tokens.output;
+    }
+    eprintln!("{forced} of {total} output tokens forced");
+}
