@@ -197,7 +197,10 @@ fn requantized_variants_load_and_stay_valid() {
 
 /// Greedy outputs under the same constraint, candle (the GGUF's own `Q4_1` weights) against the
 /// llama engine, on cuad-mini dev. Quantized kernels differ (rounding of activations, order of
-/// sums), so near-ties can flip a token: the rate is printed and must stay a clear majority.
+/// sums), so near-ties can flip a token, and once a token differs the rest of the output does
+/// too (a looping value runs to the cap on one side and not the other). Two rates are printed:
+/// whole outputs identical, and extracted field values identical (what the scores see); the
+/// field rate must be a clear majority.
 #[cfg(feature = "llama")]
 #[test]
 fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
@@ -223,7 +226,8 @@ fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
     drop(candle);
     let llama = engines::load(EngineKind::Llama, &cfg).expect("llama loads");
     let llama_out = llama.generate(&requests);
-    let mut same = 0;
+    let keys: Vec<String> = schema["properties"].as_object().expect("properties").keys().cloned().collect();
+    let (mut same, mut fields_same) = (0, 0);
     for ((req, c), l) in requests.iter().zip(candle_out).zip(llama_out) {
         let (c, l) = (c.expect("candle generates"), l.expect("llama generates"));
         assert_eq!(c.tokens.input, l.tokens.input, "{}: prompt tokens differ", req.id);
@@ -232,13 +236,23 @@ fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
                 serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("{}: candle output is not JSON ({e}): {}", req.id, c.text));
             assert!(validator.is_valid(&value), "{}: candle output violates the schema: {}", req.id, c.text);
         }
+        // A cut-off output has no values: its fields count as disagreeing.
+        let values = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        if let (Some(cv), Some(lv)) = (values(&c.text), values(&l.text)) {
+            fields_same += keys.iter().filter(|k| cv[k.as_str()] == lv[k.as_str()]).count();
+        }
         if c.text == l.text {
             same += 1;
         } else {
             println!("{}: differs\n  candle: {}\n  llama:  {}", req.id, c.text, l.text);
         }
     }
-    let rate = f64::from(same) / requests.len() as f64;
-    println!("greedy agreement candle vs llama on cuad-mini dev: {same}/{} = {rate:.2}", requests.len());
-    assert!(rate >= 0.5, "agreement {rate:.2} is below 0.5");
+    let n = requests.len();
+    let fields = n * keys.len();
+    let field_rate = fields_same as f64 / fields as f64;
+    println!(
+        "greedy agreement candle vs llama on cuad-mini dev: outputs {same}/{n} = {:.2}, field values {fields_same}/{fields} = {field_rate:.2}",
+        f64::from(same) / n as f64
+    );
+    assert!(field_rate > 0.5, "field agreement {field_rate:.2} is not a majority");
 }

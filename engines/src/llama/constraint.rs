@@ -92,7 +92,7 @@ impl TokenizerEnv for LlamaTokEnv {
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
         // No BOS, and special-token text stays text (llguidance marks special tokens itself).
-        self.model.vocab().tokenize(s, false, false).into_iter().map(|t| t.0.cast_unsigned()).collect()
+        self.model.vocab().tokenize(s, false, false).into_iter().map(|t| u32::try_from(t.0).unwrap_or(u32::MAX)).collect()
     }
 }
 

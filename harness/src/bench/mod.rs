@@ -285,7 +285,7 @@ pub struct Variant {
 
 impl Variant {
     /// The variants worth benchmarking for an engine: llama computes the GGUF as stored; candle
-    /// also re-quantizes (its CPU kernels differ by format: Q4_1 has no SIMD kernel).
+    /// also re-quantizes (its CPU kernels differ by format: `Q4_1` has no SIMD kernel).
     pub fn all_of(kind: EngineKind) -> Vec<Variant> {
         let formats: &[WeightFormat] = match kind {
             EngineKind::Candle => &[WeightFormat::Gguf, WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F32],

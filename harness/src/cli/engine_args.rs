@@ -145,7 +145,7 @@ pub struct EngineArgs {
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
     /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
-    /// candle (its variants candle:q4_0, candle:q8_0, candle:f16, candle:f32 re-quantize the
+    /// candle (its variants `candle:q4_0`, `candle:q8_0`, `candle:f16`, `candle:f32` re-quantize the
     /// weights at load) and mlx when compiled in.
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
