@@ -3,6 +3,8 @@
 #
 #   scripts/setup.sh            system packages, models, cached cargo target dir
 #   scripts/setup.sh models     models only
+#   scripts/setup.sh mlx        MLX for the `mlx` engine feature on Linux x86_64 (also run by
+#                               `all` when PROMPTLOOP_MLX=1 or CI is set); see scripts/mlx/
 #
 # Environment:
 #   PROMPTLOOP_CACHE   cache root (default ~/.cache/promptloop)
@@ -130,8 +132,19 @@ target_dir() {
     fi
 }
 
+# --- MLX on Linux x86_64 -------------------------------------------------------------------
+# Every published mlx-sys fetches MLX from GitHub and links macOS frameworks, so on Linux its
+# build script cannot run. Instead: libmlx and headers from the mlx-cpu wheel (PyPI), mlx-c (the
+# copy vendored in the mlx-sys crate) built against it, bindgen run here, and a cargo build-script
+# override for `links = "mlx"` so that mlx-sys's own build script never runs. See scripts/mlx/.
+source "$ROOT/scripts/mlx/setup-mlx.sh"
+
 case "${1:-all}" in
     models) models ;;
-    all) system_packages; models; target_dir ;;
-    *) die "usage: scripts/setup.sh [all|models]" ;;
+    mlx) mlx_setup ;;
+    all)
+        system_packages; models; target_dir
+        if [ "${PROMPTLOOP_MLX:-}" = 1 ] || [ -n "${CI:-}" ]; then mlx_setup; fi
+        ;;
+    *) die "usage: scripts/setup.sh [all|models|mlx]" ;;
 esac
