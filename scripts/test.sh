@@ -19,4 +19,11 @@ export PROMPTLOOP_LLAMA_SERVER
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 # The candle engine is compiled in for the tests too (candle-core, candle-transformers, gemm and
 # tokenizers add several minutes to a cold build on 2 cores).
-cargo test --release --workspace --all-targets --features engines/candle "$@"
+FEATURES="engines/candle"
+# The MLX engine where MLX runs: macOS builds mlx-sys itself; Linux x86_64 needs the set-up step
+# (mlx-cpu wheel, mlx-c, bindings, links override; ~3 minutes cold on 2 cores, seconds after).
+case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) scripts/setup.sh mlx; FEATURES="$FEATURES,engines/mlx" ;;
+    Darwin-arm64) FEATURES="$FEATURES,engines/mlx" ;;
+esac
+cargo test --release --workspace --all-targets --features "$FEATURES" "$@"

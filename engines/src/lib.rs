@@ -1,5 +1,5 @@
 //! Inference engines for promptloop: the [`Engine`] trait and one backend per file, each behind
-//! a cargo feature (`llama` on by default, `candle`; `mlx` comes later).
+//! a cargo feature (`llama` on by default, `candle`, `mlx`).
 //!
 //! Engines are synchronous and own their threads: a backend runs its model on a worker thread
 //! fed by a channel, so callers only ever hold a `Send + Sync` handle. A backend that was not
@@ -7,20 +7,26 @@
 //! [`load`].
 
 mod error;
-#[cfg(any(feature = "llama", feature = "candle"))]
+#[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
 mod guidance;
 mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
 mod sampling;
-#[cfg(any(feature = "llama", feature = "candle"))]
+#[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
 mod support;
+#[cfg(any(feature = "candle", feature = "mlx"))]
+mod gguf_header;
+#[cfg(any(feature = "candle", feature = "mlx"))]
+mod tokenizer;
 mod types;
 
 #[cfg(feature = "candle")]
 pub mod candle;
 #[cfg(feature = "llama")]
 pub mod llama;
+#[cfg(feature = "mlx")]
+pub mod mlx;
 
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
@@ -65,6 +71,10 @@ pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, 
         EngineKind::Llama => Ok(Box::new(llama::LlamaEngine::load(config)?)),
         #[cfg(feature = "candle")]
         EngineKind::Candle => Ok(Box::new(candle::CandleEngine::load(config)?)),
+        #[cfg(feature = "mlx")]
+        EngineKind::Mlx => Ok(Box::new(mlx::MlxEngine::load(config)?)),
+        // Reachable unless every backend is compiled in.
+        #[allow(unreachable_patterns)]
         other => Err(EngineError::NotCompiled {
             kind: other,
             feature: other.feature(),
@@ -80,6 +90,9 @@ pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
         EngineKind::Llama => Some(llama::BINDINGS_VERSION),
         #[cfg(feature = "candle")]
         EngineKind::Candle => Some(candle::BACKEND_VERSION),
+        #[cfg(feature = "mlx")]
+        EngineKind::Mlx => Some(mlx::BACKEND_VERSION),
+        #[allow(unreachable_patterns)]
         _ => None,
     }
 }

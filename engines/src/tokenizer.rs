@@ -1,5 +1,7 @@
 //! The tokenizer and chat format of a GGUF, built from its own metadata (no hub download), so
-//! that the candle engine prefills exactly the tokens llama.cpp would for the same messages.
+//! that the candle and MLX engines prefill exactly the tokens llama.cpp would for the same
+//! messages. Shared by both (compiled when either feature is on); the metadata is read with
+//! candle-core's GGUF reader, which the `mlx` feature pulls in for that alone.
 //!
 //! llama.cpp's rules are followed, not candle's `TokenizerFromGguf`: no prefix space (candle's
 //! byte-level default adds one, so `<|im_start|>system` became `<|im_start|> system` and the

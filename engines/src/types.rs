@@ -36,8 +36,7 @@ impl EngineKind {
         match self {
             EngineKind::Llama => cfg!(feature = "llama"),
             EngineKind::Candle => cfg!(feature = "candle"),
-            // Not written yet: it reports "not compiled" until its backend lands.
-            EngineKind::Mlx => false,
+            EngineKind::Mlx => cfg!(feature = "mlx"),
         }
     }
 }

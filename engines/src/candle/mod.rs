@@ -7,7 +7,6 @@
 //! ([`crate::WeightFormat`]): candle's CPU kernels differ by format.
 
 mod model;
-mod tokenizer;
 mod worker;
 
 use std::sync::mpsc;

@@ -5,7 +5,6 @@
 //! to the target format, written with `gguf_file::write`, and read back by
 //! `ModelWeights::from_gguf`, so candle's own loader builds the model either way.
 
-use std::fs::File;
 use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
@@ -14,6 +13,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{self, ModelWeights};
 
+use crate::gguf_header::read_header;
 use crate::WeightFormat;
 
 /// Positions candle's quantized llama precomputes rotary tables for (a constant there): the
@@ -26,30 +26,6 @@ pub(crate) struct Loaded {
     pub(crate) n_params: u64,
     /// Format of the big matrices as computed with (e.g. `q4_1` as stored, or `q8_0`).
     pub(crate) compute_dtype: String,
-}
-
-/// Reads the GGUF header (metadata and tensor index) of `path`.
-pub(crate) fn read_header(path: &Path) -> Result<(Content, File), String> {
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
-    let content = Content::read(&mut file).map_err(|e| format!("reading the GGUF header: {e}"))?;
-    Ok((content, file))
-}
-
-/// Architectures this engine builds (`general.architecture`).
-pub(crate) fn check_architecture(content: &Content) -> Result<String, String> {
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .ok_or_else(|| "missing metadata key `general.architecture`".to_owned())?;
-    if arch == "llama" {
-        Ok(arch)
-    } else {
-        Err(format!(
-            "architecture `{arch}` is not supported by the candle engine (supported: llama); use --engine llama"
-        ))
-    }
 }
 
 fn target_dtype(format: WeightFormat) -> Option<GgmlDType> {

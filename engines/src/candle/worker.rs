@@ -16,7 +16,7 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use llguidance::Matcher;
 
 use super::model::{self, LLAMA_MAX_POSITIONS};
-use super::tokenizer::{GgufTokenizer, TokenizerError};
+use crate::tokenizer::{GgufTokenizer, TokenizerError};
 use super::{panic_message, Job, BACKEND_VERSION};
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
@@ -108,8 +108,8 @@ struct Prepared<'r> {
 impl Worker {
     fn load(cfg: &EngineConfig, threads: usize) -> Result<(Self, EngineInfo), EngineError> {
         let t0 = Instant::now();
-        let (content, _) = model::read_header(&cfg.model).map_err(|e| load_err(cfg, e))?;
-        let arch = model::check_architecture(&content).map_err(|e| load_err(cfg, e))?;
+        let (content, _) = crate::gguf_header::read_header(&cfg.model).map_err(|e| load_err(cfg, e))?;
+        let arch = crate::gguf_header::check_architecture(&content, "candle").map_err(|e| load_err(cfg, e))?;
         let tokenizer = GgufTokenizer::from_gguf(&content, cfg.chat_template.as_deref()).map_err(|e| match e {
             TokenizerError::NoTemplate => EngineError::NoChatTemplate { path: cfg.model.clone() },
             TokenizerError::Template { name, reason } => EngineError::ChatTemplate { template: name, reason },

@@ -6,6 +6,7 @@
 //! start-up handshake instead of a hang, and a panic inside the worker becomes an error.
 
 mod constraint;
+mod logits;
 mod worker;
 
 use std::sync::mpsc;
@@ -25,6 +26,11 @@ enum Job {
     CountTokens {
         messages: Vec<ChatMessage>,
         reply: mpsc::Sender<Result<usize, EngineError>>,
+    },
+    /// Logits after prefilling `messages` (the test hook behind [`LlamaEngine::first_logits`]).
+    Logits {
+        messages: Vec<ChatMessage>,
+        reply: mpsc::Sender<Result<Vec<f32>, EngineError>>,
     },
 }
 
@@ -72,6 +78,18 @@ impl LlamaEngine {
             .ok_or_else(|| EngineError::WorkerGone("engine is shut down".into()))?
             .send(job)
             .map_err(|_| EngineError::WorkerGone("worker thread exited".into()))
+    }
+
+    /// Test hook: the logits (one per vocabulary entry, before sampling or constraints) of the
+    /// first decode step for `messages`, prefilled from an empty KV cache. The MLX engine's
+    /// logit-parity test compares its forward pass with these.
+    ///
+    /// # Errors
+    /// The worker is gone, the prompt does not tokenize, or llama.cpp fails to decode.
+    pub fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
+        let (reply, rx) = mpsc::channel();
+        self.send(Job::Logits { messages: messages.to_vec(), reply })?;
+        rx.recv().map_err(|_| EngineError::WorkerGone("no reply to first_logits".into()))?
     }
 }
 

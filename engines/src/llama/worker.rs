@@ -154,6 +154,11 @@ pub(super) fn run(
                     .unwrap_or_else(|p| Err(EngineError::Decode(format!("engine panicked: {}", panic_message(Some(p))))));
                 let _ = reply.send(out);
             }
+            Job::Logits { messages, reply } => {
+                let out = catch_unwind(AssertUnwindSafe(|| worker.first_logits(&messages)))
+                    .unwrap_or_else(|p| Err(EngineError::Decode(format!("engine panicked: {}", panic_message(Some(p))))));
+                let _ = reply.send(out);
+            }
         }
     }
 }
@@ -258,14 +263,14 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-struct Worker<'m> {
+pub(super) struct Worker<'m> {
     model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
+    pub(super) ctx: LlamaContext<'m>,
     compiler: Compiler,
     template: LlamaChatTemplate,
     n_ctx_seq: usize,
     n_seq: usize,
-    n_batch: usize,
+    pub(super) n_batch: usize,
     min_shared_prefix: usize,
     batches_run: u64,
     /// Shortest reusable prefix worth a separate prefill (and a cache entry).
@@ -302,7 +307,7 @@ struct Seq<'r> {
 }
 
 impl Worker<'_> {
-    fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
+    pub(super) fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
         let text = self.render(messages)?;
         Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
     }

@@ -325,6 +325,22 @@ mod tests {
     }
 
     #[test]
+    fn routes_among_three_engines() {
+        // mlx: fastest per token but fits 1,000; llama fits 2,000; candle 8,000.
+        let t = table(vec![
+            entry(EngineKind::Llama, 2000, 3.0, 100.0),
+            entry(EngineKind::Candle, 8000, 6.0, 60.0),
+            entry(EngineKind::Mlx, 1000, 2.0, 120.0),
+        ]);
+        let all = EngineKind::ALL;
+        assert_eq!(t.route(900, &all), Route::Engine(EngineKind::Mlx));
+        assert_eq!(t.route(1001, &all), Route::Engine(EngineKind::Llama));
+        assert_eq!(t.route(4000, &all), Route::Engine(EngineKind::Candle));
+        assert_eq!(t.route(900, &[EngineKind::Llama, EngineKind::Candle]), Route::Engine(EngineKind::Llama));
+        assert!(t.engine(EngineKind::Mlx).is_some());
+    }
+
+    #[test]
     fn stale_tables_are_detected() {
         let t = table(vec![entry(EngineKind::Llama, 2000, 3.0, 100.0)]);
         let same = t.model.clone();
