@@ -235,12 +235,15 @@ fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
 /// pass and from llama.cpp, on prompts of different lengths (one prefill chunk and several).
 /// Both compute SmolLM2's Q4_1 weights as stored, but llama.cpp quantizes the activations to
 /// Q8_1 for its matmuls while MLX keeps them in f32, so they agree to a tolerance, not exactly:
-/// the largest absolute difference must stay under `MAX_ABS` (logits span about -20..30 here),
-/// and the top token must be the same.
+/// the largest absolute difference must stay under `MAX_ABS`, the mean under `MEAN_ABS`, and the
+/// top token must be the same. Measured (Linux CPU): max 0.56-0.89, mean 0.12-0.21; with MLX's
+/// non-traditional RoPE instead, max 12 and mean 2.6-3.8 and the top token differs, which is
+/// how the rope layout was chosen.
 #[cfg(feature = "llama")]
 #[test]
 fn first_step_logits_match_llama_cpp() {
-    const MAX_ABS: f32 = 0.5;
+    const MAX_ABS: f32 = 1.5;
+    const MEAN_ABS: f64 = 0.35;
     let long = format!("Contract:\n\n{}", "This Agreement is made between Acme Corp. and Beta LLC. ".repeat(40));
     let prompts = [
         vec![ChatMessage::user("Say hello.")],
@@ -262,5 +265,6 @@ fn first_step_logits_match_llama_cpp() {
         println!("prompt {i} ({n} tokens): max |mlx - llama| = {max_abs:.4}, mean = {mean_abs:.4}");
         assert_eq!(argmax(&m), argmax(&l), "prompt {i}: top tokens differ");
         assert!(max_abs < MAX_ABS, "prompt {i}: max abs logit difference {max_abs} >= {MAX_ABS}");
+        assert!(mean_abs < MEAN_ABS, "prompt {i}: mean abs logit difference {mean_abs} >= {MEAN_ABS}");
     }
 }
