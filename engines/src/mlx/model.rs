@@ -19,6 +19,11 @@ use mlx_rs::{Array, Dtype};
 /// MLX's GGUF loader splits every quantized tensor into groups of this many weights.
 const GROUP_SIZE: i32 = 32;
 
+/// From this many tokens in one forward call, quantized matrices are dequantized for the call
+/// and multiplied with a BLAS sgemm (multi-threaded) instead of MLX's CPU `quantized_matmul`
+/// (one thread): dequantizing costs one pass over the weights, the product `tokens` passes.
+const DENSE_FROM_TOKENS: i32 = 8;
+
 type Res<T> = Result<T, Exception>;
 
 /// The hyper-parameters the forward pass needs, from the GGUF metadata.
@@ -75,9 +80,12 @@ enum Linear {
 }
 
 impl Linear {
-    /// `x @ W^T`.
+    /// `x @ W^T` for `x` of shape `[1, tokens, in]`.
     fn forward(&self, x: &Array) -> Res<Array> {
         match self {
+            Linear::Quantized { weight, scales, biases, bits } if x.dim(-2) >= DENSE_FROM_TOKENS => {
+                x.matmul(ops::dequantize(weight, scales, biases, GROUP_SIZE, *bits)?.t())
+            }
             Linear::Quantized { weight, scales, biases, bits } => {
                 ops::quantized_matmul(x, weight, scales, biases, true, GROUP_SIZE, *bits)
             }
