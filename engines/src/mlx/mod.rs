@@ -1,5 +1,5 @@
 //! The MLX backend (`mlx-rs`): Metal on macOS where a GPU is available, CPU otherwise (on Linux
-//! x86_64 the CPU build of the `mlx-cpu` wheel, see `scripts/setup.sh mlx`). The same GGUF files
+//! `x86_64` the CPU build of the `mlx-cpu` wheel, see `scripts/setup.sh mlx`). The same GGUF files
 //! as the llama engine, with the llama forward pass written here from MLX's fast kernels, the
 //! tokenizer and llguidance constraint shared with the candle engine.
 //!

@@ -1,7 +1,7 @@
 //! The llama architecture written with mlx-rs building blocks: weights straight from the GGUF
 //! (MLX keeps `Q4_0`/`Q4_1`/`Q8_0` tensors quantized, as packed `uint32` words plus per-group
-//! scales and biases), and a forward pass of RMSNorm, RoPE, grouped-query attention over a KV
-//! cache, and a SwiGLU MLP.
+//! scales and biases), and a forward pass of `RMSNorm`, `RoPE`, grouped-query attention over a KV
+//! cache, and a `SwiGLU` MLP.
 //!
 //! llama.cpp's GGUF converter permutes the Q and K rows so that its rotary embedding rotates
 //! *adjacent* pairs of dimensions (its `LLAMA_ROPE_TYPE_NORM`); MLX calls that layout
@@ -224,6 +224,8 @@ impl Model {
 
     /// Feeds `tokens` after what `cache` holds and returns the logits (f32, one per vocabulary
     /// entry) that follow the last of them, evaluated.
+    // x, h, q, k, v, n: the names of the usual transformer notation.
+    #[allow(clippy::many_single_char_names)]
     pub(crate) fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Res<Vec<f32>> {
         let hp = &self.hp;
         let n = tokens.len() as i32;
