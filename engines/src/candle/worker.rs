@@ -17,7 +17,8 @@ use llguidance::Matcher;
 
 use super::model::{self, LLAMA_MAX_POSITIONS};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
-use super::{panic_message, Job, BACKEND_VERSION};
+use super::{Job, BACKEND_VERSION};
+use crate::support::panic_message;
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
 use crate::sampling::Rng;

@@ -10,9 +10,8 @@ mod logits;
 mod worker;
 
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
-use crate::support::{check_model_file, panic_message};
+use crate::support::Worker;
 use crate::{ChatMessage, Engine, EngineConfig, EngineError, EngineInfo, Request, Response};
 
 /// Version of the llama.cpp bindings this backend is built against (pinned in Cargo.toml).
@@ -37,8 +36,7 @@ enum Job {
 /// A loaded GGUF model served by llama.cpp in this process.
 pub struct LlamaEngine {
     info: EngineInfo,
-    jobs: Option<mpsc::Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
+    worker: Worker<Job>,
 }
 
 impl LlamaEngine {
@@ -48,36 +46,8 @@ impl LlamaEngine {
     /// Missing or unreadable model file, a file llama.cpp cannot load, no usable chat template,
     /// a context that cannot be allocated, or a constraint backend that cannot be built.
     pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
-        check_model_file(&config.model)?;
-        if config.batch_size == 0 || config.n_batch == 0 {
-            return Err(EngineError::Config("batch-size and n-batch must be at least 1".into()));
-        }
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<EngineInfo, EngineError>>();
-        let cfg = config.clone();
-        let worker = std::thread::Builder::new()
-            .name("llama-engine".into())
-            .spawn(move || worker::run(&cfg, &jobs_rx, &ready_tx))
-            .map_err(|e| EngineError::WorkerGone(format!("cannot spawn worker thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(info)) => Ok(Self { info, jobs: Some(jobs_tx), worker: Some(worker) }),
-            Ok(Err(e)) => {
-                let _ = worker.join();
-                Err(e)
-            }
-            Err(_) => {
-                let why = panic_message(worker.join().err());
-                Err(EngineError::WorkerGone(format!("worker died while loading: {why}")))
-            }
-        }
-    }
-
-    fn send(&self, job: Job) -> Result<(), EngineError> {
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| EngineError::WorkerGone("engine is shut down".into()))?
-            .send(job)
-            .map_err(|_| EngineError::WorkerGone("worker thread exited".into()))
+        let (worker, info) = Worker::start("llama-engine", config, worker::run)?;
+        Ok(Self { info, worker })
     }
 
     /// Test hook: the logits (one per vocabulary entry, before sampling or constraints) of the
@@ -87,9 +57,7 @@ impl LlamaEngine {
     /// # Errors
     /// The worker is gone, the prompt does not tokenize, or llama.cpp fails to decode.
     pub fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
-        let (reply, rx) = mpsc::channel();
-        self.send(Job::Logits { messages: messages.to_vec(), reply })?;
-        rx.recv().map_err(|_| EngineError::WorkerGone("no reply to first_logits".into()))?
+        self.worker.call("first_logits", |reply| Job::Logits { messages: messages.to_vec(), reply })?
     }
 }
 
@@ -99,27 +67,10 @@ impl Engine for LlamaEngine {
     }
 
     fn count_tokens(&self, messages: &[ChatMessage]) -> Result<usize, EngineError> {
-        let (reply, rx) = mpsc::channel();
-        self.send(Job::CountTokens { messages: messages.to_vec(), reply })?;
-        rx.recv().map_err(|_| EngineError::WorkerGone("no reply to count_tokens".into()))?
+        self.worker.call("count_tokens", |reply| Job::CountTokens { messages: messages.to_vec(), reply })?
     }
 
     fn generate(&self, requests: &[Request]) -> Vec<Result<Response, EngineError>> {
-        let (reply, rx) = mpsc::channel();
-        let gone = |why: &str| requests.iter().map(|_| Err(EngineError::WorkerGone(why.to_string()))).collect();
-        if let Err(e) = self.send(Job::Generate { requests: requests.to_vec(), reply }) {
-            return gone(&e.to_string());
-        }
-        rx.recv().unwrap_or_else(|_| gone("worker thread exited during generate"))
-    }
-}
-
-impl Drop for LlamaEngine {
-    fn drop(&mut self) {
-        // Closing the channel ends the worker's loop; join so the model is freed before return.
-        self.jobs.take();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.worker.generate(requests, |requests, reply| Job::Generate { requests, reply })
     }
 }

@@ -21,7 +21,8 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::LlamaStateSeqFlags;
 
 use super::constraint::{Compiler, SeqConstraint};
-use super::{panic_message, Job, BINDINGS_VERSION};
+use super::{Job, BINDINGS_VERSION};
+use crate::support::panic_message;
 use crate::memory::PeakWatch;
 use crate::prefix_cache::{Key, PrefixStore};
 use crate::sampling::Rng;

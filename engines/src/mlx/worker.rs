@@ -13,7 +13,8 @@ use llguidance::Matcher;
 use mlx_rs::{Device, Stream};
 
 use super::model::{HParams, KvCache, Model};
-use super::{panic_message, Job, BACKEND_VERSION};
+use super::{Job, BACKEND_VERSION};
+use crate::support::panic_message;
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
 use crate::sampling::Rng;
