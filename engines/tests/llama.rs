@@ -12,22 +12,8 @@ use engines::{
 };
 use serde_json::json;
 
-fn model(file: &str) -> PathBuf {
-    let dir = std::env::var_os("PROMPTLOOP_MODELS").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-            home.join(".cache/promptloop/models")
-        },
-        PathBuf::from,
-    );
-    let path = dir.join(file);
-    assert!(path.is_file(), "{} is missing: run `scripts/setup.sh models` first", path.display());
-    path
-}
-
-fn smollm2() -> PathBuf {
-    model("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
+mod common;
+use common::{model, smollm2};
 
 fn engine(backend: ConstraintBackend, batch: u32, ctx: u32) -> Box<dyn Engine> {
     let mut cfg = EngineConfig::new(smollm2());

@@ -4,76 +4,21 @@
 //! cuad-mini dev. A missing model fails with the command that fetches it.
 #![cfg(feature = "mlx")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use engines::{
     ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind, Request, StopReason, WeightFormat,
 };
-use serde_json::json;
 
-fn model(file: &str) -> PathBuf {
-    let dir = std::env::var_os("PROMPTLOOP_MODELS").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-            home.join(".cache/promptloop/models")
-        },
-        PathBuf::from,
-    );
-    let path = dir.join(file);
-    assert!(path.is_file(), "{} is missing: run `scripts/setup.sh models` first", path.display());
-    path
-}
-
-fn smollm2() -> PathBuf {
-    model("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn config(weights: WeightFormat, ctx: u32) -> EngineConfig {
-    let mut cfg = EngineConfig::new(smollm2());
-    cfg.n_ctx = Some(ctx);
-    cfg.weights = weights;
-    cfg
-}
+mod common;
+use common::{ask, assert_valid, config, model, DOC};
 
 fn shared() -> &'static dyn Engine {
     static ENGINE: OnceLock<Box<dyn Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| engines::load(EngineKind::Mlx, &config(WeightFormat::Gguf, 2048)).expect("SmolLM2 loads in mlx"))
         .as_ref()
-}
-
-fn schema() -> serde_json::Value {
-    json!({
-        "type": "object",
-        "additionalProperties": false,
-        "required": ["name", "year", "kind"],
-        "properties": {
-            "name": {"type": ["string", "null"], "maxLength": 40},
-            "year": {"type": ["integer", "null"]},
-            "kind": {"type": "string", "enum": ["lease", "license", "supply"]}
-        }
-    })
-}
-
-fn ask(id: &str, text: &str) -> Request {
-    Request::new(
-        id,
-        vec![
-            ChatMessage::system("Extract the contract's name, year and kind as JSON."),
-            ChatMessage::user(text.to_string()),
-        ],
-        64,
-    )
-    .with_schema(schema())
-}
-
-const DOC: &str = "SOFTWARE LICENSE AGREEMENT made in 2004 between Acme Corp. and Beta LLC for the Orion software.";
-
-fn assert_valid(text: &str) {
-    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    let validator = jsonschema::validator_for(&schema()).expect("schema compiles");
-    assert!(validator.is_valid(&value), "output does not satisfy the schema: {text}");
 }
 
 #[test]
@@ -191,55 +136,9 @@ fn unsupported_options_are_refused_at_load() {
 #[cfg(feature = "llama")]
 #[test]
 fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()));
-    let instruction = read("prompt.txt");
-    let schema: serde_json::Value = serde_json::from_str(&read("schema.json")).expect("schema.json");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let requests: Vec<Request> = read("dev.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let ex: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line");
-            let doc = ex["text"].as_str().expect("text");
-            let messages =
-                vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{doc}"))];
-            Request::new(ex["id"].as_str().expect("id"), messages, 256).with_schema(schema.clone())
-        })
-        .collect();
-    let cfg = config(WeightFormat::Gguf, 4096);
-    let mlx = engines::load(EngineKind::Mlx, &cfg).expect("mlx loads");
-    let mlx_out = mlx.generate(&requests);
-    drop(mlx);
-    let llama = engines::load(EngineKind::Llama, &cfg).expect("llama loads");
-    let llama_out = llama.generate(&requests);
-    let (mut same, mut fields, mut fields_same) = (0, 0usize, 0usize);
-    for ((req, c), l) in requests.iter().zip(mlx_out).zip(llama_out) {
-        let (c, l) = (c.expect("mlx generates"), l.expect("llama generates"));
-        assert_eq!(c.tokens.input, l.tokens.input, "{}: prompt tokens differ", req.id);
-        if c.stop != StopReason::MaxTokens {
-            let value: serde_json::Value =
-                serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("{}: mlx output is not JSON ({e}): {}", req.id, c.text));
-            assert!(validator.is_valid(&value), "{}: mlx output violates the schema: {}", req.id, c.text);
-        }
-        if let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-            (serde_json::from_str::<serde_json::Value>(&c.text), serde_json::from_str::<serde_json::Value>(&l.text))
-        {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            fields += keys.len();
-            fields_same += keys.iter().filter(|k| a.get(k.as_str()) == b.get(k.as_str())).count();
-        }
-        if c.text == l.text {
-            same += 1;
-        } else {
-            println!("{}: differs\n  mlx:    {}\n  llama:  {}", req.id, c.text, l.text);
-        }
-    }
-    let rate = f64::from(same) / requests.len() as f64;
-    println!("greedy agreement mlx vs llama on cuad-mini dev: {same}/{} = {rate:.2}", requests.len());
-    let field_rate = fields_same as f64 / fields.max(1) as f64;
-    println!("fields equal: {fields_same}/{fields} = {field_rate:.2}");
-    assert!(field_rate >= 0.5, "field agreement {field_rate:.2} is below 0.5");
+    let a = common::agreement_with_llama(EngineKind::Mlx);
+    let rate = a.field_rate();
+    assert!(rate >= 0.5, "field agreement {rate:.2} fell below the 0.5 floor (0.60 measured)");
 }
 
 /// The logits of the first decode step (after prefilling the whole prompt) from MLX's forward

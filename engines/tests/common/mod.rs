@@ -1,0 +1,153 @@
+//! What the engine test binaries share: the real models (a missing one fails with the command
+//! that fetches it, it never skips), a small extraction schema and request, and the greedy
+//! agreement of an engine with the llama engine on cuad-mini dev. Each test binary uses part.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use engines::{ChatMessage, Engine, EngineConfig, EngineKind, Request, StopReason, WeightFormat};
+use serde_json::json;
+
+pub fn model(file: &str) -> PathBuf {
+    let dir = std::env::var_os("PROMPTLOOP_MODELS").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+            home.join(".cache/promptloop/models")
+        },
+        PathBuf::from,
+    );
+    let path = dir.join(file);
+    assert!(path.is_file(), "{} is missing: run `scripts/setup.sh models` first", path.display());
+    path
+}
+
+pub fn smollm2() -> PathBuf {
+    model("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn config(weights: WeightFormat, ctx: u32) -> EngineConfig {
+    let mut cfg = EngineConfig::new(smollm2());
+    cfg.n_ctx = Some(ctx);
+    cfg.weights = weights;
+    cfg
+}
+
+pub fn schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "year", "kind"],
+        "properties": {
+            "name": {"type": ["string", "null"], "maxLength": 40},
+            "year": {"type": ["integer", "null"]},
+            "kind": {"type": "string", "enum": ["lease", "license", "supply"]}
+        }
+    })
+}
+
+pub fn ask(id: &str, text: &str) -> Request {
+    Request::new(
+        id,
+        vec![
+            ChatMessage::system("Extract the contract's name, year and kind as JSON."),
+            ChatMessage::user(text.to_string()),
+        ],
+        64,
+    )
+    .with_schema(schema())
+}
+
+pub const DOC: &str = "SOFTWARE LICENSE AGREEMENT made in 2004 between Acme Corp. and Beta LLC for the Orion software.";
+
+pub fn assert_valid(text: &str) {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let validator = jsonschema::validator_for(&schema()).expect("schema compiles");
+    assert!(validator.is_valid(&value), "output does not satisfy the schema: {text}");
+}
+
+/// How far an engine's greedy outputs agree with the llama engine's.
+pub struct Agreement {
+    pub outputs_same: usize,
+    pub outputs: usize,
+    pub fields_same: usize,
+    pub fields: usize,
+}
+
+impl Agreement {
+    pub fn field_rate(&self) -> f64 {
+        self.fields_same as f64 / self.fields.max(1) as f64
+    }
+}
+
+/// Greedy outputs of `kind` and of the llama engine on the cuad-mini dev contracts, under the
+/// task's schema bounded as `eval` bounds it (lists of at most 4, strings of at most 100
+/// characters), compared whole and field by field. Every output of `kind` that finished must be
+/// valid JSON for the schema; a cut-off output counts all its fields as disagreeing. The rates
+/// are printed and written to `CARGO_TARGET_TMPDIR/<kind>_agreement.txt`.
+pub fn agreement_with_llama(kind: EngineKind) -> Agreement {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()));
+    let instruction = read("prompt.txt");
+    let schema: serde_json::Value = serde_json::from_str(&read("schema.json")).expect("schema.json");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let mut bounded = schema.clone();
+    for (_, prop) in bounded["properties"].as_object_mut().expect("properties").iter_mut() {
+        if prop.get("items").is_some() {
+            prop["maxItems"] = json!(4);
+            prop["items"]["maxLength"] = json!(100);
+        } else {
+            prop["maxLength"] = json!(100);
+        }
+    }
+    let requests: Vec<Request> = read("dev.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let ex: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line");
+            let doc = ex["text"].as_str().expect("text");
+            let messages =
+                vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{doc}"))];
+            Request::new(ex["id"].as_str().expect("id"), messages, 256).with_schema(bounded.clone())
+        })
+        .collect();
+    let cfg = config(WeightFormat::Gguf, 4096);
+    let run = |kind: EngineKind| {
+        let engine: Box<dyn Engine> = engines::load(kind, &cfg).unwrap_or_else(|e| panic!("{kind} loads: {e}"));
+        engine.generate(&requests)
+    };
+    let (theirs, ours) = (run(kind), run(EngineKind::Llama));
+    let keys: Vec<String> = schema["properties"].as_object().expect("properties").keys().cloned().collect();
+    let mut a = Agreement { outputs_same: 0, outputs: requests.len(), fields_same: 0, fields: requests.len() * keys.len() };
+    for ((req, t), l) in requests.iter().zip(theirs).zip(ours) {
+        let t = t.unwrap_or_else(|e| panic!("{}: {kind} fails: {e}", req.id));
+        let l = l.unwrap_or_else(|e| panic!("{}: llama fails: {e}", req.id));
+        assert_eq!(t.tokens.input, l.tokens.input, "{}: prompt tokens differ", req.id);
+        if t.stop != StopReason::MaxTokens {
+            let value: serde_json::Value = serde_json::from_str(&t.text)
+                .unwrap_or_else(|e| panic!("{}: {kind} output is not JSON ({e}): {}", req.id, t.text));
+            assert!(validator.is_valid(&value), "{}: {kind} output violates the schema: {}", req.id, t.text);
+        }
+        let values = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        if let (Some(tv), Some(lv)) = (values(&t.text), values(&l.text)) {
+            a.fields_same += keys.iter().filter(|k| tv[k.as_str()] == lv[k.as_str()]).count();
+        }
+        if t.text == l.text {
+            a.outputs_same += 1;
+        } else {
+            println!("{}: differs\n  {kind}: {}\n  llama: {}", req.id, t.text, l.text);
+        }
+    }
+    let report = format!(
+        "greedy agreement {kind} vs llama on cuad-mini dev: outputs {}/{} = {:.2}, field values {}/{} = {:.2}",
+        a.outputs_same,
+        a.outputs,
+        a.outputs_same as f64 / a.outputs as f64,
+        a.fields_same,
+        a.fields,
+        a.field_rate()
+    );
+    println!("{report}");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{kind}_agreement.txt"));
+    std::fs::write(&out, format!("{report}\n")).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    a
+}
