@@ -21,9 +21,15 @@ export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 # tokenizers add several minutes to a cold build on 2 cores).
 FEATURES="engines/candle"
 # The MLX engine where MLX runs: macOS builds mlx-sys itself; Linux x86_64 needs the set-up step
-# (mlx-cpu wheel, mlx-c, bindings, links override; ~3 minutes cold on 2 cores, seconds after).
+# (mlx-cpu wheel, mlx-c, bindings, and the links override cargo reads with --config; ~3 minutes
+# cold on 2 cores, seconds after).
+CONFIG=()
 case "$(uname -s)-$(uname -m)" in
-    Linux-x86_64) scripts/setup.sh mlx; FEATURES="$FEATURES,engines/mlx" ;;
+    Linux-x86_64)
+        scripts/setup.sh mlx
+        CONFIG=(--config "${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}/mlx/cargo-config.toml")
+        FEATURES="$FEATURES,engines/mlx" ;;
     Darwin-arm64) FEATURES="$FEATURES,engines/mlx" ;;
 esac
-cargo test --release --workspace --all-targets --features "$FEATURES" "$@"
+# --no-fail-fast: a failing test binary does not hide the results of the others.
+cargo test "${CONFIG[@]}" --release --workspace --all-targets --features "$FEATURES" --no-fail-fast "$@"

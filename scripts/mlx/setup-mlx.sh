@@ -9,8 +9,9 @@
 #                rpath flags or LD_LIBRARY_PATH
 #   bindings/    bindings.rs for mlx-sys (its lib.rs include!s $OUT_DIR/bindings.rs)
 #   tools/       bindgen-cli 0.72.1 (cargo install)
-#   cargo-config.toml  the override, also copied into a marked block of $CARGO_HOME/config.toml
-#                (cargo cannot expand $HOME in a repo's config, and `include` is unstable)
+#   cargo-config.toml  the override; builds pass it as `cargo --config <this file>` (a repo's
+#                config cannot expand $HOME, `include` is unstable, and the user's own
+#                $CARGO_HOME/config.toml is left alone)
 # Each part is skipped when present; delete $PROMPTLOOP_CACHE/mlx to rebuild from zero.
 
 MLX_VERSION="0.32.2"
@@ -147,21 +148,5 @@ rustc-link-search = ["native=$dir/lib"]
 rustc-link-lib = ["dylib=promptloop_mlx"]
 rustc-env = { OUT_DIR = "$dir/bindings" }
 TOML
-    local home="${CARGO_HOME:-$HOME/.cargo}" begin="# >>> promptloop mlx >>>" end="# <<< promptloop mlx <<<"
-    mkdir -p "$home"
-    local cfg="$home/config.toml"
-    touch "$cfg"
-    python3 - "$cfg" "$conf" "$begin" "$end" <<'PY'
-import sys
-cfg, conf, begin, end = sys.argv[1:5]
-text = open(cfg).read()
-block = f"{begin}\n{open(conf).read().rstrip()}\n{end}\n"
-if begin in text and end in text:
-    head, rest = text.split(begin, 1)
-    text = head + block + rest.split(end, 1)[1].lstrip("\n")
-else:
-    text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
-open(cfg, "w").write(text)
-PY
-    log "mlx: links override in $cfg (block '$begin')"
+    log "mlx: links override in $conf (pass it to cargo: --config $conf)"
 }
