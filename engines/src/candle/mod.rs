@@ -31,6 +31,11 @@ enum Job {
         messages: Vec<ChatMessage>,
         reply: mpsc::Sender<Result<Vec<u32>, EngineError>>,
     },
+    /// Logits after prefilling `messages` (the test hook behind [`CandleEngine::first_logits`]).
+    Logits {
+        messages: Vec<ChatMessage>,
+        reply: mpsc::Sender<Result<Vec<f32>, EngineError>>,
+    },
 }
 
 /// A loaded GGUF model served by candle in this process.
@@ -57,6 +62,16 @@ impl CandleEngine {
     /// The worker is gone, or the text cannot be tokenized.
     pub fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
         self.worker.call("tokenize", |reply| Job::Tokenize { messages: messages.to_vec(), reply })?
+    }
+
+    /// Test hook: the logits (one per vocabulary entry, before any sampling or constraint) of
+    /// the first decode step for `messages`, prefilled from an empty KV cache. The logit-parity
+    /// test compares them with llama.cpp's.
+    ///
+    /// # Errors
+    /// The worker is gone, the prompt does not tokenize, or candle fails.
+    pub fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
+        self.worker.call("first_logits", |reply| Job::Logits { messages: messages.to_vec(), reply })?
     }
 }
 

@@ -69,6 +69,11 @@ pub(super) fn run(cfg: &EngineConfig, jobs: &mpsc::Receiver<Job>, ready: &mpsc::
                 let out = catch_unwind(AssertUnwindSafe(|| worker.tokenize(&messages))).unwrap_or_else(|p| Err(panicked(p)));
                 let _ = reply.send(out);
             }
+            Job::Logits { messages, reply } => {
+                let out = catch_unwind(AssertUnwindSafe(|| pool.install(|| worker.first_logits(&messages))))
+                    .unwrap_or_else(|p| Err(panicked(p)));
+                let _ = reply.send(out);
+            }
         }
     }
 }
@@ -196,6 +201,15 @@ impl Worker {
     fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
         let text = self.tokenizer.render(messages);
         self.tokenizer.encode(&text).map_err(|reason| EngineError::ChatTemplate { template: "model".into(), reason })
+    }
+
+    /// The logits after prefilling `messages` from an empty KV cache, in `n_batch` chunks as
+    /// `generate` does.
+    fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
+        let tokens = self.tokenize(messages)?;
+        let mut model = self.model.clone();
+        model.clear_kv_cache();
+        self.prefill(&mut model, &tokens, 0)
     }
 
     fn prepare<'r>(&mut self, slot: usize, req: &'r Request) -> Result<Prepared<'r>, EngineError> {

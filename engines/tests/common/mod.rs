@@ -79,12 +79,13 @@ impl Agreement {
     }
 }
 
-/// Greedy outputs of `kind` and of the llama engine on the cuad-mini dev contracts, under the
+/// Greedy outputs of `kind` and of the llama engine on the first `limit` cuad-mini dev
+/// contracts (all 10 with `None`), under the
 /// task's schema bounded as `eval` bounds it (lists of at most 4, strings of at most 100
 /// characters), compared whole and field by field. Every output of `kind` that finished must be
 /// valid JSON for the schema; a cut-off output counts all its fields as disagreeing. The rates
 /// are printed and written to `CARGO_TARGET_TMPDIR/<kind>_agreement.txt`.
-pub fn agreement_with_llama(kind: EngineKind) -> Agreement {
+pub fn agreement_with_llama(kind: EngineKind, limit: Option<usize>) -> Agreement {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()));
     let instruction = read("prompt.txt");
@@ -102,6 +103,7 @@ pub fn agreement_with_llama(kind: EngineKind) -> Agreement {
     let requests: Vec<Request> = read("dev.jsonl")
         .lines()
         .filter(|l| !l.trim().is_empty())
+        .take(limit.unwrap_or(usize::MAX))
         .map(|l| {
             let ex: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line");
             let doc = ex["text"].as_str().expect("text");
@@ -150,4 +152,57 @@ pub fn agreement_with_llama(kind: EngineKind) -> Agreement {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{kind}_agreement.txt"));
     std::fs::write(&out, format!("{report}\n")).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     a
+}
+
+/// How the first-step logits of an engine differ from llama.cpp's on one prompt.
+pub struct LogitDiff {
+    pub prompt_tokens: usize,
+    pub max_abs: f32,
+    pub mean_abs: f64,
+    pub same_top: bool,
+}
+
+/// The config of the logit-parity tests: 2,048 context, prefill in chunks of 256.
+pub fn logits_config() -> EngineConfig {
+    let mut cfg = config(WeightFormat::Gguf, 2048);
+    cfg.n_batch = 256;
+    cfg
+}
+
+/// First-step logits of `ours` (an engine's test hook) against the llama engine's on three
+/// prompts: 12 tokens, 52 tokens, and 546 tokens (three prefill chunks). Each difference is
+/// printed with `name`.
+#[cfg(feature = "llama")]
+pub fn first_logits_against_llama(
+    name: &str,
+    ours: impl Fn(&[ChatMessage]) -> Result<Vec<f32>, engines::EngineError>,
+) -> Vec<LogitDiff> {
+    let long = format!("Contract:\n\n{}", "This Agreement is made between Acme Corp. and Beta LLC. ".repeat(40));
+    let prompts = [
+        vec![ChatMessage::user("Say hello.")],
+        vec![ChatMessage::system("Extract the contract's name, year and kind as JSON."), ChatMessage::user(DOC)],
+        vec![ChatMessage::system("Summarise the contract."), ChatMessage::user(long)],
+    ];
+    let llama = engines::llama::LlamaEngine::load(&logits_config()).expect("llama loads");
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, messages)| {
+            let m = ours(messages).unwrap_or_else(|e| panic!("prompt {i}: {name} logits: {e}"));
+            let l = llama.first_logits(messages).expect("llama logits");
+            assert_eq!(m.len(), l.len(), "prompt {i}: vocabulary sizes differ");
+            let d = LogitDiff {
+                prompt_tokens: llama.count_tokens(messages).expect("counts"),
+                max_abs: m.iter().zip(&l).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max),
+                mean_abs: m.iter().zip(&l).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / m.len() as f64,
+                same_top: argmax(&m) == argmax(&l),
+            };
+            println!(
+                "prompt {i} ({} tokens): max |{name} - llama| = {:.4}, mean = {:.4}, same top token: {}",
+                d.prompt_tokens, d.max_abs, d.mean_abs, d.same_top
+            );
+            d
+        })
+        .collect()
 }
