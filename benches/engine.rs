@@ -11,11 +11,11 @@
 //! (`candle/…`, `candle:q4_0/…`, `candle:q8_0/…`, `candle:f32/…`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use harness::bench::{engine_workloads, Group, Plan, Variant};
-use promptloop_benches::{inputs, register, smollm2};
+use harness::bench::{engine_workloads, Group, Variant};
+use promptloop_benches::{inputs, plan, register, smollm2};
 
 fn engines(c: &mut Criterion) {
-    let plan = Plan::default();
+    let plan = plan();
     let inputs = inputs(&plan);
     let model = smollm2();
     // Every engine compiled in, every weight format it computes with (`candle:q8_0`, …).

@@ -2,11 +2,11 @@
 //! outputs derived from every gold answer of cuad-mini. CPU only, no model.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use harness::bench::{scorer_workload, Plan};
-use promptloop_benches::{inputs, register};
+use harness::bench::scorer_workload;
+use promptloop_benches::{inputs, plan, register};
 
 fn scorer(c: &mut Criterion) {
-    let plan = Plan::default();
+    let plan = plan();
     register(c, &scorer_workload(&inputs(&plan), &plan));
 }
 
