@@ -116,7 +116,13 @@ mlx_bindings() {
     local dir="$1" out="$1/bindings/bindings.rs"
     if [ -f "$out" ]; then log "mlx: $out present"; return; fi
     local bindgen="$dir/tools/bin/bindgen"
-    export LIBCLANG_PATH="${LIBCLANG_PATH:-/usr/lib/llvm-14/lib}"
+    if [ -z "${LIBCLANG_PATH:-}" ]; then
+        # the newest LLVM whose libclang is installed (libclang-dev, from `scripts/setup.sh`)
+        local found
+        found="$(ls -d /usr/lib/llvm-*/lib/libclang.so* 2>/dev/null | sort -V | tail -n 1)"
+        [ -n "$found" ] || die "mlx: no libclang under /usr/lib/llvm-*/lib (apt install libclang-dev)"
+        export LIBCLANG_PATH="${found%/*}"
+    fi
     if [ ! -x "$bindgen" ]; then
         log "mlx: cargo install bindgen-cli $BINDGEN_VERSION (~2 min on 2 cores)"
         CARGO_TARGET_DIR="$dir/tools-target" nice -n 19 cargo install --quiet --locked \
