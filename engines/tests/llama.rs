@@ -179,8 +179,15 @@ fn missing_or_bad_model_files_are_clear_errors() {
 
 #[test]
 fn engines_not_compiled_in_say_how_to_get_them() {
-    let err = engines::load(EngineKind::Mlx, &EngineConfig::new(smollm2())).err().expect("error");
+    // What any build says for a backend it lacks…
+    let err = EngineError::NotCompiled { kind: EngineKind::Mlx, feature: EngineKind::Mlx.feature() };
     assert!(err.to_string().contains("--features mlx"), "{err}");
+    // …and what `load` returns for each backend this build lacks (CI compiles all three in).
+    for kind in EngineKind::ALL.into_iter().filter(|k| !k.is_compiled()) {
+        let err = engines::load(kind, &EngineConfig::new(smollm2())).err().expect("not compiled in");
+        assert!(matches!(err, EngineError::NotCompiled { .. }), "{kind}: {err}");
+        assert!(err.to_string().contains(&format!("--features {}", kind.feature())), "{err}");
+    }
 }
 
 // --- prefix cache -------------------------------------------------------------------------
