@@ -18,6 +18,8 @@ mod support;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod gguf_header;
 #[cfg(any(feature = "candle", feature = "mlx"))]
+mod sequential;
+#[cfg(any(feature = "candle", feature = "mlx"))]
 mod tokenizer;
 mod types;
 

@@ -1,48 +1,23 @@
 //! The candle backend (`candle-core` + `candle-transformers`, CPU): the same GGUF files as the
 //! llama engine, tokenized from the GGUF's own metadata, constrained with llguidance.
 //!
-//! Like the llama backend, the model lives on a worker thread fed by a channel, load errors
-//! come back through a start-up handshake, and a panic inside the worker becomes an error.
-//! Variants (`candle:q8_0`, `candle:f32`, …) re-quantize the weights at load
-//! ([`crate::WeightFormat`]): candle's CPU kernels differ by format.
+//! Like the other backends, the model lives on a worker thread fed by a channel; the request
+//! path (one sequence at a time, a group's shared prefix prefilled once) is
+//! [`crate::sequential`]'s, shared with the MLX engine. Variants (`candle:q8_0`, `candle:f32`,
+//! …) re-quantize the weights at load ([`crate::WeightFormat`]): candle's CPU kernels differ by
+//! format.
 
 mod model;
 mod worker;
 
-use std::sync::mpsc;
-
-use crate::support::Worker;
+use crate::sequential::Handle;
 use crate::{ChatMessage, Engine, EngineConfig, EngineError, EngineInfo, Request, Response};
 
 /// The candle version this backend is built against (pinned in Cargo.toml).
 pub const BACKEND_VERSION: &str = "candle-core 0.11.1";
 
-enum Job {
-    Generate {
-        requests: Vec<Request>,
-        reply: mpsc::Sender<Vec<Result<Response, EngineError>>>,
-    },
-    CountTokens {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<usize, EngineError>>,
-    },
-    /// Prompt token ids for `messages` (the parity tests compare them with llama.cpp's).
-    Tokenize {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<Vec<u32>, EngineError>>,
-    },
-    /// Logits after prefilling `messages` (the test hook behind [`CandleEngine::first_logits`]).
-    Logits {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<Vec<f32>, EngineError>>,
-    },
-}
-
 /// A loaded GGUF model served by candle in this process.
-pub struct CandleEngine {
-    info: EngineInfo,
-    worker: Worker<Job>,
-}
+pub struct CandleEngine(Handle);
 
 impl CandleEngine {
     /// Loads (and re-quantizes, for a variant) the model on a new worker thread.
@@ -52,8 +27,7 @@ impl CandleEngine {
     /// this engine does not support, an unsupported constraint backend (GBNF is llama.cpp's),
     /// or a context longer than candle's model supports.
     pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
-        let (worker, info) = Worker::start("candle-engine", config, worker::run)?;
-        Ok(Self { info, worker })
+        Handle::start("candle-engine", config, worker::run).map(Self)
     }
 
     /// The prompt token ids `generate` would prefill for `messages` (chat template applied).
@@ -61,7 +35,7 @@ impl CandleEngine {
     /// # Errors
     /// The worker is gone, or the text cannot be tokenized.
     pub fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        self.worker.call("tokenize", |reply| Job::Tokenize { messages: messages.to_vec(), reply })?
+        self.0.tokenize(messages)
     }
 
     /// Test hook: the logits (one per vocabulary entry, before any sampling or constraint) of
@@ -71,20 +45,20 @@ impl CandleEngine {
     /// # Errors
     /// The worker is gone, the prompt does not tokenize, or candle fails.
     pub fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
-        self.worker.call("first_logits", |reply| Job::Logits { messages: messages.to_vec(), reply })?
+        self.0.first_logits(messages)
     }
 }
 
 impl Engine for CandleEngine {
     fn info(&self) -> &EngineInfo {
-        &self.info
+        self.0.info()
     }
 
     fn count_tokens(&self, messages: &[ChatMessage]) -> Result<usize, EngineError> {
-        self.worker.call("count_tokens", |reply| Job::CountTokens { messages: messages.to_vec(), reply })?
+        self.0.count_tokens(messages)
     }
 
     fn generate(&self, requests: &[Request]) -> Vec<Result<Response, EngineError>> {
-        self.worker.generate(requests, |requests, reply| Job::Generate { requests, reply })
+        self.0.generate(requests)
     }
 }

@@ -4,46 +4,20 @@
 //! tokenizer and llguidance constraint shared with the candle engine.
 //!
 //! Like the other backends, the model lives on a worker thread fed by a channel (MLX arrays and
-//! streams stay on the thread that made them), load errors come back through a start-up
-//! handshake, and a panic inside the worker becomes an error.
+//! streams stay on the thread that made them); the request path is [`crate::sequential`]'s,
+//! shared with the candle engine.
 
 mod model;
 mod worker;
 
-use std::sync::mpsc;
-
-use crate::support::Worker;
+use crate::sequential::Handle;
 use crate::{ChatMessage, Engine, EngineConfig, EngineError, EngineInfo, Request, Response};
 
 /// The mlx-rs version this backend is built against (pinned in Cargo.toml), and its MLX.
 pub const BACKEND_VERSION: &str = "mlx-rs 0.33.0 (mlx-c 0.7.0, MLX 0.32.2)";
 
-enum Job {
-    Generate {
-        requests: Vec<Request>,
-        reply: mpsc::Sender<Vec<Result<Response, EngineError>>>,
-    },
-    CountTokens {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<usize, EngineError>>,
-    },
-    /// Prompt token ids for `messages` (the parity tests compare them with llama.cpp's).
-    Tokenize {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<Vec<u32>, EngineError>>,
-    },
-    /// Logits after prefilling `messages` (the test hook behind [`MlxEngine::first_logits`]).
-    Logits {
-        messages: Vec<ChatMessage>,
-        reply: mpsc::Sender<Result<Vec<f32>, EngineError>>,
-    },
-}
-
 /// A loaded GGUF model served by MLX in this process.
-pub struct MlxEngine {
-    info: EngineInfo,
-    worker: Worker<Job>,
-}
+pub struct MlxEngine(Handle);
 
 impl MlxEngine {
     /// Loads the model on a new worker thread.
@@ -53,8 +27,7 @@ impl MlxEngine {
     /// chat template this engine does not support, a weight-format variant (MLX computes the
     /// GGUF's own quantization), or an unsupported constraint backend (GBNF is llama.cpp's).
     pub fn load(config: &EngineConfig) -> Result<Self, EngineError> {
-        let (worker, info) = Worker::start("mlx-engine", config, worker::run)?;
-        Ok(Self { info, worker })
+        Handle::start("mlx-engine", config, worker::run).map(Self)
     }
 
     /// The prompt token ids `generate` would prefill for `messages` (chat template applied).
@@ -62,7 +35,7 @@ impl MlxEngine {
     /// # Errors
     /// The worker is gone, or the text cannot be tokenized.
     pub fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        self.worker.call("tokenize", |reply| Job::Tokenize { messages: messages.to_vec(), reply })?
+        self.0.tokenize(messages)
     }
 
     /// Test hook: the logits (one per vocabulary entry, before any sampling or constraint) that
@@ -72,20 +45,20 @@ impl MlxEngine {
     /// # Errors
     /// The worker is gone, the prompt does not tokenize, or MLX fails.
     pub fn first_logits(&self, messages: &[ChatMessage]) -> Result<Vec<f32>, EngineError> {
-        self.worker.call("first_logits", |reply| Job::Logits { messages: messages.to_vec(), reply })?
+        self.0.first_logits(messages)
     }
 }
 
 impl Engine for MlxEngine {
     fn info(&self) -> &EngineInfo {
-        &self.info
+        self.0.info()
     }
 
     fn count_tokens(&self, messages: &[ChatMessage]) -> Result<usize, EngineError> {
-        self.worker.call("count_tokens", |reply| Job::CountTokens { messages: messages.to_vec(), reply })?
+        self.0.count_tokens(messages)
     }
 
     fn generate(&self, requests: &[Request]) -> Vec<Result<Response, EngineError>> {
-        self.worker.generate(requests, |requests, reply| Job::Generate { requests, reply })
+        self.0.generate(requests)
     }
 }

@@ -1,28 +1,22 @@
 //! The MLX worker thread: picks the device, loads the model and tokenizer, builds the
-//! llguidance tables once, and serves jobs until the handle is dropped.
+//! llguidance tables once, and serves jobs until the handle is dropped (the request path is
+//! [`crate::sequential`]'s).
 //!
 //! One sequence decodes at a time (batch 1). The KV cache is a list of immutable MLX arrays, so
-//! the longest common token prefix of a group of requests is prefilled once and each request
+//! it is a sequence's state: a group's common prefix is prefilled once and each request
 //! continues from a clone of that cache.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use llguidance::Matcher;
 use mlx_rs::{Device, Stream};
 
 use super::model::{HParams, KvCache, Model};
-use super::{Job, BACKEND_VERSION};
-use crate::support::panic_message;
-use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
-use crate::memory::PeakWatch;
-use crate::sampling::Rng;
-use crate::tokenizer::{GgufTokenizer, TokenizerError};
-use crate::{
-    Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo, EngineKind,
-    JsonScanner, Request, Response, StopReason, Timings, TokenCounts,
-};
+use super::BACKEND_VERSION;
+use crate::sequential::{self, load_err, ms, Job, SeqModel, Sequential};
+use crate::{EngineConfig, EngineError, EngineInfo, EngineKind};
+
+const KIND: EngineKind = EngineKind::Mlx;
 
 /// The device MLX computes on: the GPU (Metal) when this MLX build has one, else the CPU.
 fn pick_device() -> (Device, &'static str) {
@@ -37,334 +31,64 @@ fn pick_device() -> (Device, &'static str) {
 pub(super) fn run(cfg: &EngineConfig, jobs: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<EngineInfo, EngineError>>) {
     let (device, device_name) = pick_device();
     // Every array of this worker is made under this device's default stream, on this thread.
-    mlx_rs::with_device(device, || serve(cfg, device_name, jobs, ready));
+    mlx_rs::with_device(device, || sequential::serve(KIND, cfg, || load(cfg, device_name), jobs, ready));
 }
 
-fn serve(
-    cfg: &EngineConfig,
-    device: &'static str,
-    jobs: &mpsc::Receiver<Job>,
-    ready: &mpsc::Sender<Result<EngineInfo, EngineError>>,
-) {
-    let setup = catch_unwind(AssertUnwindSafe(|| Worker::load(cfg, device)))
-        .unwrap_or_else(|p| Err(load_err(cfg, format!("panicked while loading: {}", panic_message(Some(p))))));
-    let (mut worker, info) = match setup {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+impl SeqModel for Model {
+    type State = KvCache;
+
+    fn empty(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn len(state: &KvCache) -> usize {
+        state.len()
+    }
+
+    fn forward(&self, state: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        Model::forward(self, tokens, state).map_err(|e| EngineError::Decode(format!("mlx: {e}")))
+    }
+}
+
+fn load(cfg: &EngineConfig, device: &'static str) -> Result<(Sequential<Model>, EngineInfo), EngineError> {
+    let t0 = Instant::now();
+    let (content, _) = crate::gguf_header::read_header(&cfg.model).map_err(|e| load_err(KIND, cfg, e))?;
+    let arch = crate::gguf_header::check_architecture(&content, "mlx").map_err(|e| load_err(KIND, cfg, e))?;
+    let (tokenizer, compiler) = sequential::tokenizer_and_compiler(KIND, cfg, &content, &arch)?;
+    let meta_u = |k: &str| content.metadata.get(k).and_then(|v| v.to_u32().ok()).map(|v| v as usize);
+    let train_context = meta_u(&format!("{arch}.context_length")).unwrap_or(4096);
+    let n_ctx = cfg.n_ctx.map_or_else(|| train_context.min(16_384), |n| n as usize);
+    if n_ctx < 16 {
+        return Err(EngineError::Config(format!("context of {n_ctx} tokens is too small")));
+    }
+    let hp = HParams::from_gguf(&content, &arch).map_err(|e| load_err(KIND, cfg, e))?;
+    let model = Model::load(&cfg.model, hp.clone()).map_err(|e| load_err(KIND, cfg, e))?;
+    let n_params: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
+    let meta_s = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
+    let name = meta_s("general.name").unwrap_or_else(|| "unnamed".into());
+    // f32 K and V for every layer, one sequence (plus a shared prefix's while it is reused).
+    let kv_cache_bytes = hp.n_layer as u64 * n_ctx as u64 * hp.n_head_kv as u64 * hp.head_dim as u64 * 2 * 4;
+    let info = EngineInfo {
+        kind: KIND,
+        weights: cfg.weights,
+        backend_version: BACKEND_VERSION.into(),
+        model_path: cfg.model.clone(),
+        model_desc: format!(
+            "{name} ({arch}, {:.0}M params, MLX {device}, weights {})",
+            n_params as f64 / 1e6,
+            model.describe_weights()
+        ),
+        model_bytes: std::fs::metadata(&cfg.model).map_or(0, |m| m.len()),
+        n_params,
+        vocab_size: tokenizer.vocab_size(),
+        chat_template: tokenizer.format_name.clone(),
+        // MLX's CPU kernels and BLAS choose their own threads; this is what they may use.
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
+        constraint_backend: cfg.constraint_backend,
+        capabilities: sequential::capabilities(n_ctx),
+        kv_cache_bytes,
+        train_context,
+        load_ms: ms(t0),
     };
-    if ready.send(Ok(info)).is_err() {
-        return;
-    }
-    for job in jobs {
-        let panicked = |p| EngineError::Decode(format!("engine panicked: {}", panic_message(Some(p))));
-        match job {
-            Job::Generate { requests, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| worker.generate(&requests))).unwrap_or_else(|p| {
-                    let e = panicked(p);
-                    requests.iter().map(|_| Err(EngineError::Decode(e.to_string()))).collect()
-                });
-                let _ = reply.send(out);
-            }
-            Job::CountTokens { messages, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| worker.tokenize(&messages).map(|t| t.len())))
-                    .unwrap_or_else(|p| Err(panicked(p)));
-                let _ = reply.send(out);
-            }
-            Job::Tokenize { messages, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| worker.tokenize(&messages))).unwrap_or_else(|p| Err(panicked(p)));
-                let _ = reply.send(out);
-            }
-            Job::Logits { messages, reply } => {
-                let out = catch_unwind(AssertUnwindSafe(|| {
-                    let tokens = worker.tokenize(&messages)?;
-                    worker.prefill(&mut KvCache::default(), &tokens)
-                }))
-                .unwrap_or_else(|p| Err(panicked(p)));
-                let _ = reply.send(out);
-            }
-        }
-    }
-}
-
-fn load_err(cfg: &EngineConfig, reason: String) -> EngineError {
-    EngineError::Load { kind: EngineKind::Mlx, path: cfg.model.clone(), reason }
-}
-
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
-fn decode_err(e: &mlx_rs::error::Exception) -> EngineError {
-    EngineError::Decode(format!("mlx: {e}"))
-}
-
-struct Worker {
-    model: Model,
-    tokenizer: GgufTokenizer,
-    compiler: Option<SchemaCompiler>,
-    n_ctx: usize,
-    n_batch: usize,
-    fast_forward: bool,
-    group: usize,
-    min_shared_prefix: usize,
-    batches_run: u64,
-}
-
-/// One request, tokenized and checked, waiting for its turn.
-struct Prepared<'r> {
-    req: &'r Request,
-    slot: usize,
-    tokens: Vec<u32>,
-    tokenize_ms: f64,
-    matcher: Option<Matcher>,
-}
-
-impl Worker {
-    fn load(cfg: &EngineConfig, device: &'static str) -> Result<(Self, EngineInfo), EngineError> {
-        let t0 = Instant::now();
-        let (content, _) = crate::gguf_header::read_header(&cfg.model).map_err(|e| load_err(cfg, e))?;
-        let arch = crate::gguf_header::check_architecture(&content, "mlx").map_err(|e| load_err(cfg, e))?;
-        let tokenizer = GgufTokenizer::from_gguf(&content, cfg.chat_template.as_deref()).map_err(|e| match e {
-            TokenizerError::NoTemplate => EngineError::NoChatTemplate { path: cfg.model.clone() },
-            TokenizerError::Template { name, reason } => EngineError::ChatTemplate { template: name, reason },
-            TokenizerError::Metadata(m) | TokenizerError::Unsupported(m) => load_err(cfg, format!("tokenizer: {m}")),
-        })?;
-        let meta_u = |k: &str| content.metadata.get(k).and_then(|v| v.to_u32().ok()).map(|v| v as usize);
-        let train_context = meta_u(&format!("{arch}.context_length")).unwrap_or(4096);
-        let n_ctx = cfg.n_ctx.map_or_else(|| train_context.min(16_384), |n| n as usize);
-        if n_ctx < 16 {
-            return Err(EngineError::Config(format!("context of {n_ctx} tokens is too small")));
-        }
-        let compiler = match cfg.constraint_backend {
-            ConstraintBackend::Llguidance => {
-                let n_vocab = meta_u(&format!("{arch}.vocab_size")).unwrap_or(tokenizer.vocab_size());
-                Some(SchemaCompiler::new(&tokenizer.tok_env(n_vocab.max(tokenizer.vocab_size())))?)
-            }
-            ConstraintBackend::None => None,
-            ConstraintBackend::Gbnf => {
-                return Err(EngineError::Config(
-                    "the mlx engine enforces schemas with llguidance (GBNF is llama.cpp's sampler)".into(),
-                ))
-            }
-        };
-        let hp = HParams::from_gguf(&content, &arch).map_err(|e| load_err(cfg, e))?;
-        let model = Model::load(&cfg.model, hp.clone()).map_err(|e| load_err(cfg, e))?;
-        let n_params: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
-        let meta_s = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
-        let name = meta_s("general.name").unwrap_or_else(|| "unnamed".into());
-        // f32 K and V for every layer, one sequence (plus a shared prefix's while it is reused).
-        let kv_cache_bytes =
-            hp.n_layer as u64 * n_ctx as u64 * hp.n_head_kv as u64 * hp.head_dim as u64 * 2 * 4;
-        let info = EngineInfo {
-            kind: EngineKind::Mlx,
-            weights: cfg.weights,
-            backend_version: BACKEND_VERSION.into(),
-            model_path: cfg.model.clone(),
-            model_desc: format!(
-                "{name} ({arch}, {:.0}M params, MLX {device}, weights {})",
-                n_params as f64 / 1e6,
-                model.describe_weights()
-            ),
-            model_bytes: std::fs::metadata(&cfg.model).map_or(0, |m| m.len()),
-            n_params,
-            vocab_size: tokenizer.vocab_size(),
-            chat_template: tokenizer.format_name.clone(),
-            // MLX's CPU kernels and BLAS choose their own threads; this is what they may use.
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
-            constraint_backend: cfg.constraint_backend,
-            capabilities: Capabilities {
-                max_context: n_ctx,
-                // One sequence decodes at a time; a group shares its common prefix.
-                max_batch: 1,
-                shared_prefix: true,
-                prefix_cache: false,
-                constraint_backends: vec![ConstraintBackend::Llguidance, ConstraintBackend::None],
-            },
-            kv_cache_bytes,
-            train_context,
-            load_ms: ms(t0),
-        };
-        let worker = Worker {
-            model,
-            tokenizer,
-            compiler,
-            n_ctx,
-            n_batch: cfg.n_batch as usize,
-            fast_forward: cfg.fast_forward,
-            group: cfg.batch_size as usize,
-            min_shared_prefix: cfg.min_shared_prefix.max(1),
-            batches_run: 0,
-        };
-        Ok((worker, info))
-    }
-
-    fn tokenize(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        let text = self.tokenizer.render(messages);
-        self.tokenizer.encode(&text).map_err(|reason| EngineError::ChatTemplate { template: "model".into(), reason })
-    }
-
-    fn prepare<'r>(&mut self, slot: usize, req: &'r Request) -> Result<Prepared<'r>, EngineError> {
-        let t = Instant::now();
-        let tokens = self.tokenize(&req.messages)?;
-        let tokenize_ms = ms(t);
-        let max_tokens = req.max_tokens.max(1) as usize;
-        let max = self.n_ctx.saturating_sub(max_tokens);
-        if tokens.len() > max {
-            return Err(EngineError::InputTooLong { tokens: tokens.len(), max, context: self.n_ctx, max_tokens });
-        }
-        let matcher = match (&req.constraint, self.compiler.as_mut()) {
-            (Constraint::JsonSchema(schema), Some(c)) => Some(c.matcher(schema)?),
-            _ => None,
-        };
-        Ok(Prepared { req, slot, tokens, tokenize_ms, matcher })
-    }
-
-    fn generate(&mut self, requests: &[Request]) -> Vec<Result<Response, EngineError>> {
-        let mut results: Vec<Option<Result<Response, EngineError>>> = requests.iter().map(|_| None).collect();
-        let mut ready = Vec::new();
-        for (slot, req) in requests.iter().enumerate() {
-            match self.prepare(slot, req) {
-                Ok(p) => ready.push(p),
-                Err(e) => results[slot] = Some(Err(e)),
-            }
-        }
-        for group in ready.chunks_mut(self.group.max(1)) {
-            for (slot, res) in self.run_group(group) {
-                results[slot] = Some(res);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into()))))
-            .collect()
-    }
-
-    /// Prefills the group's common prefix once (when long enough), then runs each request from
-    /// a clone of it. The prefix time counts in the latency of every request that reused it.
-    fn run_group(&mut self, group: &mut [Prepared<'_>]) -> Vec<(usize, Result<Response, EngineError>)> {
-        let shared = if group.len() > 1 { shared_prefix(group) } else { 0 };
-        let shared = if shared >= self.min_shared_prefix { shared } else { 0 };
-        let watch = PeakWatch::start();
-        let t_prefix = Instant::now();
-        let mut base = KvCache::default();
-        let prefix = if shared > 0 {
-            self.prefill(&mut base, &group[0].tokens[..shared]).map(|_| ())
-        } else {
-            Ok(())
-        };
-        let prefix_ms = ms(t_prefix);
-        let prefix_peak = watch.peak();
-        let mut out = Vec::with_capacity(group.len());
-        for p in group.iter_mut() {
-            let res = match &prefix {
-                Err(e) => Err(EngineError::Decode(e.to_string())),
-                Ok(()) => self.run_one(&base, p, shared, prefix_ms).map(|mut r| {
-                    r.peak_rss_bytes = r.peak_rss_bytes.max(prefix_peak);
-                    r
-                }),
-            };
-            out.push((p.slot, res));
-        }
-        out
-    }
-
-    /// Feeds `tokens` after what `cache` holds, in chunks of `n_batch`; returns the logits
-    /// after the last one.
-    fn prefill(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let mut logits = None;
-        for chunk in tokens.chunks(self.n_batch.max(1)) {
-            logits = Some(self.model.forward(chunk, cache).map_err(|e| decode_err(&e))?);
-        }
-        logits.ok_or_else(|| EngineError::Decode("nothing to prefill".into()))
-    }
-
-    fn run_one(
-        &mut self,
-        base: &KvCache,
-        p: &mut Prepared<'_>,
-        shared: usize,
-        prefix_ms: f64,
-    ) -> Result<Response, EngineError> {
-        let watch = PeakWatch::start();
-        let t0 = Instant::now();
-        let mut cache = base.clone();
-        let req = p.req;
-        let mut logits = self.prefill(&mut cache, &p.tokens[shared..])?;
-        let prefill_ms = prefix_ms + ms(t0);
-        let mut rng = Rng::new(req.sampling.seed);
-        let mut scanner = JsonScanner::new();
-        let mut out: Vec<u8> = Vec::new();
-        let (mut n_out, mut n_forced, mut t_first) = (0usize, 0usize, None);
-        let stop = 'gen: loop {
-            let tok = match p.matcher.as_mut() {
-                Some(m) => guidance::choose(m, &logits, &req.sampling, &mut rng)?,
-                None => pick(&logits, None, &req.sampling, &mut rng).ok_or_else(none_allowed)?,
-            } as u32;
-            if t_first.is_none() {
-                t_first = Some(prefix_ms + ms(t0));
-            }
-            if self.tokenizer.is_eog(tok) && !req.ignore_eos {
-                break StopReason::Eos;
-            }
-            // The sampled token, then any the constraint forces after it (fed in one forward).
-            let mut feed = vec![tok];
-            let budget = (req.max_tokens.max(1) as usize).saturating_sub(n_out + 1);
-            if let (true, Some(m)) = (self.fast_forward, p.matcher.as_mut()) {
-                let forced = guidance::fast_forward(m, budget.min(self.n_batch.max(2) - 1))?;
-                n_forced += forced.len();
-                feed.extend(forced);
-            }
-            for &t in &feed {
-                n_out += 1;
-                let piece = self.tokenizer.piece(t);
-                out.extend_from_slice(piece);
-                if p.matcher.is_some() && scanner.feed(piece) {
-                    break 'gen StopReason::ConstraintComplete;
-                }
-                if n_out >= req.max_tokens.max(1) as usize {
-                    break 'gen StopReason::MaxTokens;
-                }
-            }
-            if cache.len() + feed.len() > self.n_ctx {
-                break StopReason::MaxTokens;
-            }
-            logits = self.model.forward(&feed, &mut cache).map_err(|e| decode_err(&e))?;
-        };
-        let done = prefix_ms + ms(t0);
-        let first = t_first.unwrap_or(done);
-        let batch_id = self.batches_run;
-        self.batches_run += 1;
-        Ok(Response {
-            id: req.id.clone(),
-            text: String::from_utf8_lossy(&out).into_owned(),
-            stop,
-            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared, forced: n_forced },
-            timings: Timings {
-                tokenize_ms: p.tokenize_ms,
-                prefill_ms,
-                ttft_ms: p.tokenize_ms + first,
-                decode_ms: (done - first).max(0.0),
-                total_ms: p.tokenize_ms + done,
-            },
-            peak_rss_bytes: watch.peak(),
-            batch_size: 1,
-            batch_id,
-            // No persistent prefix cache in this engine.
-            prefix_cache: None,
-        })
-    }
-}
-
-/// Longest common token prefix of all requests, leaving each at least one token of its own
-/// (its last prompt token must be fed on its own clone to give its first logits).
-fn shared_prefix(group: &[Prepared<'_>]) -> usize {
-    let first = &group[0].tokens;
-    let mut n = group.iter().map(|p| p.tokens.len()).min().unwrap_or(0).saturating_sub(1);
-    for p in &group[1..] {
-        n = n.min(first.iter().zip(&p.tokens).take_while(|(a, b)| a == b).count());
-    }
-    n
+    Ok((Sequential::new(model, tokenizer, compiler, n_ctx, cfg), info))
 }
