@@ -62,10 +62,12 @@ pub trait Engine: Send + Sync {
 /// [`EngineError::NotCompiled`] when the backend's feature is off; otherwise whatever the
 /// backend reports while loading (missing file, bad GGUF, no chat template, …).
 pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, EngineError> {
-    if config.weights != WeightFormat::Gguf && kind != EngineKind::Candle {
+    if !kind.weight_formats().contains(&config.weights) {
+        let names: Vec<&str> = kind.weight_formats().iter().map(|w| w.name()).collect();
         return Err(EngineError::Config(format!(
-            "the {kind} engine computes with the GGUF's own weights; weight format `{}` is a candle variant",
-            config.weights
+            "the {kind} engine has no weight format `{}` (it computes with: {})",
+            config.weights,
+            names.join(", ")
         )));
     }
     match kind {

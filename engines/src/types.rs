@@ -31,6 +31,18 @@ impl EngineKind {
         }
     }
 
+    /// The weight formats this engine computes with ([`WeightFormat::Gguf`] first): llama.cpp
+    /// the GGUF as stored; candle re-quantizes to any (its CPU kernels differ by format); MLX
+    /// keeps the GGUF's quantization or dequantizes to f32 (`mlx:f32`: its CPU
+    /// `quantized_matmul` runs on one thread, f32 matmuls on every core through BLAS).
+    pub fn weight_formats(self) -> &'static [WeightFormat] {
+        match self {
+            EngineKind::Llama => &[WeightFormat::Gguf],
+            EngineKind::Candle => &WeightFormat::ALL,
+            EngineKind::Mlx => &[WeightFormat::Gguf, WeightFormat::F32],
+        }
+    }
+
     /// Whether this build contains the backend.
     pub fn is_compiled(self) -> bool {
         match self {

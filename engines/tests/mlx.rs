@@ -124,7 +124,25 @@ fn unsupported_options_are_refused_at_load() {
     let err = engines::load(EngineKind::Mlx, &cfg).err().expect("template not rendered");
     assert!(err.to_string().contains("llama3"), "{err}");
     let err = engines::load(EngineKind::Mlx, &config(WeightFormat::Q8_0, 512)).err().expect("no variants");
-    assert!(err.to_string().contains("candle variant"), "{err}");
+    assert!(err.to_string().contains("has no weight format `q8_0`"), "{err}");
+}
+
+/// `mlx:f32`: the quantized matrices dequantized to f32 at load. Its outputs stay valid, and
+/// its first-step logits are the quantized model's to float rounding (the same weights, summed
+/// in another order).
+#[test]
+fn f32_variant_loads_and_matches_the_quantized_weights() {
+    let e = engines::mlx::MlxEngine::load(&config(WeightFormat::F32, 512)).expect("mlx:f32 loads");
+    assert!(e.info().model_desc.contains("float32"), "{}", e.info().model_desc);
+    assert_eq!(e.info().weights, WeightFormat::F32);
+    let res = e.generate(&[ask("v", DOC)]).remove(0).expect("generates");
+    assert_valid(&res.text);
+    let q = engines::mlx::MlxEngine::load(&config(WeightFormat::Gguf, 512)).expect("mlx loads");
+    let messages = ask("v", DOC).messages;
+    let (a, b) = (e.first_logits(&messages).expect("f32 logits"), q.first_logits(&messages).expect("q4 logits"));
+    let max_abs = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    println!("max |mlx:f32 - mlx| = {max_abs:.5}");
+    assert!(max_abs < 0.05, "mlx:f32 logits differ from mlx's by {max_abs}");
 }
 
 /// Greedy outputs under the same constraint, MLX (the GGUF's own `Q4_1` weights, kept quantized)

@@ -153,8 +153,11 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    /// Loads every tensor of `path` with MLX's GGUF reader.
-    pub(crate) fn load(path: &Path, hp: HParams) -> Result<Self, String> {
+    /// Loads every tensor of `path` with MLX's GGUF reader; with `dense`, quantized matrices
+    /// are dequantized to f32 once here (the `mlx:f32` variant: every matmul, decode's included,
+    /// goes through BLAS on every core instead of MLX's one-threaded CPU `quantized_matmul`, for
+    /// about 4x the weights' memory).
+    pub(crate) fn load(path: &Path, hp: HParams, dense_weights: bool) -> Result<Self, String> {
         let file = GgufFile::load(path).map_err(|e| format!("MLX cannot load the GGUF: {e}"))?;
         let dense = |name: &str| -> Result<Array, String> {
             let a = file
@@ -179,6 +182,14 @@ impl Model {
             let bits = weight.shape()[1] * 32 / in_features;
             if ![2, 3, 4, 6, 8].contains(&bits) {
                 return Err(format!("tensor `{name}`: {bits}-bit groups are not supported"));
+            }
+            if dense_weights {
+                let w = ops::dequantize(&weight, &scales, &biases, GROUP_SIZE, bits)
+                    .and_then(|w| w.as_dtype(Dtype::Float32))
+                    .map_err(|e| format!("tensor `{name}`: {e}"))?;
+                // Materialised now, so the quantized arrays are freed as this loop goes.
+                w.eval().map_err(|e| format!("tensor `{name}`: {e}"))?;
+                return Ok(Linear::Dense(w));
             }
             Ok(Linear::Quantized { weight, scales, biases, bits })
         };

@@ -14,7 +14,7 @@ use mlx_rs::{Device, Stream};
 use super::model::{HParams, KvCache, Model};
 use super::BACKEND_VERSION;
 use crate::sequential::{self, load_err, ms, Job, SeqModel, Sequential};
-use crate::{EngineConfig, EngineError, EngineInfo, EngineKind};
+use crate::{EngineConfig, EngineError, EngineInfo, EngineKind, WeightFormat};
 
 const KIND: EngineKind = EngineKind::Mlx;
 
@@ -62,7 +62,7 @@ fn load(cfg: &EngineConfig, device: &'static str) -> Result<(Sequential<Model>, 
         return Err(EngineError::Config(format!("context of {n_ctx} tokens is too small")));
     }
     let hp = HParams::from_gguf(&content, &arch).map_err(|e| load_err(KIND, cfg, e))?;
-    let model = Model::load(&cfg.model, hp.clone()).map_err(|e| load_err(KIND, cfg, e))?;
+    let model = Model::load(&cfg.model, hp.clone(), cfg.weights == WeightFormat::F32).map_err(|e| load_err(KIND, cfg, e))?;
     let n_params: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
     let meta_s = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
     let name = meta_s("general.name").unwrap_or_else(|| "unnamed".into());

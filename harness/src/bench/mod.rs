@@ -285,11 +285,12 @@ pub struct Variant {
 
 impl Variant {
     /// The variants worth benchmarking for an engine: llama computes the GGUF as stored; candle
-    /// also re-quantizes (its CPU kernels differ by format: `Q4_1` has no SIMD kernel).
+    /// also re-quantizes (its CPU kernels differ by format: `Q4_1` has no SIMD kernel; f16 is
+    /// not benchmarked); MLX also runs dequantized to f32.
     pub fn all_of(kind: EngineKind) -> Vec<Variant> {
         let formats: &[WeightFormat] = match kind {
             EngineKind::Candle => &[WeightFormat::Gguf, WeightFormat::Q4_0, WeightFormat::Q8_0, WeightFormat::F32],
-            _ => &[WeightFormat::Gguf],
+            other => other.weight_formats(),
         };
         formats.iter().map(|&weights| Variant { kind, weights }).collect()
     }

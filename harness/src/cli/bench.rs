@@ -198,6 +198,13 @@ fn engine_kinds(asked: &[EngineSel]) -> anyhow::Result<Vec<Variant>> {
             }
         }
     }
+    // `--engine mlx --engine mlx:f32` names mlx:f32 twice: measure it once.
+    let mut seen = Vec::with_capacity(out.len());
+    out.retain(|v| {
+        let first = !seen.contains(v);
+        seen.push(*v);
+        first
+    });
     Ok(out)
 }
 
@@ -249,4 +256,23 @@ fn print(args: &BenchArgs, metrics: &[Metric], comparison: Option<&Comparison>, 
         writeln!(out, "saved baseline {}", path.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_named_twice_is_measured_once() {
+        let sel: Vec<EngineSel> = ["llama", "llama:gguf"].iter().map(|s| s.parse().expect("parses")).collect();
+        let variants = engine_kinds(&sel).expect("llama is compiled in");
+        assert_eq!(variants, vec![Variant::from(EngineKind::Llama)]);
+    }
+
+    #[test]
+    fn a_weight_format_the_engine_lacks_is_bad_input() {
+        let sel: Vec<EngineSel> = vec!["llama:q8_0".parse().expect("parses")];
+        let err = engine_kinds(&sel).expect_err("llama has no q8_0");
+        assert!(err.to_string().contains("not a benchmarked variant"), "{err}");
+    }
 }

@@ -47,8 +47,12 @@ impl FromStr for EngineChoice {
         };
         let kind: EngineKind = kind.parse()?;
         let weights: WeightFormat = variant.parse()?;
-        if kind != EngineKind::Candle && weights != WeightFormat::Gguf {
-            return Err(format!("engine `{kind}` has no variants (candle has: candle:q4_0, candle:q8_0, candle:f16, candle:f32)"));
+        if !kind.weight_formats().contains(&weights) {
+            let names: Vec<String> = EngineKind::ALL
+                .iter()
+                .flat_map(|k| k.weight_formats().iter().skip(1).map(move |w| format!("{k}:{w}")))
+                .collect();
+            return Err(format!("engine `{kind}` has no variant `{weights}` (the variants: {})", names.join(", ")));
         }
         Ok(EngineChoice::Variant(kind, weights))
     }
@@ -146,7 +150,7 @@ pub struct EngineArgs {
     pub model: String,
     /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
     /// candle (its variants `candle:q4_0`, `candle:q8_0`, `candle:f16`, `candle:f32` re-quantize the
-    /// weights at load) and mlx when compiled in.
+    /// weights at load) and mlx (`mlx:f32` dequantizes them) when compiled in.
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
