@@ -17,7 +17,7 @@ use llguidance::Matcher;
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
 use crate::sampling::Rng;
-use crate::support::{panic_message, Worker};
+use crate::support::{panic_message, Ready, Worker};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
 use crate::{
     Capabilities, ChatMessage, Constraint, ConstraintBackend, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, JsonScanner,
@@ -68,7 +68,7 @@ impl Handle {
     pub(crate) fn start(
         name: &str,
         config: &EngineConfig,
-        run: fn(&EngineConfig, &mpsc::Receiver<Job>, &mpsc::Sender<Result<EngineInfo, EngineError>>),
+        run: fn(&EngineConfig, &mpsc::Receiver<Job>, &Ready),
     ) -> Result<Self, EngineError> {
         let (worker, info) = Worker::start(name, config, run)?;
         Ok(Self { info, worker })

@@ -38,7 +38,8 @@ pub(crate) fn panic_message(payload: Option<Box<dyn std::any::Any + Send>>) -> S
     }
 }
 
-type Ready = mpsc::Sender<Result<EngineInfo, EngineError>>;
+/// Where a worker reports its loaded model's info, or why it failed to load.
+pub(crate) type Ready = mpsc::Sender<Result<EngineInfo, EngineError>>;
 
 /// The thread a backend's model lives on, and the channel that feeds it jobs.
 ///

@@ -164,8 +164,8 @@ fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
 /// `Q4_1` weights with activations rounded to 8 bits, but sum in different orders, so they
 /// agree to a tolerance: the same top token, and differences under the bounds below. Measured
 /// (2026-11-25, 2 cores): max 1.52 / 0.89 / 0.75 and mean 0.49 / 0.22 / 0.18 on the three
-/// prompts (the MLX engine: max 0.56-0.89, mean 0.12-0.21); a wrong RoPE layout or tokenizer
-/// is off by 10 or more. This is the check that candle's forward pass is llama.cpp's; the greedy
+/// prompts (the MLX engine: max 0.56-0.89, mean 0.12-0.21); a wrong `RoPE` layout or tokenizer
+/// is off by 10 or more. This is the check that candle's forward pass is `llama.cpp`'s; the greedy
 /// agreement above shows how far near-ties then move whole outputs apart.
 #[cfg(feature = "llama")]
 #[test]

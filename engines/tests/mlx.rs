@@ -165,11 +165,11 @@ fn greedy_outputs_agree_with_llama_on_cuad_mini_dev() {
 
 /// The logits of the first decode step (after prefilling the whole prompt) from MLX's forward
 /// pass and from llama.cpp, on prompts of different lengths (one prefill chunk and several).
-/// Both compute SmolLM2's Q4_1 weights as stored, but llama.cpp quantizes the activations to
-/// Q8_1 for its matmuls while MLX keeps them in f32, so they agree to a tolerance, not exactly:
+/// Both compute `SmolLM2`'s `Q4_1` weights as stored, but llama.cpp quantizes the activations to
+/// `Q8_1` for its matmuls while MLX keeps them in f32, so they agree to a tolerance, not exactly:
 /// the largest absolute difference must stay under `MAX_ABS`, the mean under `MEAN_ABS`, and the
 /// top token must be the same. Measured (Linux CPU): max 0.56-0.89, mean 0.12-0.21; with MLX's
-/// non-traditional RoPE instead, max 12 and mean 2.6-3.8 and the top token differs, which is
+/// non-traditional `RoPE` instead, max 12 and mean 2.6-3.8 and the top token differs, which is
 /// how the rope layout was chosen.
 #[cfg(feature = "llama")]
 #[test]
