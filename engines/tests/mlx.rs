@@ -4,15 +4,12 @@
 //! cuad-mini dev. A missing model fails with the command that fetches it.
 #![cfg(feature = "mlx")]
 
-use std::path::Path;
 use std::sync::OnceLock;
 
-use engines::{
-    ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind, Request, StopReason, WeightFormat,
-};
+use engines::{ConstraintBackend, Engine, EngineKind, WeightFormat};
 
 mod common;
-use common::{ask, assert_valid, config, model, DOC};
+use common::{ask, assert_valid, config, DOC};
 
 fn shared() -> &'static dyn Engine {
     static ENGINE: OnceLock<Box<dyn Engine>> = OnceLock::new();
@@ -39,15 +36,7 @@ fn loads_and_reports_what_it_is() {
 
 #[test]
 fn constrained_output_is_valid_json_with_full_reporting() {
-    let res = shared().generate(&[ask("a", DOC)]).remove(0).expect("generates");
-    assert_valid(&res.text);
-    assert_eq!(res.stop, StopReason::ConstraintComplete, "{}", res.text);
-    assert_eq!(res.tokens.input, shared().count_tokens(&ask("a", DOC).messages).expect("counts"));
-    assert!(res.tokens.output > 3);
-    let t = res.timings;
-    assert!(t.tokenize_ms > 0.0 && t.prefill_ms > 0.0 && t.decode_ms > 0.0, "{t:?}");
-    assert!(t.ttft_ms >= t.prefill_ms && t.total_ms >= t.ttft_ms + t.decode_ms - 1e-6, "{t:?}");
-    assert!(res.peak_rss_bytes > 50 << 20, "peak RSS {}", res.peak_rss_bytes);
+    common::checks::constrained_output(shared());
 }
 
 /// A group's common prefix is prefilled once and each request continues from a clone of the
@@ -55,62 +44,22 @@ fn constrained_output_is_valid_json_with_full_reporting() {
 /// identical prompts.
 #[test]
 fn shared_prefix_is_prefilled_once_from_a_kv_cache_clone() {
-    let other = "LEASE between Omega Holdings and Sigma Retail for 5 Main Street, signed 2011.";
-    let together = shared().generate(&[ask("a", DOC), ask("b", other)]);
-    for res in together {
-        let res = res.expect("generates");
-        assert!(res.tokens.shared_prefix >= 16, "shared prefix {}", res.tokens.shared_prefix);
-        assert!(res.tokens.shared_prefix < res.tokens.input);
-        assert_valid(&res.text);
-    }
-    let same = shared().generate(&[ask("a", DOC), ask("a2", DOC), ask("a3", DOC)]);
-    let texts: Vec<String> = same.into_iter().map(|r| r.expect("generates").text).collect();
-    assert_eq!(texts[0], texts[1], "clones of one KV cache must decode alike");
-    assert_eq!(texts[1], texts[2]);
+    common::checks::shared_prefix(shared());
 }
 
 #[test]
 fn over_long_input_is_a_typed_error_and_neighbours_still_run() {
-    let long = "word ".repeat(3000);
-    let mut out = shared().generate(&[ask("long", &long), ask("ok", DOC)]);
-    match out.remove(0) {
-        Err(EngineError::InputTooLong { tokens, context, .. }) => {
-            assert!(tokens > context - 64);
-            assert_eq!(context, 2048);
-        }
-        other => panic!("expected InputTooLong, got {other:?}"),
-    }
-    assert_valid(&out.remove(0).expect("the neighbour runs").text);
+    common::checks::over_long_input(shared());
 }
 
 #[test]
 fn unconstrained_generation_stops_and_counts_tokens() {
-    let req = Request::new("u", vec![ChatMessage::user("Say hello.")], 12);
-    let res = shared().generate(&[req]).remove(0).expect("generates");
-    assert!(matches!(res.stop, StopReason::Eos | StopReason::MaxTokens), "{:?}", res.stop);
-    assert!(res.tokens.output >= 1 && res.tokens.output <= 12);
-    assert!(!res.text.is_empty());
+    common::checks::unconstrained(shared());
 }
 
 #[test]
 fn missing_or_bad_model_files_are_clear_errors() {
-    let load = |path: &Path| engines::load(EngineKind::Mlx, &EngineConfig::new(path)).err().expect("error");
-    let err = load(Path::new("/nonexistent/x.gguf"));
-    assert!(err.to_string().contains("/nonexistent/x.gguf"), "{err}");
-    let dir = std::env::temp_dir().join(format!("promptloop-mlx-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let bad = dir.join("bad.gguf");
-    std::fs::write(&bad, b"not a model").expect("write");
-    assert!(load(&bad).to_string().contains("not a GGUF"));
-    // GGUF magic, then garbage: the header reader must fail, not panic.
-    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xffjunk").expect("write");
-    let err = load(&bad);
-    assert!(matches!(err, EngineError::Load { kind: EngineKind::Mlx, .. }), "{err}");
-    // A real GGUF whose SentencePiece vocabulary and architecture this engine does not build.
-    let gemma = model("gemma-3-270m-q4_k_m.gguf");
-    let err = load(&gemma);
-    assert!(err.to_string().contains("gemma3") || err.to_string().contains("tokenizer"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
+    common::checks::bad_model_files(EngineKind::Mlx);
 }
 
 #[test]

@@ -206,3 +206,84 @@ pub fn first_logits_against_llama(
         })
         .collect()
 }
+
+/// The checks the single-sequence engines (candle, MLX) share: each engine's test file runs
+/// them on its own engine.
+pub mod checks {
+    use super::*;
+    use engines::EngineError;
+    use std::path::Path;
+
+    /// A constrained output is valid JSON for the schema, ends when the schema does, and comes with token counts, every timing and peak memory.
+    pub fn constrained_output(e: &dyn Engine) {
+        let res = e.generate(&[ask("a", DOC)]).remove(0).expect("generates");
+        assert_valid(&res.text);
+        assert_eq!(res.stop, StopReason::ConstraintComplete, "{}", res.text);
+        assert_eq!(res.tokens.input, e.count_tokens(&ask("a", DOC).messages).expect("counts"));
+        assert!(res.tokens.output > 3);
+        let t = res.timings;
+        assert!(t.tokenize_ms > 0.0 && t.prefill_ms > 0.0 && t.decode_ms > 0.0, "{t:?}");
+        assert!(t.ttft_ms >= t.prefill_ms && t.total_ms >= t.ttft_ms + t.decode_ms - 1e-6, "{t:?}");
+        assert!(res.peak_rss_bytes > 50 << 20, "peak RSS {}", res.peak_rss_bytes);
+    }
+
+    /// A group's common prefix is prefilled once and each request continues from a clone of that state; clones of one state decode alike (identical prompts: the split into forward calls is the same).
+    pub fn shared_prefix(e: &dyn Engine) {
+        let other = "LEASE between Omega Holdings and Sigma Retail for 5 Main Street, signed 2011.";
+        let together = e.generate(&[ask("a", DOC), ask("b", other)]);
+        for res in together {
+            let res = res.expect("generates");
+            assert!(res.tokens.shared_prefix >= 16, "shared prefix {}", res.tokens.shared_prefix);
+            assert!(res.tokens.shared_prefix < res.tokens.input);
+            assert_valid(&res.text);
+        }
+        let same = e.generate(&[ask("a", DOC), ask("a2", DOC), ask("a3", DOC)]);
+        let texts: Vec<String> = same.into_iter().map(|r| r.expect("generates").text).collect();
+        assert_eq!(texts[0], texts[1], "clones of one KV cache must decode alike");
+        assert_eq!(texts[1], texts[2]);
+    }
+
+    /// An input longer than the context (2,048, minus the output cap) is a typed error, and the request beside it still runs.
+    pub fn over_long_input(e: &dyn Engine) {
+        let long = "word ".repeat(3000);
+        let mut out = e.generate(&[ask("long", &long), ask("ok", DOC)]);
+        match out.remove(0) {
+            Err(EngineError::InputTooLong { tokens, context, .. }) => {
+                assert!(tokens > context - 64);
+                assert_eq!(context, 2048);
+            }
+            other => panic!("expected InputTooLong, got {other:?}"),
+        }
+        assert_valid(&out.remove(0).expect("the neighbour runs").text);
+    }
+
+    /// Without a constraint, generation stops at end-of-generation or the cap and counts its tokens.
+    pub fn unconstrained(e: &dyn Engine) {
+        let req = Request::new("u", vec![ChatMessage::user("Say hello.")], 12);
+        let res = e.generate(&[req]).remove(0).expect("generates");
+        assert!(matches!(res.stop, StopReason::Eos | StopReason::MaxTokens), "{:?}", res.stop);
+        assert!(res.tokens.output >= 1 && res.tokens.output <= 12);
+        assert!(!res.text.is_empty());
+    }
+
+    /// A missing file, a non-GGUF, a corrupt GGUF and an unsupported model (Gemma 3's `SentencePiece` vocabulary) are clear errors, never panics.
+    pub fn bad_model_files(kind: EngineKind) {
+        let load = |path: &Path| engines::load(kind, &EngineConfig::new(path)).err().expect("error");
+        let err = load(Path::new("/nonexistent/x.gguf"));
+        assert!(err.to_string().contains("/nonexistent/x.gguf"), "{err}");
+        let dir = std::env::temp_dir().join(format!("promptloop-{kind}-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bad = dir.join("bad.gguf");
+        std::fs::write(&bad, b"not a model").expect("write");
+        assert!(load(&bad).to_string().contains("not a GGUF"));
+        // GGUF magic, then garbage: the reader must fail, not panic.
+        std::fs::write(&bad, b"GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xffjunk").expect("write");
+        let err = load(&bad);
+        assert!(matches!(err, EngineError::Load { kind: k, .. } if k == kind), "{err}");
+        // A real GGUF whose SentencePiece vocabulary and architecture this engine does not build.
+        let gemma = model("gemma-3-270m-q4_k_m.gguf");
+        let err = load(&gemma);
+        assert!(err.to_string().contains("gemma3") || err.to_string().contains("tokenizer"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
