@@ -49,25 +49,17 @@ pub fn register(c: &mut Criterion, w: &dyn Workload) {
     let spec = w.spec();
     let (group, id) = spec.name.rsplit_once('/').unwrap_or(("promptloop", spec.name.as_str()));
     let run = || w.run().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
-    if test_mode() {
-        c.benchmark_group(group).bench_function(id, |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| Duration::from_secs_f64(run().seconds)).sum());
-        });
-        return;
-    }
-    let probe = w.run().unwrap_or_else(|e| panic!("{}: {e}", spec.name));
     let mut g = c.benchmark_group(group);
-    g.sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs_f64((probe.seconds * 12.0).clamp(3.0, 900.0)))
-        .throughput(Throughput::Elements(probe.work.round() as u64));
+    if !test_mode() {
+        let probe = run();
+        g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs_f64((probe.seconds * 12.0).clamp(3.0, 900.0)))
+            .throughput(Throughput::Elements(probe.work.round() as u64));
+    }
     g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| Duration::from_secs_f64(w.run().unwrap_or_else(|e| panic!("{}: {e}", spec.name)).seconds))
-                .sum()
-        });
+        b.iter_custom(|iters| (0..iters).map(|_| Duration::from_secs_f64(run().seconds)).sum());
     });
     g.finish();
 }
