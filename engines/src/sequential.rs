@@ -389,7 +389,7 @@ impl<M: SeqModel> Sequential<M> {
             id: req.id.clone(),
             text: String::from_utf8_lossy(&out).into_owned(),
             stop,
-            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared, forced: n_forced },
+            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared, forced: n_forced, ..TokenCounts::default() },
             timings: Timings {
                 tokenize_ms: p.tokenize_ms,
                 prefill_ms,

@@ -234,6 +234,11 @@ pub struct Request {
     /// the engine has a prefix cache, the KV state of the tokens before it is kept and restored
     /// on later calls instead of being recomputed.
     pub prefix_boundary: Option<PrefixBoundary>,
+    /// A likely output: this document's output under an earlier prompt. An engine that drafts
+    /// (llama, greedy sampling, [`EngineConfig::speculative`]) feeds its tokens ahead of the
+    /// model and keeps those the model picks itself, so the output is what plain greedy decoding
+    /// gives while most tokens are computed several per step. Others ignore it.
+    pub draft: Option<String>,
 }
 
 /// A point in a request's messages: everything before byte `byte` of message `message`'s
@@ -255,6 +260,7 @@ impl Request {
             sampling: Sampling::greedy(),
             ignore_eos: false,
             prefix_boundary: None,
+            draft: None,
         }
     }
 
@@ -262,6 +268,13 @@ impl Request {
     #[must_use]
     pub fn with_schema(mut self, schema: serde_json::Value) -> Self {
         self.constraint = Constraint::JsonSchema(schema);
+        self
+    }
+
+    /// The same request with a draft of its output (see [`Request::draft`]).
+    #[must_use]
+    pub fn with_draft(mut self, draft: impl Into<String>) -> Self {
+        self.draft = Some(draft.into());
         self
     }
 
@@ -307,6 +320,12 @@ pub struct TokenCounts {
     /// Output tokens the constraint forced (appended without sampling; part of `output`).
     #[serde(default)]
     pub forced: usize,
+    /// Draft tokens fed ahead of the model for verification (see [`Request::draft`]).
+    #[serde(default)]
+    pub drafted: usize,
+    /// Of those, the ones the model would have picked itself, kept as output.
+    #[serde(default)]
+    pub accepted: usize,
 }
 
 /// Wall-clock phases of one request, in milliseconds.
@@ -445,6 +464,10 @@ pub struct EngineConfig {
     /// at a time without sampling them, instead of one decode step each.
     #[serde(default = "yes")]
     pub fast_forward: bool,
+    /// Verify requests' drafts (greedy decoding only): tokens of a draft are fed several per
+    /// decode step and kept while they are the model's own greedy choice.
+    #[serde(default = "yes")]
+    pub speculative: bool,
 }
 
 fn yes() -> bool {
@@ -486,6 +509,7 @@ impl EngineConfig {
             weights: WeightFormat::Gguf,
             prefix_cache: None,
             fast_forward: true,
+            speculative: true,
         }
     }
 }

@@ -57,6 +57,18 @@ pub struct EvalSpec<'a> {
     pub max_tokens: u32,
     /// What to do with a document longer than the engine's context.
     pub overflow: Overflow,
+    /// Earlier outputs by example id (the same documents under another prompt), handed to the
+    /// engine as drafts: an engine that verifies drafts computes the tokens that agree several
+    /// per step. The output is the model's own either way.
+    pub drafts: Option<&'a Drafts>,
+}
+
+/// Earlier outputs by example id.
+pub type Drafts = std::collections::HashMap<String, String>;
+
+/// Drafts from records of an earlier pass: each example's output, when it has one.
+pub fn drafts_from(records: &[ExampleRecord]) -> Drafts {
+    records.iter().filter(|r| !r.output.is_empty() && r.input_chunks.is_none()).map(|r| (r.id.clone(), r.output.clone())).collect()
 }
 
 /// One scored example.
@@ -133,7 +145,10 @@ pub fn run(
         let requests: Vec<Request> = group
             .iter()
             .zip(&plans)
-            .flat_map(|(ex, p)| p.texts.iter().enumerate().map(move |(i, t)| request(spec, ex, t, i)))
+            .flat_map(|(ex, p)| {
+                let whole = p.texts.len() == 1;
+                p.texts.iter().enumerate().map(move |(i, t)| request(spec, ex, t, i, whole))
+            })
             .collect();
         let mut responses = engine.generate(&requests).into_iter();
         for (ex, p) in group.iter().zip(plans) {
@@ -197,11 +212,16 @@ fn plan(engine: &dyn Engine, spec: &EvalSpec<'_>, ex: &Example) -> Plan {
     }
 }
 
-fn request(spec: &EvalSpec<'_>, ex: &Example, text: &str, window: usize) -> Request {
+/// The request for window `window` of `ex` (0 when `whole`: not chunked).
+fn request(spec: &EvalSpec<'_>, ex: &Example, text: &str, window: usize, whole: bool) -> Request {
     let id = if window == 0 { ex.id.clone() } else { format!("{}#w{window}", ex.id) };
     let mut req = Request::new(id, spec.prompt.messages(text), spec.max_tokens);
     if let Some((message, byte)) = spec.prompt.reusable_prefix(text) {
         req = req.with_prefix_boundary(message, byte);
+    }
+    // A window of a chunked document has no output of its own to draft from.
+    if let Some(draft) = spec.drafts.and_then(|d| d.get(&ex.id)).filter(|_| whole) {
+        req = req.with_draft(draft.clone());
     }
     match spec.constraint {
         Some(schema) => req.with_schema(schema.clone()),

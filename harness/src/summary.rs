@@ -24,6 +24,9 @@ pub struct Speed {
     pub output_tokens: usize,
     /// Output tokens the constraint forced (appended without sampling).
     pub forced_tokens: usize,
+    /// Draft tokens fed for verification, and those kept as output.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
     pub peak_rss_bytes: u64,
     pub wall_ms: f64,
     /// What the engine's prefix cache did in this pass (`None`: not used).
@@ -185,6 +188,16 @@ impl Summary {
             "decode          {:.1} tok/s ({} output tokens, {} of them forced by the constraint)",
             sp.decode_tok_s, sp.output_tokens, sp.forced_tokens
         );
+        if sp.drafted_tokens > 0 {
+            let _ = writeln!(
+                s,
+                "drafts          {} of {} draft tokens kept ({:.0}%), {:.0}% of the output",
+                sp.accepted_tokens,
+                sp.drafted_tokens,
+                100.0 * sp.accepted_tokens as f64 / sp.drafted_tokens as f64,
+                100.0 * sp.accepted_tokens as f64 / sp.output_tokens.max(1) as f64
+            );
+        }
         let _ = writeln!(
             s,
             "peak memory     {:.1} MiB RSS (KV cache {:.1} MiB)",
@@ -245,6 +258,8 @@ fn speed(records: &[ExampleRecord], wall_ms: f64) -> Speed {
         input_tokens: ran.iter().map(|r| r.tokens.input).sum(),
         output_tokens: ran.iter().map(|r| r.tokens.output).sum(),
         forced_tokens: ran.iter().map(|r| r.tokens.forced).sum(),
+        drafted_tokens: ran.iter().map(|r| r.tokens.drafted).sum(),
+        accepted_tokens: ran.iter().map(|r| r.tokens.accepted).sum(),
         peak_rss_bytes: ran.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
         wall_ms,
         prefix_cache: CacheSummary::of(records),

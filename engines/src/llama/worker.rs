@@ -133,6 +133,7 @@ pub(super) fn run(
         n_batch: cfg.n_batch as usize,
         min_shared_prefix: cfg.min_shared_prefix,
         fast_forward: cfg.fast_forward,
+        speculative: cfg.speculative,
         batches_run: 0,
         min_cached: cfg.prefix_cache.as_ref().map_or(PrefixCacheConfig::default().min_tokens, |c| c.min_tokens).max(1),
         store,
@@ -279,6 +280,61 @@ pub(super) struct Worker<'m> {
     store: Option<PrefixStore>,
     identity: String,
     fast_forward: bool,
+    speculative: bool,
+}
+
+/// Draft tokens fed per step after a rejection; doubled after each step whose draft was kept
+/// whole, up to what the batch has room for.
+const DRAFT_MIN: usize = 4;
+/// Longest and shortest output tail looked up in the draft to find where to continue from.
+const DRAFT_MATCH_MAX: usize = 8;
+const DRAFT_MATCH_MIN: usize = 3;
+
+/// A request's draft and where the output stands in it.
+#[derive(Default)]
+struct Draft {
+    tokens: Vec<LlamaToken>,
+    /// Lookups search from here on, so the alignment only moves forward.
+    floor: usize,
+    /// Most draft tokens to feed at the next step.
+    len: usize,
+    /// Draft tokens fed at this step after `pending`, to be verified against the logits.
+    fed: Vec<LlamaToken>,
+    drafted: usize,
+    accepted: usize,
+}
+
+impl Draft {
+    fn new(tokens: Vec<LlamaToken>) -> Self {
+        Self { tokens, len: 4 * DRAFT_MIN, ..Self::default() }
+    }
+
+    /// The draft tokens that should follow `out` (the output so far), at most `room`: where
+    /// `out` is a prefix of the draft, what comes after it; otherwise what follows the first
+    /// occurrence, from `floor` on, of the longest tail of `out` (8 down to 3 tokens) found.
+    fn propose(&mut self, out: &[LlamaToken], room: usize) -> &[LlamaToken] {
+        let room = room.min(self.len);
+        if room == 0 || self.tokens.is_empty() {
+            return &[];
+        }
+        let mut from = None;
+        if self.floor == 0 && self.tokens.starts_with(out) {
+            from = Some(out.len());
+        } else {
+            for n in (DRAFT_MATCH_MIN..=DRAFT_MATCH_MAX.min(out.len())).rev() {
+                let tail = &out[out.len() - n..];
+                if let Some(p) = self.tokens[self.floor.min(self.tokens.len())..].windows(n).position(|w| w == tail) {
+                    self.floor += p;
+                    from = Some(self.floor + n);
+                    break;
+                }
+            }
+        }
+        match from {
+            Some(start) if start < self.tokens.len() => &self.tokens[start..(start + room).min(self.tokens.len())],
+            _ => &[],
+        }
+    }
 }
 
 /// One request in flight.
@@ -288,6 +344,10 @@ struct Seq<'r> {
     tokens: Vec<LlamaToken>,
     tokenize_ms: f64,
     constraint: SeqConstraint,
+    /// The request's draft, when it has one and drafting applies (greedy, `speculative`).
+    draft: Option<Draft>,
+    /// Output token ids so far (pending ones included): what the draft is matched against.
+    out_tokens: Vec<LlamaToken>,
     scanner: JsonScanner,
     rng: Rng,
     n_past: i32,
@@ -365,6 +425,11 @@ impl Worker<'_> {
             Constraint::JsonSchema(s) => Some(s),
         };
         let constraint = self.compiler.start(self.model, schema)?;
+        let draft = req
+            .draft
+            .as_deref()
+            .filter(|d| self.speculative && req.sampling.is_greedy() && !d.is_empty())
+            .map(|d| Draft::new(self.model.vocab().tokenize(d.as_bytes(), false, false)));
         let reusable = match req.prefix_boundary {
             Some(b) => self.reusable_prefix(&req.messages, b, &tokens)?,
             None => 0,
@@ -375,6 +440,8 @@ impl Worker<'_> {
             tokens,
             tokenize_ms,
             constraint,
+            draft,
+            out_tokens: Vec::new(),
             scanner: JsonScanner::new(),
             rng: Rng::new(req.sampling.seed),
             n_past: 0,
@@ -443,7 +510,14 @@ impl Worker<'_> {
                     id: s.req.id.clone(),
                     text: String::from_utf8_lossy(&s.out).into_owned(),
                     stop: s.stop.unwrap_or(StopReason::MaxTokens),
-                    tokens: TokenCounts { input: s.tokens.len(), output: s.n_out, shared_prefix: s.shared, forced: s.n_forced },
+                    tokens: TokenCounts {
+                        input: s.tokens.len(),
+                        output: s.n_out,
+                        shared_prefix: s.shared,
+                        forced: s.n_forced,
+                        drafted: s.draft.as_ref().map_or(0, |d| d.drafted),
+                        accepted: s.draft.as_ref().map_or(0, |d| d.accepted),
+                    },
                     timings,
                     peak_rss_bytes: peak,
                     batch_size,
@@ -504,7 +578,7 @@ impl Worker<'_> {
                 }
                 if batch.n_tokens() as usize == self.n_batch {
                     self.decode_batch(&mut batch)?;
-                    self.first_tokens(seqs, &mut waiting, t0);
+                    self.first_tokens(seqs, &mut waiting, t0)?;
                     batch.clear();
                 }
             }
@@ -512,7 +586,7 @@ impl Worker<'_> {
         }
         if batch.n_tokens() > 0 {
             self.decode_batch(&mut batch)?;
-            self.first_tokens(seqs, &mut waiting, t0);
+            self.first_tokens(seqs, &mut waiting, t0)?;
         }
         Ok(())
     }
@@ -563,22 +637,31 @@ impl Worker<'_> {
         Ok(())
     }
 
-    fn first_tokens(&mut self, seqs: &mut [Seq<'_>], waiting: &mut Vec<(usize, i32)>, t0: Instant) {
+    fn first_tokens(&mut self, seqs: &mut [Seq<'_>], waiting: &mut Vec<(usize, i32)>, t0: Instant) -> Result<(), EngineError> {
         for (id, idx) in waiting.drain(..) {
             seqs[id].t_prefilled = ms(t0);
-            self.step(&mut seqs[id], idx, t0);
+            self.step(&mut seqs[id], id, idx, t0)?;
         }
+        Ok(())
     }
 
     fn decode(&mut self, seqs: &mut [Seq<'_>], t0: Instant) -> Result<(), EngineError> {
         // Each live sequence adds its sampled token plus forced ones (at most `ff_cap` each, so
-        // a step fits `n_batch`); logits only for its last.
+        // a step fits `n_batch`), logits only for its last; then, in the room the others leave,
+        // tokens of its draft, each with logits, to be verified by `step`.
         let mut batch = LlamaBatch::new(self.n_batch.max(self.n_seq), self.n_seq as i32);
         loop {
             batch.clear();
-            let mut live = Vec::new();
+            let is_live = |s: &Seq<'_>| s.stop.is_none() && !s.pending.is_empty();
+            let n_live = seqs.iter().filter(|s| is_live(s)).count();
+            if n_live == 0 {
+                return Ok(());
+            }
+            let pending: usize = seqs.iter().filter(|s| is_live(s)).map(|s| s.pending.len()).sum();
+            let room = self.n_batch.saturating_sub(pending) / n_live;
+            let mut live = Vec::with_capacity(n_live);
             for (id, s) in seqs.iter_mut().enumerate() {
-                if s.stop.is_some() || s.pending.is_empty() {
+                if !is_live(s) {
                     continue;
                 }
                 let n = s.pending.len();
@@ -587,19 +670,95 @@ impl Worker<'_> {
                     s.n_past += 1;
                 }
                 live.push((id, batch.n_tokens() - 1));
-            }
-            if live.is_empty() {
-                return Ok(());
+                if let Some(d) = s.draft.as_mut() {
+                    let fed = d.propose(&s.out_tokens, room).to_vec();
+                    for &tok in &fed {
+                        add(&mut batch, tok, s.n_past, id as i32, true)?;
+                        s.n_past += 1;
+                    }
+                    d.fed = fed;
+                }
             }
             self.decode_batch(&mut batch)?;
             for (id, idx) in live {
-                self.step(&mut seqs[id], idx, t0);
+                self.step(&mut seqs[id], id, idx, t0)?;
             }
         }
     }
 
-    /// Samples one token for `s` from the logits at batch index `idx` and updates its state.
-    fn step(&mut self, s: &mut Seq<'_>, idx: i32, t0: Instant) {
+    /// Picks `s`'s next token from the logits at batch index `idx`, then verifies the draft
+    /// tokens fed after it: while the model's own pick (or the constraint's forced tokens)
+    /// equals the next fed token, that token is kept and the pick moves on to its logits. The
+    /// first pick that differs is kept instead of the draft (with the tokens it forces, it is
+    /// fed at the next step), and the KV cells of the fed tokens not kept are removed.
+    fn step(&mut self, s: &mut Seq<'_>, id: usize, idx: i32, t0: Instant) -> Result<(), EngineError> {
+        let fed = s.draft.as_mut().map(|d| std::mem::take(&mut d.fed)).unwrap_or_default();
+        let mut at = idx;
+        let mut kept = 0;
+        'pick: while let Some(tok) = self.pick(s, at, t0) {
+            let mut on_draft = fed.get(kept) == Some(&tok);
+            if on_draft {
+                kept += 1;
+                at += 1;
+            }
+            if let Some(stop) = self.emit(s, tok) {
+                s.stop = Some(stop);
+                s.t_done = ms(t0);
+                break;
+            }
+            if !on_draft {
+                s.pending.push(tok);
+            }
+            if self.fast_forward {
+                let budget = s.req.max_tokens.max(1) as usize - s.n_out;
+                let forced = match s.constraint.forced(budget.min(self.ff_cap())) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        s.error = Some(e);
+                        s.stop = Some(StopReason::Eos);
+                        s.t_done = ms(t0);
+                        break;
+                    }
+                };
+                for tok in forced {
+                    s.n_forced += 1;
+                    if let Some(stop) = self.emit(s, tok) {
+                        s.stop = Some(stop);
+                        s.t_done = ms(t0);
+                        break 'pick;
+                    }
+                    if on_draft && fed.get(kept) == Some(&tok) {
+                        kept += 1;
+                        at += 1;
+                    } else {
+                        on_draft = false;
+                        s.pending.push(tok);
+                    }
+                }
+            }
+            if !on_draft {
+                break;
+            }
+        }
+        let Some(d) = s.draft.as_mut() else { return Ok(()) };
+        d.drafted += fed.len();
+        d.accepted += kept;
+        let rejected = fed.len() - kept;
+        if rejected > 0 {
+            d.len = DRAFT_MIN;
+            s.n_past -= rejected as i32;
+            self.ctx
+                .clear_kv_cache_seq(Some(id as u32), Some(s.n_past as u32), None)
+                .map_err(|e| EngineError::Decode(format!("KV clear after a rejected draft: {e}")))?;
+        } else if !fed.is_empty() {
+            d.len = (d.len * 2).min(self.n_batch);
+        }
+        Ok(())
+    }
+
+    /// The token picked for `s` from the logits at batch index `idx` (under its constraint);
+    /// `None` when `s` stops instead (end of generation, or a constraint error).
+    fn pick(&mut self, s: &mut Seq<'_>, idx: i32, t0: Instant) -> Option<LlamaToken> {
         let logits = self.ctx.get_logits_ith(idx);
         let tok = match s.constraint.choose(logits, &s.req.sampling, &mut s.rng) {
             Ok(t) => t,
@@ -607,51 +766,24 @@ impl Worker<'_> {
                 s.error = Some(e);
                 s.stop = Some(StopReason::Eos);
                 s.t_done = ms(t0);
-                return;
+                return None;
             }
         };
-        let now = ms(t0);
         if s.n_out == 0 {
-            s.t_first = now;
+            s.t_first = ms(t0);
         }
         if self.model.vocab().is_eog(tok) && !s.req.ignore_eos {
             s.stop = Some(StopReason::Eos);
-            s.t_done = now;
-            return;
+            s.t_done = ms(t0);
+            return None;
         }
-        if let Some(stop) = self.emit(s, tok) {
-            s.stop = Some(stop);
-            s.t_done = now;
-            return;
-        }
-        s.pending.push(tok);
-        if !self.fast_forward {
-            return;
-        }
-        let budget = s.req.max_tokens.max(1) as usize - s.n_out;
-        let forced = match s.constraint.forced(budget.min(self.ff_cap())) {
-            Ok(f) => f,
-            Err(e) => {
-                s.error = Some(e);
-                s.stop = Some(StopReason::Eos);
-                s.t_done = now;
-                return;
-            }
-        };
-        for tok in forced {
-            s.n_forced += 1;
-            if let Some(stop) = self.emit(s, tok) {
-                s.stop = Some(stop);
-                s.t_done = ms(t0);
-                return;
-            }
-            s.pending.push(tok);
-        }
+        Some(tok)
     }
 
     /// Appends an output token's text; the reason to stop after it, if any.
     fn emit(&self, s: &mut Seq<'_>, tok: LlamaToken) -> Option<StopReason> {
         s.n_out += 1;
+        s.out_tokens.push(tok);
         let piece = self.model.vocab().token_to_piece(tok, false, None);
         s.out.extend_from_slice(&piece);
         if s.constraint.is_active() && s.scanner.feed(&piece) {
@@ -687,4 +819,37 @@ fn shared_prefix(seqs: &[Seq<'_>]) -> usize {
         n = n.min(first.iter().zip(&s.tokens).take_while(|(a, b)| a == b).count());
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Draft, LlamaToken};
+
+    fn toks(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&i| LlamaToken(i)).collect()
+    }
+
+    #[test]
+    fn a_draft_continues_where_the_output_is_its_prefix() {
+        let mut d = Draft::new(toks(&[1, 2, 3, 4, 5, 6]));
+        assert_eq!(d.propose(&toks(&[1, 2]), 3), &toks(&[3, 4, 5])[..]);
+        assert_eq!(d.propose(&toks(&[1, 2, 3, 4, 5, 6]), 3), &[] as &[LlamaToken], "nothing after the end");
+        assert_eq!(d.propose(&toks(&[1, 2]), 0), &[] as &[LlamaToken], "no room");
+        d.len = 2;
+        assert_eq!(d.propose(&toks(&[1]), 10), &toks(&[2, 3])[..], "at most `len`");
+    }
+
+    #[test]
+    fn after_a_divergence_the_draft_resyncs_on_the_longest_tail_found_and_only_moves_forward() {
+        // Draft: key A (10 11 12), value 1, key B (20 21 22), value 2, key A again, value 3.
+        let mut d = Draft::new(toks(&[10, 11, 12, 1, 20, 21, 22, 2, 10, 11, 12, 3]));
+        // The output diverged in value 1 (99) and now stands after key B.
+        assert_eq!(d.propose(&toks(&[10, 11, 12, 99, 20, 21, 22]), 4), &toks(&[2, 10, 11, 12])[..]);
+        // Later on, key A's second occurrence is found, not the first one behind the floor.
+        assert_eq!(d.propose(&toks(&[10, 11, 12, 99, 20, 21, 22, 7, 10, 11, 12]), 4), &toks(&[3])[..]);
+        // A tail shorter than three tokens is no evidence.
+        let mut d = Draft::new(toks(&[5, 6, 7, 8]));
+        assert_eq!(d.propose(&toks(&[9, 6, 7]), 4), &[] as &[LlamaToken]);
+        assert_eq!(d.propose(&toks(&[9, 5, 6, 7]), 4), &toks(&[8])[..]);
+    }
 }

@@ -205,6 +205,7 @@ impl Workload for EvalPass {
             validator: &self.inputs.validator,
             max_tokens: task.max_tokens,
             overflow: Overflow::Error,
+            drafts: None,
         };
         let (records, wall_ms) = eval::run(self.engine.as_ref(), &spec, &self.inputs.eval_examples, &mut Silent)
             .map_err(|e| BenchError::Unmeasurable { metric: self.spec.name.clone(), detail: e.to_string() })?;

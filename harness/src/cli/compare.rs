@@ -81,6 +81,9 @@ pub struct Row {
     pub speedup: f64,
     /// Documents whose KV state ours restored instead of computing.
     pub cache_hits: usize,
+    /// Draft tokens ours fed for verification (pass 2: pass 1's outputs), and those kept.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +125,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
     cfg.weights = e.engine.weights();
     cfg.fast_forward = e.fast_forward();
+    cfg.speculative = e.speculative();
     // A cold cache for the first pass: a fresh spill directory unless one is given.
     let scratch = tempfile::tempdir().context("creating a temp dir for the prefix cache")?;
     cfg.prefix_cache = e.prefix_cache()?.map(|mut pc| {
@@ -171,6 +175,9 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     };
 
     let mut rows = Vec::new();
+    // Pass 2 drafts from pass 1's outputs, as an optimize run drafts from the latest output of
+    // each document.
+    let mut drafts: Option<eval::Drafts> = None;
     for (pass, instruction) in [(1, &prompt1), (2, &prompt2)] {
         say(&format!("pass {pass}: peer, {} examples one request at a time…", examples.len()));
         let peer_pass = peer.pass(&task, examples, instruction, schema.as_ref(), max_tokens, &validator);
@@ -182,8 +189,12 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
             validator: &validator,
             max_tokens,
             overflow: e.on_overflow,
+            drafts: drafts.as_ref(),
         };
         let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut Silent).context("eval pass")?;
+        drafts = Some(eval::drafts_from(&records));
+        let drafted: usize = records.iter().map(|r| r.tokens.drafted).sum();
+        let accepted: usize = records.iter().map(|r| r.tokens.accepted).sum();
         let ours = Pass {
             wall_s: wall_ms / 1000.0,
             mean_score: mean(records.iter().map(|r| r.score)),
@@ -192,7 +203,15 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         };
         let cache_hits = records.iter().filter(|r| r.prefix_cache.is_some_and(|u| u.hit())).count();
         say(&format!("pass {pass}: promptloop {:.1} s", ours.wall_s));
-        rows.push(Row { pass, speedup: peer_pass.wall_s / ours.wall_s.max(1e-9), peer: peer_pass, ours, cache_hits });
+        rows.push(Row {
+            pass,
+            speedup: peer_pass.wall_s / ours.wall_s.max(1e-9),
+            peer: peer_pass,
+            ours,
+            cache_hits,
+            drafted,
+            accepted,
+        });
     }
     let report = Report {
         task: task.name.clone(),
@@ -245,13 +264,13 @@ fn table(r: &Report, info: &engines::EngineInfo) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "{:<6} {:>10} {:>10} {:>8} {:>11} {:>11} {:>10}",
-        "pass", "peer s", "ours s", "ratio", "peer mean", "ours mean", "doc hits"
+        "{:<6} {:>10} {:>10} {:>8} {:>11} {:>11} {:>10} {:>16}",
+        "pass", "peer s", "ours s", "ratio", "peer mean", "ours mean", "doc hits", "draft kept"
     );
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<6} {:>10.1} {:>10.1} {:>7.1}x {:>11.3} {:>11.3} {:>7}/{}",
+            "{:<6} {:>10.1} {:>10.1} {:>7.1}x {:>11.3} {:>11.3} {:>7}/{:<2} {:>16}",
             row.pass,
             row.peer.wall_s,
             row.ours.wall_s,
@@ -259,7 +278,8 @@ fn table(r: &Report, info: &engines::EngineInfo) -> String {
             row.peer.mean_score,
             row.ours.mean_score,
             row.cache_hits,
-            r.examples
+            r.examples,
+            format!("{}/{}", row.accepted, row.drafted)
         );
     }
     for row in &r.rows {

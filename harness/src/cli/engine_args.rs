@@ -198,12 +198,22 @@ pub struct EngineArgs {
     /// a time instead of one decode step each (llguidance only): on or off.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub fast_forward: String,
+    /// Verify drafts (an earlier output of the same document: `eval --draft`, the previous pass
+    /// in `compare`, the latest output in `optimize`) several tokens per decode step, keeping the
+    /// tokens greedy decoding picks anyway (llama engine, greedy): on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub speculative: String,
 }
 
 impl EngineArgs {
     /// `--fast-forward on`.
     pub fn fast_forward(&self) -> bool {
         self.fast_forward == "on"
+    }
+
+    /// `--speculative on`.
+    pub fn speculative(&self) -> bool {
+        self.speculative == "on"
     }
 
     /// The prefix-cache budgets these flags ask for (`None` when off).

@@ -39,6 +39,10 @@ pub struct EvalArgs {
     /// Write one JSON record per example (output, verdicts, timings) to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Records of an earlier pass (an `--out` file): each example's output there is the draft
+    /// of its output here (see `--speculative`).
+    #[arg(long, value_name = "FILE")]
+    pub draft: Option<PathBuf>,
 }
 
 pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
@@ -67,6 +71,8 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     cfg.weights = e.engine.weights();
     cfg.prefix_cache = e.prefix_cache()?;
     cfg.fast_forward = e.fast_forward();
+    cfg.speculative = e.speculative();
+    let drafts = args.draft.as_deref().map(read_drafts).transpose()?;
     let engine = load_engine(routed.kind, &cfg)?;
     let info = engine.info();
 
@@ -77,6 +83,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         validator: &validator,
         max_tokens: e.max_tokens.unwrap_or(task.max_tokens),
         overflow: e.on_overflow,
+        drafts: drafts.as_ref(),
     };
     let mut reporter = CliReporter::new(args.out.as_deref(), quiet || args.json)?;
     let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut reporter)
@@ -101,6 +108,18 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The outputs of an `eval --out` file by example id; a bad line is an input error naming it.
+fn read_drafts(path: &Path) -> anyhow::Result<eval::Drafts> {
+    let text = fs_err::read_to_string(path).map_err(|e| InputError(e.to_string()))?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let rec: ExampleRecord = serde_json::from_str(line)
+            .map_err(|e| InputError(format!("{}:{}:{}: not an eval record: {e}", path.display(), i + 1, e.column())))?;
+        records.push(rec);
+    }
+    Ok(eval::drafts_from(&records))
 }
 
 pub(super) fn read_prompt(path: &Path) -> anyhow::Result<String> {

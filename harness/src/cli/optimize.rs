@@ -163,6 +163,7 @@ impl OptimizeArgs {
             chat_template: e.chat_template.clone(),
             prefix_cache: e.prefix_cache()?,
             fast_forward: e.fast_forward(),
+            speculative: e.speculative(),
         })
     }
 
@@ -545,6 +546,7 @@ fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
     config.weights = o.weights;
     config.prefix_cache.clone_from(&o.prefix_cache);
     config.fast_forward = o.fast_forward;
+    config.speculative = o.speculative;
     let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
     let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));

@@ -88,6 +88,11 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
     if c.fast_forward && p.constraint == ConstraintBackend::Llguidance {
         canon["fast_forward"] = json!(true);
     }
+    // Draft tokens are verified several per forward call, which can move logits by float
+    // rounding (the greedy choice is the model's own either way). Only when on, like the others.
+    if c.speculative {
+        canon["speculative"] = json!(true);
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 
@@ -159,6 +164,9 @@ mod tests {
         let mut plain = cfg.clone();
         plain.fast_forward = false;
         assert_ne!(base, engine_key(&parts(&model, &plain)), "forced tokens may change outputs");
+        let mut plain = cfg.clone();
+        plain.speculative = false;
+        assert_ne!(base, engine_key(&parts(&model, &plain)), "verified drafts may move logits");
     }
 
     #[test]

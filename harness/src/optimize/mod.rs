@@ -164,6 +164,10 @@ pub struct Options {
     /// decoded every token (`false`), so a resumed run keeps its engine key.
     #[serde(default)]
     pub fast_forward: bool,
+    /// Each example's latest output is the draft of its next eval (verified, greedy). Logs
+    /// written before it existed drafted nothing (`false`), so a resumed run keeps its key.
+    #[serde(default)]
+    pub speculative: bool,
 }
 
 impl Default for Options {
@@ -202,6 +206,7 @@ impl Default for Options {
             weights: engines::WeightFormat::Gguf,
             prefix_cache: None,
             fast_forward: true,
+            speculative: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The optimize loop itself: evaluate (through the cache), propose, gate on train, gate on
 //! dev, log, repeat; then baseline against best on every split.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -116,6 +117,7 @@ pub fn run(
         failures_in_row: 0,
         started: Instant::now(),
         history: Vec::new(),
+        drafts: HashMap::new(),
     };
     lp.run()
 }
@@ -136,6 +138,10 @@ struct Loop<'a, 'l, 'o> {
     started: Instant,
     /// Instructions tried, with their train means (for OPRO).
     history: Vec<(String, f64)>,
+    /// By split, each example's latest output: the draft of its next eval (the documents stay,
+    /// the prompt changes, and most of the output with it stays too). Filled from every
+    /// evaluate call's records, logged or run, so a resumed run drafts as an uninterrupted one.
+    drafts: HashMap<String, eval::Drafts>,
 }
 
 /// Live optimizer calls that may fail in a row (after their own retries) before the run stops.
@@ -584,6 +590,7 @@ impl Loop<'_, '_, '_> {
                     validator: self.s.validator,
                     max_tokens: self.s.max_tokens,
                     overflow: self.s.options.on_overflow,
+                    drafts: self.drafts.get(split),
                 };
                 let mut rep = LogReporter {
                     log: self.log,
@@ -606,6 +613,7 @@ impl Loop<'_, '_, '_> {
             let rec = self.log.lookup(&self.key(sha, &ex.id)).cloned();
             records.push(rec.ok_or_else(|| OptimizeError::Missing { id: ex.id.clone(), split: split.into() })?);
         }
+        self.drafts.entry(split.to_owned()).or_default().extend(eval::drafts_from(&records));
         tracing::info!(split, prompt = &prompt_sha[..12], ran, mean = mean_score(&records), "eval");
         self.obs.event(&Event::Eval {
             split: split.to_owned(),

@@ -45,7 +45,7 @@ fn rec(id: &str, name: Option<FailureClass>, date: Option<FailureClass>, input: 
         format_error: None,
         truncated: false,
         fields,
-        tokens: TokenCounts { input, output: 20, shared_prefix: 0, forced: 0 },
+        tokens: TokenCounts { input, output: 20, ..TokenCounts::default() },
         timings: Timings { tokenize_ms: 1.0, prefill_ms: ms * 0.6, ttft_ms: ms * 0.6, decode_ms: ms * 0.4, total_ms: ms },
         peak_rss_bytes: (200 << 20) + input as u64 * 1000,
         batch_size: 2,
