@@ -433,6 +433,7 @@ impl Response {
 
 /// What to load and how to run it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools)] // independent switches, each its own setting
 pub struct EngineConfig {
     /// GGUF file.
     pub model: PathBuf,

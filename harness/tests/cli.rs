@@ -134,3 +134,39 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/no/such/task"), "{}", stderr(&out));
 }
+
+/// `--draft FILE`: the outputs of an earlier `--out` file are the drafts of a second pass under
+/// a changed instruction; the summary counts the draft tokens fed and kept, the records carry
+/// them, and the outputs stay valid. A draft file that is not eval records exits 2 naming its
+/// line.
+#[test]
+fn a_second_pass_drafts_from_the_first_passes_records() {
+    require_model();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let task = cuad_mini();
+    let first = dir.path().join("first.jsonl");
+    let base = ["eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "2", "--batch-size", "2", "--json"];
+    let out = promptloop(&[&base[..], &["--out", first.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let prompt = dir.path().join("prompt.txt");
+    let text = std::fs::read_to_string(task.join("prompt.txt")).unwrap();
+    std::fs::write(&prompt, format!("{}\nUse null when the contract does not say.\n", text.trim_end())).unwrap();
+    let second = dir.path().join("second.jsonl");
+    let args = ["--prompt", prompt.to_str().unwrap(), "--draft", first.to_str().unwrap(), "--out", second.to_str().unwrap()];
+    let out = promptloop(&[&base[..], &args[..]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    let (drafted, kept) = (s["speed"]["drafted_tokens"].as_u64().unwrap(), s["speed"]["accepted_tokens"].as_u64().unwrap());
+    assert!(drafted > 0 && kept > 0 && kept <= drafted, "{s}");
+    assert_eq!(s["failure_classes"]["format"].as_u64().unwrap_or(0), 0, "{s}");
+    let recs = records(&second);
+    let kept_in_records: u64 = recs.iter().map(|r| r["tokens"]["accepted"].as_u64().unwrap()).sum();
+    assert_eq!(kept_in_records, kept);
+    eprintln!("{kept} of {drafted} draft tokens kept");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"id\": 3}}\n", std::fs::read_to_string(&first).unwrap().lines().next().unwrap())).unwrap();
+    let out = promptloop(&[&base[..], &["--draft", bad.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bad.jsonl:2"), "{}", stderr(&out));
+}
