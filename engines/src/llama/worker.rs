@@ -283,8 +283,9 @@ pub(super) struct Worker<'m> {
     speculative: bool,
 }
 
-/// Draft tokens fed per step after a rejection; doubled after each step whose draft was kept
-/// whole, up to what the batch has room for.
+/// Draft tokens fed at a request's first drafting step, and after a rejection; doubled after
+/// each step whose draft was kept whole, up to what the batch has room for.
+const DRAFT_START: usize = 16;
 const DRAFT_MIN: usize = 4;
 /// Longest and shortest output tail looked up in the draft to find where to continue from.
 const DRAFT_MATCH_MAX: usize = 8;
@@ -306,7 +307,7 @@ struct Draft {
 
 impl Draft {
     fn new(tokens: Vec<LlamaToken>) -> Self {
-        Self { tokens, len: 4 * DRAFT_MIN, ..Self::default() }
+        Self { tokens, len: DRAFT_START, ..Self::default() }
     }
 
     /// The draft tokens that should follow `out` (the output so far), at most `room`: where
@@ -323,7 +324,7 @@ impl Draft {
         } else {
             for n in (DRAFT_MATCH_MIN..=DRAFT_MATCH_MAX.min(out.len())).rev() {
                 let tail = &out[out.len() - n..];
-                if let Some(p) = self.tokens[self.floor.min(self.tokens.len())..].windows(n).position(|w| w == tail) {
+                if let Some(p) = self.tokens[self.floor..].windows(n).position(|w| w == tail) {
                     self.floor += p;
                     from = Some(self.floor + n);
                     break;
@@ -702,8 +703,7 @@ impl Worker<'_> {
                 at += 1;
             }
             if let Some(stop) = self.emit(s, tok) {
-                s.stop = Some(stop);
-                s.t_done = ms(t0);
+                finish(s, stop, t0);
                 break;
             }
             if !on_draft {
@@ -714,17 +714,14 @@ impl Worker<'_> {
                 let forced = match s.constraint.forced(budget.min(self.ff_cap())) {
                     Ok(f) => f,
                     Err(e) => {
-                        s.error = Some(e);
-                        s.stop = Some(StopReason::Eos);
-                        s.t_done = ms(t0);
+                        fail(s, e, t0);
                         break;
                     }
                 };
                 for tok in forced {
                     s.n_forced += 1;
                     if let Some(stop) = self.emit(s, tok) {
-                        s.stop = Some(stop);
-                        s.t_done = ms(t0);
+                        finish(s, stop, t0);
                         break 'pick;
                     }
                     if on_draft && fed.get(kept) == Some(&tok) {
@@ -763,9 +760,7 @@ impl Worker<'_> {
         let tok = match s.constraint.choose(logits, &s.req.sampling, &mut s.rng) {
             Ok(t) => t,
             Err(e) => {
-                s.error = Some(e);
-                s.stop = Some(StopReason::Eos);
-                s.t_done = ms(t0);
+                fail(s, e, t0);
                 return None;
             }
         };
@@ -773,8 +768,7 @@ impl Worker<'_> {
             s.t_first = ms(t0);
         }
         if self.model.vocab().is_eog(tok) && !s.req.ignore_eos {
-            s.stop = Some(StopReason::Eos);
-            s.t_done = ms(t0);
+            finish(s, StopReason::Eos, t0);
             return None;
         }
         Some(tok)
@@ -804,6 +798,18 @@ impl Worker<'_> {
     fn decode_batch(&mut self, batch: &mut LlamaBatch) -> Result<(), EngineError> {
         self.ctx.decode(batch).map_err(|e| EngineError::Decode(e.to_string()))
     }
+}
+
+/// `s` is done, for `stop`.
+fn finish(s: &mut Seq<'_>, stop: StopReason, t0: Instant) {
+    s.stop = Some(stop);
+    s.t_done = ms(t0);
+}
+
+/// `s` is done with an error (its response carries it).
+fn fail(s: &mut Seq<'_>, e: EngineError, t0: Instant) {
+    s.error = Some(e);
+    finish(s, StopReason::Eos, t0);
 }
 
 fn add(batch: &mut LlamaBatch, tok: LlamaToken, pos: i32, seq: i32, logits: bool) -> Result<(), EngineError> {
