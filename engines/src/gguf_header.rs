@@ -25,8 +25,6 @@ pub(crate) fn check_architecture(content: &Content, engine: &str) -> Result<Stri
     if arch == "llama" {
         Ok(arch)
     } else {
-        Err(format!(
-            "architecture `{arch}` is not supported by the {engine} engine (supported: llama); use --engine llama"
-        ))
+        Err(format!("architecture `{arch}` is not supported by the {engine} engine (supported: llama); use --engine llama"))
     }
 }

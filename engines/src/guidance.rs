@@ -57,21 +57,15 @@ impl SchemaCompiler {
 pub(crate) fn compact_json(schema: &serde_json::Value) -> serde_json::Value {
     let mut s = schema.clone();
     if let Some(obj) = s.as_object_mut() {
-        obj.entry("x-guidance").or_insert_with(|| {
-            serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
-        });
+        obj.entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}));
     }
     s
 }
 
 /// Picks a token from `logits` among those `allowed` (all when `None`): argmax when greedy,
 /// else seeded temperature/top-p sampling.
-pub(crate) fn pick(
-    logits: &[f32],
-    allowed: Option<&dyn Fn(usize) -> bool>,
-    sampling: &Sampling,
-    rng: &mut Rng,
-) -> Option<usize> {
+pub(crate) fn pick(logits: &[f32], allowed: Option<&dyn Fn(usize) -> bool>, sampling: &Sampling, rng: &mut Rng) -> Option<usize> {
     if sampling.is_greedy() {
         argmax(logits, allowed)
     } else {
@@ -102,12 +96,7 @@ pub(crate) fn fast_forward(matcher: &mut Matcher, max: usize) -> Result<Vec<u32>
 }
 
 /// Picks the next token under `matcher`'s mask and advances the matcher with it.
-pub(crate) fn choose(
-    matcher: &mut Matcher,
-    logits: &[f32],
-    sampling: &Sampling,
-    rng: &mut Rng,
-) -> Result<usize, EngineError> {
+pub(crate) fn choose(matcher: &mut Matcher, logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<usize, EngineError> {
     let mask = matcher.compute_mask().map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
     let allowed = |i: usize| u32::try_from(i).is_ok_and(|t| mask.is_allowed(t));
     let tok = pick(logits, Some(&allowed), sampling, rng).ok_or_else(none_allowed)?;

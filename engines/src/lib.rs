@@ -7,18 +7,18 @@
 //! [`load`].
 
 mod error;
+#[cfg(any(feature = "candle", feature = "mlx"))]
+mod gguf_header;
 #[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
 mod guidance;
 mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
 mod sampling;
-#[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
-mod support;
-#[cfg(any(feature = "candle", feature = "mlx"))]
-mod gguf_header;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod sequential;
+#[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
+mod support;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod tokenizer;
 mod types;
@@ -33,9 +33,8 @@ pub mod mlx;
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
 pub use types::{
-    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo,
-    EngineKind, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling,
-    StopReason, Timings, TokenCounts, WeightFormat,
+    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,
+    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, StopReason, Timings, TokenCounts, WeightFormat,
 };
 
 /// An in-process inference engine holding one loaded model.
@@ -79,10 +78,7 @@ pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, 
         EngineKind::Mlx => Ok(Box::new(mlx::MlxEngine::load(config)?)),
         // Reachable unless every backend is compiled in.
         #[allow(unreachable_patterns)]
-        other => Err(EngineError::NotCompiled {
-            kind: other,
-            feature: other.feature(),
-        }),
+        other => Err(EngineError::NotCompiled { kind: other, feature: other.feature() }),
     }
 }
 
@@ -103,8 +99,5 @@ pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
 
 /// The engines compiled into this build.
 pub fn compiled_engines() -> Vec<EngineKind> {
-    EngineKind::ALL
-        .into_iter()
-        .filter(|k| k.is_compiled())
-        .collect()
+    EngineKind::ALL.into_iter().filter(|k| k.is_compiled()).collect()
 }

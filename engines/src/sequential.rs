@@ -20,8 +20,8 @@ use crate::sampling::Rng;
 use crate::support::{panic_message, Ready, Worker};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
 use crate::{
-    Capabilities, ChatMessage, Constraint, ConstraintBackend, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, JsonScanner,
-    Request, Response, StopReason, Timings, TokenCounts,
+    Capabilities, ChatMessage, Constraint, ConstraintBackend, Engine, EngineConfig, EngineError, EngineInfo, EngineKind,
+    JsonScanner, Request, Response, StopReason, Timings, TokenCounts,
 };
 
 /// A model that decodes one sequence at a time.
@@ -284,10 +284,7 @@ impl<M: SeqModel> Sequential<M> {
                 results[slot] = Some(res);
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into()))))
-            .collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into())))).collect()
     }
 
     /// Prefills the group's common prefix once (when long enough), then runs each request from
@@ -298,11 +295,7 @@ impl<M: SeqModel> Sequential<M> {
         let watch = PeakWatch::start();
         let t_prefix = Instant::now();
         let mut base = self.model.empty();
-        let prefix = if shared > 0 {
-            self.prefill(&mut base, &group[0].tokens[..shared]).map(|_| ())
-        } else {
-            Ok(())
-        };
+        let prefix = if shared > 0 { self.prefill(&mut base, &group[0].tokens[..shared]).map(|_| ()) } else { Ok(()) };
         let prefix_ms = ms(t_prefix);
         let prefix_peak = watch.peak();
         let mut out = Vec::with_capacity(group.len());
@@ -329,13 +322,7 @@ impl<M: SeqModel> Sequential<M> {
         logits.ok_or_else(|| EngineError::Decode("nothing to prefill".into()))
     }
 
-    fn run_one(
-        &mut self,
-        base: &M::State,
-        p: &mut Prepared<'_>,
-        shared: usize,
-        prefix_ms: f64,
-    ) -> Result<Response, EngineError> {
+    fn run_one(&mut self, base: &M::State, p: &mut Prepared<'_>, shared: usize, prefix_ms: f64) -> Result<Response, EngineError> {
         let watch = PeakWatch::start();
         let t0 = Instant::now();
         let mut state = base.clone();
@@ -389,7 +376,13 @@ impl<M: SeqModel> Sequential<M> {
             id: req.id.clone(),
             text: String::from_utf8_lossy(&out).into_owned(),
             stop,
-            tokens: TokenCounts { input: p.tokens.len(), output: n_out, shared_prefix: shared, forced: n_forced, ..TokenCounts::default() },
+            tokens: TokenCounts {
+                input: p.tokens.len(),
+                output: n_out,
+                shared_prefix: shared,
+                forced: n_forced,
+                ..TokenCounts::default()
+            },
             timings: Timings {
                 tokenize_ms: p.tokenize_ms,
                 prefill_ms,

@@ -9,8 +9,7 @@ use crate::{EngineConfig, EngineError, EngineInfo, Request, Response};
 
 /// Fails early with a clear error when `path` is missing, not a file, or not a GGUF.
 pub(crate) fn check_model_file(path: &Path) -> Result<(), EngineError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| EngineError::ModelFile { path: path.to_path_buf(), reason: e.to_string() })?;
+    let meta = std::fs::metadata(path).map_err(|e| EngineError::ModelFile { path: path.to_path_buf(), reason: e.to_string() })?;
     if !meta.is_file() {
         return Err(EngineError::ModelFile { path: path.to_path_buf(), reason: "not a file".into() });
     }
@@ -18,10 +17,7 @@ pub(crate) fn check_model_file(path: &Path) -> Result<(), EngineError> {
     let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
     match read {
         Ok(()) if &magic == b"GGUF" => Ok(()),
-        Ok(()) => Err(EngineError::ModelFile {
-            path: path.to_path_buf(),
-            reason: "not a GGUF file (missing GGUF magic)".into(),
-        }),
+        Ok(()) => Err(EngineError::ModelFile { path: path.to_path_buf(), reason: "not a GGUF file (missing GGUF magic)".into() }),
         Err(e) => Err(EngineError::ModelFile { path: path.to_path_buf(), reason: e.to_string() }),
     }
 }

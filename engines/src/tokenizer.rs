@@ -104,10 +104,7 @@ fn meta<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, TokenizerError> {
 }
 
 fn meta_str<'a>(ct: &'a Content, key: &str) -> Result<&'a str, TokenizerError> {
-    meta(ct, key)?
-        .to_string()
-        .map(String::as_str)
-        .map_err(|e| TokenizerError::Metadata(format!("`{key}`: {e}")))
+    meta(ct, key)?.to_string().map(String::as_str).map_err(|e| TokenizerError::Metadata(format!("`{key}`: {e}")))
 }
 
 fn meta_u32(ct: &Content, key: &str) -> Option<u32> {
@@ -118,9 +115,7 @@ fn meta_strings(ct: &Content, key: &str) -> Result<Vec<String>, TokenizerError> 
     let arr = meta(ct, key)?.to_vec().map_err(|e| TokenizerError::Metadata(format!("`{key}`: {e}")))?;
     arr.iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.to_string().cloned().map_err(|e| TokenizerError::Metadata(format!("`{key}`[{i}]: {e}")))
-        })
+        .map(|(i, v)| v.to_string().cloned().map_err(|e| TokenizerError::Metadata(format!("`{key}`[{i}]: {e}"))))
         .collect()
 }
 
@@ -158,9 +153,7 @@ impl GgufTokenizer {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
             "gpt2" | "default" => ByteLevel::new(false, true, true).into(),
             other => {
-                return Err(TokenizerError::Unsupported(format!(
-                    "pre-tokenizer `{other}` (supported: smollm, gpt2, default)"
-                )))
+                return Err(TokenizerError::Unsupported(format!("pre-tokenizer `{other}` (supported: smollm, gpt2, default)")))
             }
         };
         let tokens = meta_strings(ct, "tokenizer.ggml.tokens")?;
@@ -174,11 +167,7 @@ impl GgufTokenizer {
             None => vec![1; tokens.len()],
         };
         if types.len() != tokens.len() {
-            return Err(TokenizerError::Metadata(format!(
-                "{} token types for {} tokens",
-                types.len(),
-                tokens.len()
-            )));
+            return Err(TokenizerError::Metadata(format!("{} token types for {} tokens", types.len(), tokens.len())));
         }
         let merges = meta_strings(ct, "tokenizer.ggml.merges")?
             .into_iter()
@@ -197,12 +186,8 @@ impl GgufTokenizer {
         let mut hf = Tokenizer::new(bpe);
         hf.with_pre_tokenizer(Some(pre_tokenizer));
         let is_special = |t: i32| matches!(t, TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED);
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, &t)| is_special(t))
-            .map(|(s, _)| AddedToken::from(s.clone(), true))
-            .collect();
+        let specials: Vec<AddedToken> =
+            tokens.iter().zip(&types).filter(|(_, &t)| is_special(t)).map(|(s, _)| AddedToken::from(s.clone(), true)).collect();
         hf.add_special_tokens(specials).map_err(|e| TokenizerError::Metadata(format!("special tokens: {e}")))?;
 
         let decoder = byte_level_decoder();
@@ -237,7 +222,8 @@ impl GgufTokenizer {
         let bos_id = in_vocab(meta_u32(ct, "tokenizer.ggml.bos_token_id"));
         let eos_id = in_vocab(meta_u32(ct, "tokenizer.ggml.eos_token_id"));
         let end_of_turn = in_vocab(meta_u32(ct, "tokenizer.ggml.eot_token_id"));
-        let mut eog: Vec<u32> = [eos_id, end_of_turn, in_vocab(meta_u32(ct, "tokenizer.ggml.eom_token_id"))].into_iter().flatten().collect();
+        let mut eog: Vec<u32> =
+            [eos_id, end_of_turn, in_vocab(meta_u32(ct, "tokenizer.ggml.eom_token_id"))].into_iter().flatten().collect();
         for (i, (s, &t)) in tokens.iter().zip(&types).enumerate() {
             if t == TYPE_CONTROL && EOG_TEXTS.contains(&s.as_str()) {
                 eog.push(i as u32);
@@ -261,15 +247,15 @@ impl GgufTokenizer {
                 name.to_owned(),
             )
         } else {
-                let jinja = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
-                let Some(jinja) = jinja else { return Err(TokenizerError::NoTemplate) };
-                let format = ChatFormat::detect(jinja).ok_or_else(|| TokenizerError::Template {
-                    name: "gguf".into(),
-                    reason: "the GGUF's chat template is not one the candle engine renders (chatml); \
+            let jinja = ct.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
+            let Some(jinja) = jinja else { return Err(TokenizerError::NoTemplate) };
+            let format = ChatFormat::detect(jinja).ok_or_else(|| TokenizerError::Template {
+                name: "gguf".into(),
+                reason: "the GGUF's chat template is not one the candle engine renders (chatml); \
                              choose one with --chat-template"
-                        .into(),
-                })?;
-                (format, "gguf".to_owned())
+                    .into(),
+            })?;
+            (format, "gguf".to_owned())
         };
         Ok(Self {
             hf: Arc::new(hf),

@@ -22,10 +22,8 @@ fn repo_file(rel: &str) -> PathBuf {
 /// llama.cpp's prompt ids: the GGUF's template as llama.cpp applies it, special tokens parsed.
 fn llama_ids(model: &LlamaModel, messages: &[ChatMessage]) -> Vec<u32> {
     let template = model.chat_template(None).expect("SmolLM2 has a chat template");
-    let chat: Vec<LlamaChatMessage> = messages
-        .iter()
-        .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()).expect("no NUL"))
-        .collect();
+    let chat: Vec<LlamaChatMessage> =
+        messages.iter().map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()).expect("no NUL")).collect();
     let text = model.apply_chat_template(&template, &chat, true).expect("template applies");
     model.vocab().tokenize(text.as_bytes(), true, true).into_iter().map(|t| t.0 as u32).collect()
 }
@@ -48,7 +46,10 @@ fn prompt_tokens_equal_llama_cpp_on_every_cuad_dev_document() {
             id.clone(),
             vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{text}"))],
         ));
-        cases.push((format!("{id} (document first)"), vec![ChatMessage::user(format!("Contract:\n\n{text}\n\n---\n\n{instruction}"))]));
+        cases.push((
+            format!("{id} (document first)"),
+            vec![ChatMessage::user(format!("Contract:\n\n{text}\n\n---\n\n{instruction}"))],
+        ));
     }
     assert!(cases.len() >= 80, "expected the 40 CUAD dev documents, got {}", cases.len() / 2);
     // Strings that stress the pre-tokenizer: digits, contractions, runs of spaces and newlines,

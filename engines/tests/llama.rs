@@ -7,9 +7,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use engines::{
-    ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind, Request, StopReason,
-};
+use engines::{ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind, Request, StopReason};
 use serde_json::json;
 
 mod common;
@@ -267,11 +265,7 @@ fn outputs_with_the_prefix_cache_equal_outputs_without_it() {
         docs.iter().enumerate().map(|(i, d)| doc_first(&format!("d{i}"), d, instruction)).collect()
     };
     let texts = |e: &dyn Engine, rs: Vec<Request>| -> Vec<(String, Option<engines::CacheTier>)> {
-        e.generate(&rs)
-            .into_iter()
-            .map(|r| r.expect("generates"))
-            .map(|r| (r.text, r.prefix_cache.map(|u| u.tier)))
-            .collect()
+        e.generate(&rs).into_iter().map(|r| r.expect("generates")).map(|r| (r.text, r.prefix_cache.map(|u| u.tier))).collect()
     };
     let plain = cached_engine(None, 2);
     let base1 = texts(plain.as_ref(), reqs(I1));
@@ -388,7 +382,11 @@ fn drafts_are_verified_and_outputs_equal_plain_greedy() {
         assert!(own[i].tokens.accepted * 2 >= own[i].tokens.output, "doc {i}: {:?}", own[i].tokens);
     }
     let rejected = |rs: &[engines::Response]| rs.iter().map(|r| r.tokens.drafted - r.tokens.accepted).sum::<usize>();
-    assert!(rejected(&other) > 0, "another document's values differ somewhere: {:?}", other.iter().map(|r| r.tokens).collect::<Vec<_>>());
+    assert!(
+        rejected(&other) > 0,
+        "another document's values differ somewhere: {:?}",
+        other.iter().map(|r| r.tokens).collect::<Vec<_>>()
+    );
     assert!(rejected(&junk) > 0 || junk.iter().all(|r| r.tokens.drafted == 0));
 
     let mut off_cfg = EngineConfig::new(smollm2());

@@ -39,28 +39,17 @@ pub struct BoundNote {
 /// gold value: `maxItems = 4`, `maxLength = 4 * min_max_length`. A bound the schema already has
 /// is kept when it is smaller or equal; a new bound is raised to the schema's `minItems` /
 /// `minLength` when below it. Notes follow the order of the schema's `properties` map.
-pub fn harden_schema(
-    schema: &Value,
-    examples: &[Example],
-    cfg: &BoundsConfig,
-) -> (Value, Vec<BoundNote>) {
+pub fn harden_schema(schema: &Value, examples: &[Example], cfg: &BoundsConfig) -> (Value, Vec<BoundNote>) {
     let mut hardened = schema.clone();
     let mut notes = Vec::new();
     if !cfg.enabled {
         return (hardened, notes);
     }
-    let headroom = if cfg.headroom.is_finite() && cfg.headroom >= 1.0 {
-        cfg.headroom
-    } else {
-        1.0
-    };
+    let headroom = if cfg.headroom.is_finite() && cfg.headroom >= 1.0 { cfg.headroom } else { 1.0 };
     let floor = u64::from(cfg.min_max_length.max(1));
     let scale = |observed: u64| (observed as f64 * headroom).ceil() as u64;
 
-    let Some(properties) = hardened
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    else {
+    let Some(properties) = hardened.get_mut("properties").and_then(Value::as_object_mut) else {
         return (hardened, notes);
     };
     for (name, property) in properties.iter_mut() {
@@ -70,11 +59,7 @@ pub fn harden_schema(
         if is_enum(property) {
             continue;
         }
-        let gold: Vec<&Value> = examples
-            .iter()
-            .filter_map(|e| e.expected.get(name))
-            .filter(|v| !v.is_null())
-            .collect();
+        let gold: Vec<&Value> = examples.iter().filter_map(|e| e.expected.get(name)).filter(|v| !v.is_null()).collect();
 
         if has_type(property, "array") {
             let arrays: Vec<&Vec<Value>> = gold.iter().filter_map(|v| v.as_array()).collect();
@@ -85,10 +70,8 @@ pub fn harden_schema(
             }
             if let Some(items) = property.get_mut("items").and_then(Value::as_object_mut) {
                 if has_type(items, "string") && !is_enum(items) {
-                    let longest = Observed::new(
-                        arrays.iter().flat_map(|a| a.iter()).filter_map(Value::as_str).map(char_len),
-                        cfg.quantile,
-                    );
+                    let longest =
+                        Observed::new(arrays.iter().flat_map(|a| a.iter()).filter_map(Value::as_str).map(char_len), cfg.quantile);
                     let value = longest.map_or(floor * 4, |o| scale(o.at_quantile).max(floor));
                     if let Some(value) = tighten(items, "maxLength", "minLength", value) {
                         notes.push(note(format!("{name}[]"), "maxLength", value, longest));
@@ -112,14 +95,8 @@ pub fn describe(notes: &[BoundNote]) -> String {
     let mut lines: Vec<(String, Vec<String>)> = Vec::new();
     for n in notes {
         let (base, part) = match n.field.strip_suffix("[]") {
-            Some(base) => (
-                base,
-                format!("items {} {} ({})", n.keyword, n.value, observed(n)),
-            ),
-            None => (
-                n.field.as_str(),
-                format!("{} {} ({})", n.keyword, n.value, observed(n)),
-            ),
+            Some(base) => (base, format!("items {} {} ({})", n.keyword, n.value, observed(n))),
+            None => (n.field.as_str(), format!("{} {} ({})", n.keyword, n.value, observed(n))),
         };
         match lines.iter_mut().find(|(field, _)| field == base) {
             Some((_, parts)) => parts.push(part),
@@ -176,12 +153,7 @@ fn note(field: String, keyword: &'static str, value: u64, observed: Option<Obser
 
 /// Sets `keyword = value` unless the schema already has a bound <= `value`; never below the
 /// schema's `min_keyword`. Returns the value set.
-fn tighten(
-    schema: &mut Map<String, Value>,
-    keyword: &str,
-    min_keyword: &str,
-    value: u64,
-) -> Option<u64> {
+fn tighten(schema: &mut Map<String, Value>, keyword: &str, min_keyword: &str, value: u64) -> Option<u64> {
     if let Some(existing) = schema.get(keyword).and_then(Value::as_f64) {
         if existing <= value as f64 {
             return None;
@@ -220,12 +192,7 @@ mod tests {
         values
             .iter()
             .enumerate()
-            .map(|(i, v)| Example {
-                id: format!("e{i}"),
-                text: String::new(),
-                expected: v.clone(),
-                line: i + 1,
-            })
+            .map(|(i, v)| Example { id: format!("e{i}"), text: String::new(), expected: v.clone(), line: i + 1 })
             .collect()
     }
 
@@ -250,7 +217,9 @@ mod tests {
     #[test]
     fn quantile_ignores_the_outlier_and_pools_item_lengths() {
         let mut rows: Vec<Value> = (0..9).map(|_| json!({"parties": ["Acme Inc.", "Beta LLC"]})).collect();
-        rows.push(json!({"parties": (0..12).map(|i| format!("Signatory number {i} of a long filing, Inc.")).collect::<Vec<_>>()}));
+        rows.push(
+            json!({"parties": (0..12).map(|i| format!("Signatory number {i} of a long filing, Inc.")).collect::<Vec<_>>()}),
+        );
         let gold = examples(&rows);
         let cfg = BoundsConfig { quantile: 0.9, ..cfg() };
         let (hardened, notes) = harden_schema(&schema(), &gold, &cfg);
@@ -267,10 +236,7 @@ mod tests {
     #[test]
     fn disabled_changes_nothing() {
         let gold = examples(&[json!({"title": "x"})]);
-        let cfg = BoundsConfig {
-            enabled: false,
-            ..cfg()
-        };
+        let cfg = BoundsConfig { enabled: false, ..cfg() };
         let (hardened, notes) = harden_schema(&schema(), &gold, &cfg);
         assert_eq!(hardened, schema());
         assert!(notes.is_empty());
@@ -288,21 +254,9 @@ mod tests {
         assert_eq!(props["title"]["maxLength"], json!(60), "ceil(40 * 1.5)");
         assert_eq!(props["law"]["maxLength"], json!(16), "3 -> floor 16");
         assert_eq!(props["parties"]["maxItems"], json!(5), "ceil(3 * 1.5)");
-        assert_eq!(
-            props["parties"]["items"]["maxLength"],
-            json!(29),
-            "ceil(19 * 1.5)"
-        );
-        assert_eq!(
-            props["flag"],
-            schema()["properties"]["flag"],
-            "enums untouched"
-        );
-        assert_eq!(
-            props["tags"]["maxItems"],
-            json!(2),
-            "smaller existing bound kept"
-        );
+        assert_eq!(props["parties"]["items"]["maxLength"], json!(29), "ceil(19 * 1.5)");
+        assert_eq!(props["flag"], schema()["properties"]["flag"], "enums untouched");
+        assert_eq!(props["tags"]["maxItems"], json!(2), "smaller existing bound kept");
         assert!(notes.contains(&BoundNote {
             field: "parties".into(),
             keyword: "maxItems",
@@ -349,11 +303,7 @@ mod tests {
     fn counts_chars_not_bytes() {
         let schema = json!({"properties": {"name": {"type": "string"}}});
         let gold = examples(&[json!({"name": "é".repeat(20)})]);
-        let cfg = BoundsConfig {
-            headroom: 1.0,
-            min_max_length: 1,
-            ..cfg()
-        };
+        let cfg = BoundsConfig { headroom: 1.0, min_max_length: 1, ..cfg() };
         let (hardened, notes) = harden_schema(&schema, &gold, &cfg);
         assert_eq!(hardened["properties"]["name"]["maxLength"], json!(20));
         assert_eq!(notes[0].observed_max, 20);

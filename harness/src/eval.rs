@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use engines::{ChatMessage, Engine, EngineError, Request, Response, StopReason, TokenCounts, Timings};
+use engines::{ChatMessage, Engine, EngineError, Request, Response, StopReason, Timings, TokenCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -23,14 +23,10 @@ impl PromptSpec<'_> {
     /// Chat messages for one document.
     pub fn messages(&self, document: &str) -> Vec<ChatMessage> {
         match self.layout {
-            Layout::InstructionFirst => vec![
-                ChatMessage::system(self.instruction),
-                ChatMessage::user(format!("Contract:\n\n{document}")),
-            ],
-            Layout::DocumentFirst => vec![ChatMessage::user(format!(
-                "{DOC_HEAD}{document}\n\n---\n\n{}",
-                self.instruction
-            ))],
+            Layout::InstructionFirst => {
+                vec![ChatMessage::system(self.instruction), ChatMessage::user(format!("Contract:\n\n{document}"))]
+            }
+            Layout::DocumentFirst => vec![ChatMessage::user(format!("{DOC_HEAD}{document}\n\n---\n\n{}", self.instruction))],
         }
     }
 
@@ -68,7 +64,11 @@ pub type Drafts = std::collections::HashMap<String, String>;
 
 /// Drafts from records of an earlier pass: each example's output, when it has one.
 pub fn drafts_from(records: &[ExampleRecord]) -> Drafts {
-    records.iter().filter(|r| !r.output.is_empty() && r.input_chunks.is_none()).map(|r| (r.id.clone(), r.output.clone())).collect()
+    records
+        .iter()
+        .filter(|r| !r.output.is_empty() && r.input_chunks.is_none())
+        .map(|r| (r.id.clone(), r.output.clone()))
+        .collect()
 }
 
 /// One scored example.
@@ -346,4 +346,3 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
         }
     }
 }
-

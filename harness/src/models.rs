@@ -58,11 +58,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn resolve(model: &str) -> Result<PathBuf, ModelError> {
     if let Some(known) = KNOWN.iter().find(|k| k.name.eq_ignore_ascii_case(model)) {
         let path = model_dir().join(known.file);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ModelError::NotInstalled { name: known.name.into(), path })
-        };
+        return if path.is_file() { Ok(path) } else { Err(ModelError::NotInstalled { name: known.name.into(), path }) };
     }
     let path = Path::new(model);
     if path.is_file() {

@@ -126,10 +126,10 @@ pub fn merge(outputs: &[Option<Value>], fields: &[&str]) -> Value {
                 Value::Array(items)
             }
         } else {
-            values.iter().find(|v| !is_empty_value(v)).map_or_else(
-                || values.first().map_or(Value::Null, |v| (*v).clone()),
-                |v| (*v).clone(),
-            )
+            values
+                .iter()
+                .find(|v| !is_empty_value(v))
+                .map_or_else(|| values.first().map_or(Value::Null, |v| (*v).clone()), |v| (*v).clone())
         };
         merged.insert(key, value);
     }

@@ -198,12 +198,8 @@ impl Summary {
                 100.0 * sp.accepted_tokens as f64 / sp.output_tokens.max(1) as f64
             );
         }
-        let _ = writeln!(
-            s,
-            "peak memory     {:.1} MiB RSS (KV cache {:.1} MiB)",
-            mib(sp.peak_rss_bytes),
-            mib(self.kv_cache_bytes)
-        );
+        let _ =
+            writeln!(s, "peak memory     {:.1} MiB RSS (KV cache {:.1} MiB)", mib(sp.peak_rss_bytes), mib(self.kv_cache_bytes));
         if let Some(c) = &sp.prefix_cache {
             let _ = writeln!(
                 s,

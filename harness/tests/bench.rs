@@ -42,7 +42,8 @@ fn baseline_gate_fails_on_an_injected_slowdown_and_passes_otherwise() {
     let names: Vec<&str> = s["metrics"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["llama/decode/16", "scorer/cuad-mini"], "{s}");
     assert!(s["metrics"].as_array().unwrap().iter().all(|m| m["value"].as_f64().unwrap() > 0.0), "{s}");
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("now.json")).expect("saved baseline")).unwrap();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("now.json")).expect("saved baseline")).unwrap();
     assert_eq!(saved["name"], "now");
     assert_eq!(saved["metrics"], s["metrics"]);
     let facts = &saved["facts"];
@@ -57,7 +58,8 @@ fn baseline_gate_fails_on_an_injected_slowdown_and_passes_otherwise() {
     let out = bench(&["--dir", d, "--baseline", "fast", "--threshold", "10%"]);
     assert_eq!(out.status.code(), Some(3), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
     let table = stdout(&out);
-    for needle in ["old", "new", "ratio", "verdict", "llama/decode/16", "scorer/cuad-mini", "2 of 2 metrics regressed beyond 10%"] {
+    for needle in ["old", "new", "ratio", "verdict", "llama/decode/16", "scorer/cuad-mini", "2 of 2 metrics regressed beyond 10%"]
+    {
         assert!(table.contains(needle), "missing `{needle}` in:\n{table}");
     }
     assert_eq!(table.matches("REGRESSED").count(), 2, "{table}");
@@ -74,9 +76,8 @@ fn baseline_gate_fails_on_an_injected_slowdown_and_passes_otherwise() {
     assert!(out.status.success(), "{}", stderr(&out));
     let s = summary(&out);
     assert_eq!(s["regressed"], 0, "{s}");
-    let verdict = |name: &str| {
-        s["comparison"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == name).map(|r| r["verdict"].clone())
-    };
+    let verdict =
+        |name: &str| s["comparison"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == name).map(|r| r["verdict"].clone());
     assert_eq!(verdict("llama/decode/16"), Some("improved".into()), "{s}");
     assert_eq!(verdict("scorer/cuad-mini"), Some("improved".into()), "{s}");
     assert_eq!(verdict("llama/decode/999"), Some("missing".into()), "{s}");
@@ -87,7 +88,11 @@ fn baseline_gate_fails_on_an_injected_slowdown_and_passes_otherwise() {
 fn malformed_or_missing_baseline_exits_2_naming_the_file_line_and_field() {
     let dir = tempfile::tempdir().expect("temp dir");
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, "{\"metrics\": [\n  {\"name\": \"llama/decode/128\", \"group\": \"decode\",\n   \"value\": \"fast\"}\n]}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"metrics\": [\n  {\"name\": \"llama/decode/128\", \"group\": \"decode\",\n   \"value\": \"fast\"}\n]}\n",
+    )
+    .unwrap();
     let out = bench(&["--baseline", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);

@@ -8,8 +8,20 @@ use crate::support::{cuad_mini, promptloop, records, require_model, stderr, stdo
 fn calibrate(out: &str, extra: &[&str]) -> (std::process::Output, Option<Value>) {
     let task = cuad_mini();
     let mut args = vec![
-        "calibrate", "--model", "smollm2-135m", "--task", task.to_str().unwrap(), "--max-input", "1024", "--reps", "1",
-        "--max-tokens", "16", "--out", out, "--json",
+        "calibrate",
+        "--model",
+        "smollm2-135m",
+        "--task",
+        task.to_str().unwrap(),
+        "--max-input",
+        "1024",
+        "--reps",
+        "1",
+        "--max-tokens",
+        "16",
+        "--out",
+        out,
+        "--json",
     ];
     args.extend(extra);
     let o = promptloop(&args);
@@ -61,8 +73,24 @@ fn calibrate_fits_memory_routes_and_survives_a_low_budget() {
         let rec = tmp.path().join("auto.jsonl");
         let task = cuad_mini();
         let out = promptloop(&[
-            "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "2", "--batch-size", "1", "--engine",
-            "auto", "--routing", low_path.to_str().unwrap(), "--on-overflow", "chunk", "--max-tokens", "48", "--out",
+            "eval",
+            "--task",
+            task.to_str().unwrap(),
+            "--split",
+            "dev",
+            "--limit",
+            "2",
+            "--batch-size",
+            "1",
+            "--engine",
+            "auto",
+            "--routing",
+            low_path.to_str().unwrap(),
+            "--on-overflow",
+            "chunk",
+            "--max-tokens",
+            "48",
+            "--out",
             rec.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -78,8 +106,17 @@ fn calibrate_fits_memory_routes_and_survives_a_low_budget() {
     std::fs::write(&table_path, text.replace(sha, &"0".repeat(64))).unwrap();
     let task = cuad_mini();
     let out = promptloop(&[
-        "eval", "--task", task.to_str().unwrap(), "--limit", "1", "--engine", "auto", "--routing",
-        table_path.to_str().unwrap(), "--max-tokens", "16",
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--limit",
+        "1",
+        "--engine",
+        "auto",
+        "--routing",
+        table_path.to_str().unwrap(),
+        "--max-tokens",
+        "16",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("stale") && stderr(&out).contains("another model"), "{}", stderr(&out));
@@ -96,8 +133,23 @@ fn documents_longer_than_the_context_error_chunk_or_truncate() {
         // 768 tokens per sequence (llama.cpp rounds contexts up to 256): the contracts
         // (1,000-2,500 tokens) do not fit.
         let out = promptloop(&[
-            "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "2", "--engine", "llama", "--ctx",
-            "768", "--max-tokens", "64", "--on-overflow", policy, "--out", rec.to_str().unwrap(),
+            "eval",
+            "--task",
+            task.to_str().unwrap(),
+            "--split",
+            "dev",
+            "--limit",
+            "2",
+            "--engine",
+            "llama",
+            "--ctx",
+            "768",
+            "--max-tokens",
+            "64",
+            "--on-overflow",
+            policy,
+            "--out",
+            rec.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{policy}: {}", stderr(&out));
         records(&rec)

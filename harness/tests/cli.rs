@@ -11,8 +11,16 @@ fn llguidance_outputs_validate_for_every_example_of_the_split() {
     let out_path = dir.path().join("dev.jsonl");
     let task = cuad_mini();
     let out = promptloop(&[
-        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--model", "smollm2-135m",
-        "--json", "--out", out_path.to_str().unwrap(),
+        "eval",
+        "--task",
+        task.to_str().unwrap(),
+        "--split",
+        "dev",
+        "--model",
+        "smollm2-135m",
+        "--json",
+        "--out",
+        out_path.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = summary(&out);
@@ -22,8 +30,7 @@ fn llguidance_outputs_validate_for_every_example_of_the_split() {
     assert!(s["speed"]["prefill_tok_s"].as_f64().unwrap() > 0.0);
     assert!(s["speed"]["peak_rss_bytes"].as_u64().unwrap() > 50 << 20);
 
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(task.join("schema.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(task.join("schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let recs = records(&out_path);
     assert_eq!(recs.len(), 10);
@@ -50,9 +57,7 @@ fn llguidance_outputs_validate_for_every_example_of_the_split() {
 fn gbnf_outputs_validate_and_table_is_printed() {
     require_model();
     let task = cuad_mini();
-    let out = promptloop(&[
-        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--constraint", "gbnf",
-    ]);
+    let out = promptloop(&["eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--constraint", "gbnf"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     for needle in ["mean score", "agreement_date", "failures        format 0,", "latency", "prefill", "decode", "peak memory"] {
@@ -65,9 +70,7 @@ fn gbnf_outputs_validate_and_table_is_printed() {
 fn inputs_longer_than_the_context_are_reported_and_the_run_continues() {
     require_model();
     let task = cuad_mini();
-    let out = promptloop(&[
-        "eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--ctx", "256", "--json",
-    ]);
+    let out = promptloop(&["eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--ctx", "256", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = summary(&out);
     assert_eq!(s["errors"]["too_long"], 3, "{s}");
@@ -165,7 +168,8 @@ fn a_second_pass_drafts_from_the_first_passes_records() {
     eprintln!("{kept} of {drafted} draft tokens kept");
 
     let bad = dir.path().join("bad.jsonl");
-    std::fs::write(&bad, format!("{}\n{{\"id\": 3}}\n", std::fs::read_to_string(&first).unwrap().lines().next().unwrap())).unwrap();
+    std::fs::write(&bad, format!("{}\n{{\"id\": 3}}\n", std::fs::read_to_string(&first).unwrap().lines().next().unwrap()))
+        .unwrap();
     let out = promptloop(&[&base[..], &["--draft", bad.to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad.jsonl:2"), "{}", stderr(&out));

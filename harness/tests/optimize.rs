@@ -9,10 +9,8 @@ use serde_json::Value;
 
 use crate::support::{cuad_mini, promptloop, random_in, records, require_model, stderr, task_copy};
 
-const SHORT: [&str; 12] = [
-    "--limit-train", "4", "--limit-dev", "3", "--limit-test", "2", "--max-iterations", "1", "--candidates", "2",
-    "--demos", "1",
-];
+const SHORT: [&str; 12] =
+    ["--limit-train", "4", "--limit-dev", "3", "--limit-test", "2", "--max-iterations", "1", "--candidates", "2", "--demos", "1"];
 
 fn optimize_args<'a>(task: &'a str, out: &'a str) -> Vec<&'a str> {
     let mut args = vec!["optimize", "--task", task, "--optimizer", "none", "--proposer", "demos", "--out", out, "--json"];
@@ -66,7 +64,8 @@ fn run_log_resume_and_kill_resume_match_an_uninterrupted_run() {
         let ids = c["demo_ids"].as_array().unwrap();
         assert_eq!(ids.len(), 1);
         // Demos come from train only (the first 4 train examples here).
-        let train_ids: Vec<&str> = evals.iter().filter(|e| e["split"] == "train").map(|e| e["record"]["id"].as_str().unwrap()).collect();
+        let train_ids: Vec<&str> =
+            evals.iter().filter(|e| e["split"] == "train").map(|e| e["record"]["id"].as_str().unwrap()).collect();
         assert!(train_ids.contains(&ids[0].as_str().unwrap()), "{c}");
         assert_eq!(c["scores"].as_array().unwrap().len(), 4);
     }
@@ -142,7 +141,11 @@ fn corrupt_middle_line_and_foreign_task_exit_2() {
 
     // A fresh --out that already holds a run: error suggesting --resume, naming the task.
     let other = task_copy();
-    std::fs::write(other.path().join("task.toml"), std::fs::read_to_string(task.join("task.toml")).unwrap().replace("name = \"cuad-mini\"", "name = \"other\"")).unwrap();
+    std::fs::write(
+        other.path().join("task.toml"),
+        std::fs::read_to_string(task.join("task.toml")).unwrap().replace("name = \"cuad-mini\"", "name = \"other\""),
+    )
+    .unwrap();
     let out = promptloop(&["optimize", "--task", other.path().to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--resume") && stderr(&out).contains("cuad-mini"), "{}", stderr(&out));
@@ -172,10 +175,34 @@ fn racing_drops_candidates_early_and_the_document_cache_serves_later_prompts() {
     let out_dir = tmp.path().join("run");
     let kv = tmp.path().join("kv");
     let out = promptloop(&[
-        "optimize", "--task", task.path().to_str().unwrap(), "--optimizer", "none", "--proposer", "demos",
-        "--out", out_dir.to_str().unwrap(), "--json", "--limit-train", "4", "--limit-dev", "2", "--limit-test", "1",
-        "--max-iterations", "1", "--candidates", "4", "--demos", "1", "--batch-size", "1", "--max-tokens", "64",
-        "--prefix-cache-dir", kv.to_str().unwrap(),
+        "optimize",
+        "--task",
+        task.path().to_str().unwrap(),
+        "--optimizer",
+        "none",
+        "--proposer",
+        "demos",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+        "--limit-train",
+        "4",
+        "--limit-dev",
+        "2",
+        "--limit-test",
+        "1",
+        "--max-iterations",
+        "1",
+        "--candidates",
+        "4",
+        "--demos",
+        "1",
+        "--batch-size",
+        "1",
+        "--max-tokens",
+        "64",
+        "--prefix-cache-dir",
+        kv.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let recs = log_of(&out_dir);

@@ -24,10 +24,34 @@ fn of_type<'a>(recs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 /// A short LLM run's arguments.
 fn llm_args<'a>(out: &'a str, optimizer: &'a str, proposer: &'a str, iterations: &'a str, candidates: &'a str) -> Vec<&'a str> {
     vec![
-        "optimize", "--task", CUAD_MINI.get_or_init(|| cuad_mini().to_string_lossy().into_owned()), "--optimizer", optimizer,
-        "--proposer", proposer, "--out", out, "--limit-train", "2", "--limit-dev", "2", "--limit-test", "1",
-        "--max-iterations", iterations, "--candidates", candidates, "--optimizer-max-tokens", "120", "--worst", "2",
-        "--accept", "mean", "--optimizer-timeout", "20s", "--json",
+        "optimize",
+        "--task",
+        CUAD_MINI.get_or_init(|| cuad_mini().to_string_lossy().into_owned()),
+        "--optimizer",
+        optimizer,
+        "--proposer",
+        proposer,
+        "--out",
+        out,
+        "--limit-train",
+        "2",
+        "--limit-dev",
+        "2",
+        "--limit-test",
+        "1",
+        "--max-iterations",
+        iterations,
+        "--candidates",
+        candidates,
+        "--optimizer-max-tokens",
+        "120",
+        "--worst",
+        "2",
+        "--accept",
+        "mean",
+        "--optimizer-timeout",
+        "20s",
+        "--json",
     ]
 }
 
@@ -87,7 +111,9 @@ fn check_rules(recs: &[Value]) {
 }
 
 fn chat_posts(seen: &[Seen]) -> Vec<&Seen> {
-    seen.iter().filter(|s| s.method == "POST" && (s.path.ends_with("/chat/completions") || s.path.ends_with("/messages"))).collect()
+    seen.iter()
+        .filter(|s| s.method == "POST" && (s.path.ends_with("/chat/completions") || s.path.ends_with("/messages")))
+        .collect()
 }
 
 /// Bodies answered 200 more than once, the canary's (the first request) left out.
@@ -348,8 +374,19 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     let dir = tmp.path().join("r");
     let task = cuad_mini();
     let args = [
-        "optimize", "--task", task.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--optimizer", "openai:gpt-4o-mini",
-        "--max-iterations", "3", "--candidates", "2", "--dry-run", "--json",
+        "optimize",
+        "--task",
+        task.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--optimizer",
+        "openai:gpt-4o-mini",
+        "--max-iterations",
+        "3",
+        "--candidates",
+        "2",
+        "--dry-run",
+        "--json",
     ];
     // No key and no server: a dry run calls nothing.
     let out = promptloop_env(&args, &[]);

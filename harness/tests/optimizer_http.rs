@@ -103,7 +103,8 @@ fn anthropic_client_gets_a_reply_from_llama_server() {
     let _serial = server_lock();
     let key = "sk-ant-dummy-key";
     let base = format!("{}/", llama_server());
-    let mut a = HttpOptimizer::new(Api::Anthropic, "optimizer", &base, Some(key.into()), fast_policy()).expect("anthropic client");
+    let mut a =
+        HttpOptimizer::new(Api::Anthropic, "optimizer", &base, Some(key.into()), fast_policy()).expect("anthropic client");
     assert!(!format!("{a:?}{}", a.describe()).contains(key));
     let reply = a.complete(&request()).expect("reply");
     assert_real_reply(&reply);
@@ -154,7 +155,8 @@ fn anthropic_overload_is_retried() {
     let _serial = server_lock();
     let proxy = FaultProxy::start(&llama_server());
     proxy.push(Fault::ServerError(503));
-    let mut a = HttpOptimizer::new(Api::Anthropic, "optimizer", &proxy.url(), Some("dummy".into()), fast_policy()).expect("client");
+    let mut a =
+        HttpOptimizer::new(Api::Anthropic, "optimizer", &proxy.url(), Some("dummy".into()), fast_policy()).expect("client");
     let reply = a.complete(&request()).expect("reply after 503");
     assert_real_reply(&reply);
     assert_eq!(reply.attempts, 2);
@@ -257,7 +259,8 @@ fn rejected_credentials_are_fatal_at_once() {
     let proxy = FaultProxy::start(&llama_server());
     proxy.push(Fault::Status(401, r#"{"error":{"message":"Incorrect API key provided: sk-secret"}}"#.into()));
     let key = "sk-secret";
-    let mut o = HttpOptimizer::new(Api::OpenAi, "optimizer", &format!("{}/v1", proxy.url()), Some(key.into()), fast_policy()).unwrap();
+    let mut o =
+        HttpOptimizer::new(Api::OpenAi, "optimizer", &format!("{}/v1", proxy.url()), Some(key.into()), fast_policy()).unwrap();
     let err = o.complete(&request()).unwrap_err();
     let CallError::Fatal(msg) = &err else { panic!("expected Fatal, got {err:?}") };
     assert!(msg.contains("rejected the credentials (HTTP 401)") && msg.contains("OPENAI_API_KEY"), "{msg}");

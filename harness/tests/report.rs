@@ -24,9 +24,7 @@ fn require_chromium() -> PathBuf {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("chromium"))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("chromium is not installed: run `scripts/setup.sh` (or `sudo apt-get install -y chromium`)")
-    })
+    found.unwrap_or_else(|| panic!("chromium is not installed: run `scripts/setup.sh` (or `sudo apt-get install -y chromium`)"))
 }
 
 /// Headless Chromium on `page` with `extra` flags; its own profile in `profile`; every request
@@ -76,7 +74,9 @@ fn count(svg: &str, tag: &str) -> usize {
 /// Whether `svg` holds a `<text>` element reading `text`.
 fn has_text(svg: &str, text: &str) -> bool {
     let t = text.replace('&', "&amp;");
-    svg.split("<text").skip(1).any(|el| el.split_once('>').is_some_and(|(_, rest)| rest.split("</text>").next().unwrap_or("").trim() == t))
+    svg.split("<text")
+        .skip(1)
+        .any(|el| el.split_once('>').is_some_and(|(_, rest)| rest.split("</text>").next().unwrap_or("").trim() == t))
 }
 
 /// A small routing table of the run's model, so the report shows the table's probes next to
@@ -109,7 +109,12 @@ fn routing_table(model: &Path) -> RoutingTable {
             prefill_ms_per_token: LinearFit { intercept: 2.9, slope: 0.0002, max_rel_error: 0.05 },
             decode_tok_s: 110.0,
             max_input_tokens: 30_000,
-            check: Some(HeldBack { input_tokens: 448, predicted_peak_bytes: 1.6e8, measured_peak_bytes: 158_000_000, rel_error: 0.013 }),
+            check: Some(HeldBack {
+                input_tokens: 448,
+                predicted_peak_bytes: 1.6e8,
+                measured_peak_bytes: 158_000_000,
+                rel_error: 0.013,
+            }),
             points: [128, 256, 512, 1024, 2048].map(point).to_vec(),
         }],
     }
@@ -123,9 +128,32 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     let run = tmp.path().join("run");
     let task = cuad_mini();
     let out = promptloop(&[
-        "optimize", "--task", task.to_str().unwrap(), "--optimizer", "none", "--proposer", "demos", "--out",
-        run.to_str().unwrap(), "--json", "--limit-train", "3", "--limit-dev", "2", "--limit-test", "1",
-        "--max-iterations", "2", "--candidates", "2", "--demos", "1", "--accept", "mean", "--max-tokens", "96",
+        "optimize",
+        "--task",
+        task.to_str().unwrap(),
+        "--optimizer",
+        "none",
+        "--proposer",
+        "demos",
+        "--out",
+        run.to_str().unwrap(),
+        "--json",
+        "--limit-train",
+        "3",
+        "--limit-dev",
+        "2",
+        "--limit-test",
+        "1",
+        "--max-iterations",
+        "2",
+        "--candidates",
+        "2",
+        "--demos",
+        "1",
+        "--accept",
+        "mean",
+        "--max-tokens",
+        "96",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = records(&run.join("run.jsonl"));
@@ -152,7 +180,8 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     // the log does report them; then the report, which must have none.
     let profile = tmp.path().join("profile");
     let canary = tmp.path().join("canary.html");
-    std::fs::write(&canary, "<html><body><script>console.error('canary'); throw new Error('boom');</script></body></html>").unwrap();
+    std::fs::write(&canary, "<html><body><script>console.error('canary'); throw new Error('boom');</script></body></html>")
+        .unwrap();
     let out = chromium(&browser, &profile, &["--dump-dom".into()], &canary);
     let log_text = stderr(&out);
     assert_eq!(console_errors(&log_text).len(), 2, "the console check does not see console errors: {log_text}");
@@ -160,7 +189,8 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     // The screenshot: a PNG of the window's size, with content (a blank page compresses to a
     // few KiB). Kept in the target dir for a look.
     let png = tmp.path().join("report.png");
-    let shot = chromium(&browser, &profile, &[format!("--screenshot={}", png.display()), "--window-size=1280,4000".into()], &page);
+    let shot =
+        chromium(&browser, &profile, &[format!("--screenshot={}", png.display()), "--window-size=1280,4000".into()], &page);
     assert!(console_errors(&stderr(&shot)).is_empty(), "{}", stderr(&shot));
     let bytes = std::fs::read(&png).expect("screenshot written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

@@ -19,11 +19,7 @@ pub fn require_model() {
 }
 
 pub fn promptloop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_promptloop"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("promptloop runs")
+    Command::new(env!("CARGO_BIN_EXE_promptloop")).args(args).current_dir(repo()).output().expect("promptloop runs")
 }
 
 pub fn stdout(out: &Output) -> String {

@@ -83,7 +83,10 @@ impl FaultProxy {
     /// Listens on 127.0.0.1 (a free port) and forwards to `upstream` (`http://HOST:PORT`).
     pub fn start(upstream: &str) -> FaultProxy {
         let authority = upstream.trim().trim_start_matches("http://").split('/').next().unwrap_or_default();
-        assert!(!authority.is_empty() && !upstream.starts_with("https://"), "upstream must be http://HOST:PORT, got `{upstream}`");
+        assert!(
+            !authority.is_empty() && !upstream.starts_with("https://"),
+            "upstream must be http://HOST:PORT, got `{upstream}`"
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy on 127.0.0.1");
         let addr = listener.local_addr().expect("proxy address");
         let mut proxy = FaultProxy { addr, upstream: authority.to_owned(), shared: Arc::default(), acceptor: None };
@@ -322,7 +325,9 @@ fn handle(mut client: TcpStream, upstream: &str, shared: &Shared) {
             &[("retry-after", retry_after_s.to_string())],
             r#"{"error":{"type":"rate_limit_error","message":"proxy: rate limited"}}"#,
         ),
-        Fault::ServerError(status) => canned(status, &[], r#"{"error":{"type":"server_error","message":"proxy: injected failure"}}"#),
+        Fault::ServerError(status) => {
+            canned(status, &[], r#"{"error":{"type":"server_error","message":"proxy: injected failure"}}"#)
+        }
         Fault::Status(status, body) => canned(status, &[], &body),
         Fault::Hang(d) => {
             std::thread::sleep(d);

@@ -49,10 +49,8 @@ pub(crate) fn load(path: &Path, format: WeightFormat) -> Result<Loaded, String> 
     let file = &mut file;
     let device = Device::Cpu;
     let n_params: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
-    let stored = content
-        .tensor_infos
-        .get("blk.0.attn_q.weight")
-        .map_or_else(|| "unknown".to_owned(), |t| dtype_name(t.ggml_dtype));
+    let stored =
+        content.tensor_infos.get("blk.0.attn_q.weight").map_or_else(|| "unknown".to_owned(), |t| dtype_name(t.ggml_dtype));
     let Some(target) = target_dtype(format) else {
         let weights = ModelWeights::from_gguf(content, file, &device).map_err(|e| e.to_string())?;
         return Ok(Loaded { weights, n_params, compute_dtype: stored });

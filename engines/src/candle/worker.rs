@@ -101,11 +101,7 @@ fn load(cfg: &EngineConfig, pool: ThreadPool, threads: usize) -> Result<(Sequent
         weights: cfg.weights,
         backend_version: BACKEND_VERSION.into(),
         model_path: cfg.model.clone(),
-        model_desc: format!(
-            "{name} ({arch}, {:.0}M params, computed as {})",
-            loaded.n_params as f64 / 1e6,
-            loaded.compute_dtype
-        ),
+        model_desc: format!("{name} ({arch}, {:.0}M params, computed as {})", loaded.n_params as f64 / 1e6, loaded.compute_dtype),
         model_bytes: std::fs::metadata(&cfg.model).map_or(0, |m| m.len()),
         n_params: loaded.n_params,
         vocab_size: tokenizer.vocab_size(),

@@ -47,11 +47,7 @@ impl Compiler {
     }
 
     /// The constraint state for a new request under `schema` (`None` = unconstrained).
-    pub(super) fn start(
-        &mut self,
-        model: &LlamaModel,
-        schema: Option<&serde_json::Value>,
-    ) -> Result<SeqConstraint, EngineError> {
+    pub(super) fn start(&mut self, model: &LlamaModel, schema: Option<&serde_json::Value>) -> Result<SeqConstraint, EngineError> {
         let Some(schema) = schema else { return Ok(SeqConstraint::None) };
         let key = schema.to_string();
         let backend = self.backend;
@@ -98,12 +94,7 @@ impl TokenizerEnv for LlamaTokEnv {
 
 impl SeqConstraint {
     /// Picks the next token from `logits` under this constraint and advances the constraint.
-    pub(super) fn choose(
-        &mut self,
-        logits: &[f32],
-        sampling: &Sampling,
-        rng: &mut Rng,
-    ) -> Result<LlamaToken, EngineError> {
+    pub(super) fn choose(&mut self, logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<LlamaToken, EngineError> {
         match self {
             SeqConstraint::None => pick(logits, None, sampling, rng).map(to_token).ok_or_else(none_allowed),
             SeqConstraint::Llg(m) => guidance::choose(m, logits, sampling, rng).map(to_token),
@@ -112,10 +103,8 @@ impl SeqConstraint {
                 // masking the whole vocabulary.
                 if sampling.is_greedy() {
                     if let Some(best) = argmax(logits, None) {
-                        let mut one = LlamaTokenDataArray::new(
-                            vec![LlamaTokenData::new(to_token(best), logits[best], 0.0)],
-                            false,
-                        );
+                        let mut one =
+                            LlamaTokenDataArray::new(vec![LlamaTokenData::new(to_token(best), logits[best], 0.0)], false);
                         one.apply_sampler(grammar);
                         if one.data[0].logit().is_finite() {
                             grammar.accept(to_token(best));
@@ -141,9 +130,7 @@ impl SeqConstraint {
     /// Only llguidance computes them; GBNF and unconstrained decoding force nothing.
     pub(super) fn forced(&mut self, max: usize) -> Result<Vec<LlamaToken>, EngineError> {
         match self {
-            SeqConstraint::Llg(m) => {
-                Ok(guidance::fast_forward(m, max)?.into_iter().map(|t| LlamaToken(t as i32)).collect())
-            }
+            SeqConstraint::Llg(m) => Ok(guidance::fast_forward(m, max)?.into_iter().map(|t| LlamaToken(t as i32)).collect()),
             _ => Ok(Vec::new()),
         }
     }

@@ -20,9 +20,7 @@ impl Worker<'_> {
             batch.clear();
             for (i, &tok) in chunk.iter().enumerate() {
                 let last = pos + i + 1 == tokens.len();
-                batch
-                    .add(tok, (pos + i) as i32, &[0], last)
-                    .map_err(|e| EngineError::Decode(format!("batch: {e}")))?;
+                batch.add(tok, (pos + i) as i32, &[0], last).map_err(|e| EngineError::Decode(format!("batch: {e}")))?;
                 if last {
                     last_idx = i as i32;
                 }

@@ -22,14 +22,13 @@ use llama_cpp_2::LlamaStateSeqFlags;
 
 use super::constraint::{Compiler, SeqConstraint};
 use super::{Job, BINDINGS_VERSION};
-use crate::support::panic_message;
 use crate::memory::PeakWatch;
 use crate::prefix_cache::{Key, PrefixStore};
 use crate::sampling::Rng;
+use crate::support::panic_message;
 use crate::{
-    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo,
-    EngineKind, JsonScanner, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, StopReason,
-    Timings, TokenCounts,
+    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo, EngineKind,
+    JsonScanner, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, StopReason, Timings, TokenCounts,
 };
 
 /// Marks the end of a request's reusable prefix while rendering the chat template.
@@ -58,11 +57,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 }
 
 /// Entry point of the worker thread.
-pub(super) fn run(
-    cfg: &EngineConfig,
-    jobs: &mpsc::Receiver<Job>,
-    ready: &mpsc::Sender<Result<EngineInfo, EngineError>>,
-) {
+pub(super) fn run(cfg: &EngineConfig, jobs: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<EngineInfo, EngineError>>) {
     let t0 = Instant::now();
     let load_err = |reason: String| EngineError::Load { kind: EngineKind::Llama, path: cfg.model.clone(), reason };
     let backend = match backend() {
@@ -387,12 +382,18 @@ impl Worker<'_> {
     /// template is rendered up to the boundary (marked, then cut), tokenized, and compared with
     /// the whole prompt, so the count is always a true prefix of what is prefilled. 0 when it is
     /// too short to be worth it or the template does not copy the content verbatim.
-    fn reusable_prefix(&self, messages: &[ChatMessage], boundary: PrefixBoundary, tokens: &[LlamaToken]) -> Result<usize, EngineError> {
+    fn reusable_prefix(
+        &self,
+        messages: &[ChatMessage],
+        boundary: PrefixBoundary,
+        tokens: &[LlamaToken],
+    ) -> Result<usize, EngineError> {
         let bad = |why: String| EngineError::Config(format!("prefix boundary {}:{}: {why}", boundary.message, boundary.byte));
         let msg = messages.get(boundary.message).ok_or_else(|| bad(format!("there are only {} messages", messages.len())))?;
-        let head = msg.content.get(..boundary.byte).ok_or_else(|| {
-            bad(format!("not a character boundary inside the message's {} bytes", msg.content.len()))
-        })?;
+        let head = msg
+            .content
+            .get(..boundary.byte)
+            .ok_or_else(|| bad(format!("not a character boundary inside the message's {} bytes", msg.content.len())))?;
         let mut cut = messages[..=boundary.message].to_vec();
         cut[boundary.message].content = format!("{head}{CUT}");
         let text = self.render(&cut)?;
@@ -414,12 +415,7 @@ impl Worker<'_> {
         let max_tokens = req.max_tokens.max(1) as usize;
         let max = self.n_ctx_seq.saturating_sub(max_tokens);
         if tokens.len() > max {
-            return Err(EngineError::InputTooLong {
-                tokens: tokens.len(),
-                max,
-                context: self.n_ctx_seq,
-                max_tokens,
-            });
+            return Err(EngineError::InputTooLong { tokens: tokens.len(), max, context: self.n_ctx_seq, max_tokens });
         }
         let schema = match &req.constraint {
             Constraint::None => None,
@@ -477,10 +473,7 @@ impl Worker<'_> {
                 results[slot] = Some(res);
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into()))))
-            .collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(EngineError::Decode("request was not processed".into())))).collect()
     }
 
     fn run_group(&mut self, mut seqs: Vec<Seq<'_>>) -> Vec<(usize, Result<Response, EngineError>)> {
@@ -602,12 +595,11 @@ impl Worker<'_> {
         if let Some(hit) = self.store.as_mut().and_then(|st| st.get(&key)) {
             // SAFETY: the bytes were produced by `state_seq_get_data_ext` of a context with the
             // same identity (the key covers it) and were checked (length, CRC) when read back.
-            let ok = hit.tokens == k
-                && unsafe { self.ctx.state_seq_set_data_ext(&hit.state, id as i32, LlamaStateSeqFlags::empty()) };
+            let ok =
+                hit.tokens == k && unsafe { self.ctx.state_seq_set_data_ext(&hit.state, id as i32, LlamaStateSeqFlags::empty()) };
             if ok && self.ctx.kv_cache_seq_pos_max(id as i32) == k as i32 - 1 {
                 s.n_past = k as i32;
-                s.cache_use =
-                    Some(PrefixCacheUse { tier: hit.tier, tokens: k, bytes: hit.state.len() as u64, ms: ms(t) });
+                s.cache_use = Some(PrefixCacheUse { tier: hit.tier, tokens: k, bytes: hit.state.len() as u64, ms: ms(t) });
                 return Ok(());
             }
             tracing::warn!(tokens = k, "prefix cache: restore failed; recomputing the prefix");

@@ -49,9 +49,8 @@ impl HParams {
         let int = |key: &str| -> Result<i32, String> {
             get(key)?.to_u32().map(|v| v as i32).map_err(|e| format!("metadata `{arch}.{key}`: {e}"))
         };
-        let float = |key: &str| -> Result<f32, String> {
-            get(key)?.to_f32().map_err(|e| format!("metadata `{arch}.{key}`: {e}"))
-        };
+        let float =
+            |key: &str| -> Result<f32, String> { get(key)?.to_f32().map_err(|e| format!("metadata `{arch}.{key}`: {e}")) };
         let n_embd = int("embedding_length")?;
         let n_head = int("attention.head_count")?;
         let n_head_kv = get("attention.head_count_kv").map_or(Ok(n_head), |_| int("attention.head_count_kv"))?;

@@ -48,10 +48,7 @@ pub fn schema() -> serde_json::Value {
 pub fn ask(id: &str, text: &str) -> Request {
     Request::new(
         id,
-        vec![
-            ChatMessage::system("Extract the contract's name, year and kind as JSON."),
-            ChatMessage::user(text.to_string()),
-        ],
+        vec![ChatMessage::system("Extract the contract's name, year and kind as JSON."), ChatMessage::user(text.to_string())],
         64,
     )
     .with_schema(schema())
@@ -107,8 +104,7 @@ pub fn agreement_with_llama(kind: EngineKind, limit: Option<usize>) -> Agreement
         .map(|l| {
             let ex: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line");
             let doc = ex["text"].as_str().expect("text");
-            let messages =
-                vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{doc}"))];
+            let messages = vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{doc}"))];
             Request::new(ex["id"].as_str().expect("id"), messages, 256).with_schema(bounded.clone())
         })
         .collect();

@@ -124,12 +124,18 @@ impl Baseline {
         })?;
         let invalid = |field: String, message: String| BaselineError::Invalid { path: path.to_path_buf(), field, message };
         if b.format > FORMAT {
-            return Err(invalid("format".into(), format!("format {} is newer than this promptloop reads ({FORMAT}); upgrade promptloop", b.format)));
+            return Err(invalid(
+                "format".into(),
+                format!("format {} is newer than this promptloop reads ({FORMAT}); upgrade promptloop", b.format),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, m) in b.metrics.iter().enumerate() {
             if !(m.value.is_finite() && m.value > 0.0) {
-                return Err(invalid(format!("metrics[{i}].value"), format!("{} of `{}` is not a positive number", m.value, m.name)));
+                return Err(invalid(
+                    format!("metrics[{i}].value"),
+                    format!("{} of `{}` is not a positive number", m.value, m.name),
+                ));
             }
             if m.name.trim().is_empty() {
                 return Err(invalid(format!("metrics[{i}].name"), "empty metric name".into()));
@@ -165,7 +171,9 @@ pub fn resolve(dir: &Path, name_or_path: &str) -> PathBuf {
 }
 
 fn is_path(s: &str) -> bool {
-    s.contains('/') || s.contains(std::path::MAIN_SEPARATOR) || Path::new(s).extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    s.contains('/')
+        || s.contains(std::path::MAIN_SEPARATOR)
+        || Path::new(s).extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Checks a `--save`/`--baseline` argument: a path, or a plain name of letters, digits, `.`,
@@ -305,7 +313,15 @@ impl Comparison {
         let mut skipped = Vec::new();
         for o in old.metrics.iter().filter(|o| !new.iter().any(|m| m.name == o.name)) {
             if groups.contains(&o.group) {
-                rows.push(Row { name: o.name.clone(), unit: o.unit.clone(), better: o.better, old: Some(o.value), new: None, ratio: None, verdict: Verdict::Missing });
+                rows.push(Row {
+                    name: o.name.clone(),
+                    unit: o.unit.clone(),
+                    better: o.better,
+                    old: Some(o.value),
+                    new: None,
+                    ratio: None,
+                    verdict: Verdict::Missing,
+                });
             } else {
                 skipped.push(o.name.clone());
             }
@@ -325,11 +341,24 @@ impl Comparison {
     pub fn table(&self, baseline: &str) -> String {
         let width = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(6);
         let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), number);
-        let mut s = format!("{:<width$}  {:>10}  {:>10}  {:<9} {:>7}  {:>8}  verdict\n", "metric", "old", "new", "unit", "ratio", "change");
+        let mut s = format!(
+            "{:<width$}  {:>10}  {:>10}  {:<9} {:>7}  {:>8}  verdict\n",
+            "metric", "old", "new", "unit", "ratio", "change"
+        );
         for r in &self.rows {
             let change = r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{:+.1}%", (x - 1.0) * 100.0));
             let ratio = r.ratio.map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"));
-            let _ = writeln!(s, "{:<width$}  {:>10}  {:>10}  {:<9} {:>7}  {:>8}  {}", r.name, opt(r.old), opt(r.new), r.unit, ratio, change, r.verdict.as_str());
+            let _ = writeln!(
+                s,
+                "{:<width$}  {:>10}  {:>10}  {:<9} {:>7}  {:>8}  {}",
+                r.name,
+                opt(r.old),
+                opt(r.new),
+                r.unit,
+                ratio,
+                change,
+                r.verdict.as_str()
+            );
         }
         let regressed = self.regressions().count();
         let _ = writeln!(

@@ -69,7 +69,12 @@ impl Inputs {
 ///
 /// # Errors
 /// A tokenizer failure, or a `text` too short to reach `tokens`.
-pub fn fit_prefix(engine: &dyn Engine, text: &str, tokens: usize, make: &dyn Fn(&str) -> Vec<ChatMessage>) -> Result<Vec<ChatMessage>, BenchError> {
+pub fn fit_prefix(
+    engine: &dyn Engine,
+    text: &str,
+    tokens: usize,
+    make: &dyn Fn(&str) -> Vec<ChatMessage>,
+) -> Result<Vec<ChatMessage>, BenchError> {
     let cut = |chars: usize| text.char_indices().nth(chars).map_or(text, |(i, _)| &text[..i]);
     let count = |chars: usize| engine.count_tokens(&make(cut(chars))).map_err(engine_err("counting prompt tokens"));
     let (mut lo, mut hi) = (0usize, text.chars().count());

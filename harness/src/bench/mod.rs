@@ -183,7 +183,10 @@ pub fn measure(w: &dyn Workload, warmup: usize, repeats: usize) -> Result<Metric
     for _ in 0..repeats {
         let m = w.run()?;
         if !(m.work > 0.0 && m.seconds > 0.0) {
-            return Err(BenchError::Unmeasurable { metric: spec.name.clone(), detail: format!("{} units in {} s", m.work, m.seconds) });
+            return Err(BenchError::Unmeasurable {
+                metric: spec.name.clone(),
+                detail: format!("{} units in {} s", m.work, m.seconds),
+            });
         }
         values.push(m.value(spec.better));
     }
@@ -315,7 +318,13 @@ impl fmt::Display for Variant {
 ///
 /// # Errors
 /// Whatever the engine reports while loading.
-pub fn load_engine(variant: Variant, model: &Path, plan: &Plan, backend: ConstraintBackend, batch: u32) -> Result<Arc<dyn Engine>, BenchError> {
+pub fn load_engine(
+    variant: Variant,
+    model: &Path,
+    plan: &Plan,
+    backend: ConstraintBackend,
+    batch: u32,
+) -> Result<Arc<dyn Engine>, BenchError> {
     let Variant { kind, weights } = variant;
     let mut cfg = EngineConfig::new(model);
     cfg.weights = weights;
@@ -323,7 +332,8 @@ pub fn load_engine(variant: Variant, model: &Path, plan: &Plan, backend: Constra
     cfg.threads = plan.threads;
     cfg.batch_size = batch;
     cfg.constraint_backend = backend;
-    let engine = engines::load(kind, &cfg).map_err(engine_err(format!("loading {} with {variant} ({backend})", model.display())))?;
+    let engine =
+        engines::load(kind, &cfg).map_err(engine_err(format!("loading {} with {variant} ({backend})", model.display())))?;
     Ok(Arc::from(engine))
 }
 
@@ -333,7 +343,13 @@ pub fn load_engine(variant: Variant, model: &Path, plan: &Plan, backend: Constra
 ///
 /// # Errors
 /// An engine that does not load, or a plan the inputs cannot satisfy.
-pub fn engine_workloads(variant: Variant, model: &Path, plan: &Plan, inputs: &Arc<Inputs>, groups: &[Group]) -> Result<Vec<Box<dyn Workload>>, BenchError> {
+pub fn engine_workloads(
+    variant: Variant,
+    model: &Path,
+    plan: &Plan,
+    inputs: &Arc<Inputs>,
+    groups: &[Group],
+) -> Result<Vec<Box<dyn Workload>>, BenchError> {
     let wants = |g: Group| groups.contains(&g);
     let mut out: Vec<Box<dyn Workload>> = Vec::new();
     let unconstrained = if [Group::Prefill, Group::Decode, Group::Tokenizer, Group::Constraint].into_iter().any(wants) {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::baseline::{check_name, parse_threshold, resolve, verdict, Baseline, BaselineError, Comparison, Verdict};
-use super::{median, measure, Better, BenchError, Group, Measured, Metric, MetricSpec, Workload};
+use super::{measure, median, BenchError, Better, Group, Measured, Metric, MetricSpec, Workload};
 
 fn metric(name: &str, group: Group, value: f64, unit: &str, better: Better) -> Metric {
     Metric { name: name.into(), group, value, unit: unit.into(), better, min: None, max: None, repeats: 1 }
@@ -101,7 +101,11 @@ fn baseline_round_trips_and_malformed_files_name_line_and_field() {
     assert_eq!(Baseline::load(&path).unwrap(), b);
 
     let p = Path::new("base.json");
-    let err = Baseline::parse("{\"metrics\": [\n{\"name\": \"a\", \"group\": \"decode\",\n \"unit\": \"tok/s\", \"better\": \"higher\"}\n]}", p).unwrap_err();
+    let err = Baseline::parse(
+        "{\"metrics\": [\n{\"name\": \"a\", \"group\": \"decode\",\n \"unit\": \"tok/s\", \"better\": \"higher\"}\n]}",
+        p,
+    )
+    .unwrap_err();
     match &err {
         BaselineError::Parse { line, field, message, .. } => {
             assert_eq!(*line, 3);

@@ -42,7 +42,8 @@ impl Prefill {
     /// When `text` cannot make a `tokens`-token prompt.
     pub fn new(engine: Arc<dyn Engine>, text: &str, tokens: usize) -> Result<Self, BenchError> {
         let messages = fit_prefix(engine.as_ref(), text, tokens, &|t| vec![ChatMessage::user(t)])?;
-        let spec = MetricSpec::new(format!("{}/prefill/{tokens}", prefix(engine.as_ref())), Group::Prefill, "tok/s", Better::Higher);
+        let spec =
+            MetricSpec::new(format!("{}/prefill/{tokens}", prefix(engine.as_ref())), Group::Prefill, "tok/s", Better::Higher);
         Ok(Self { spec, engine, messages })
     }
 }
@@ -71,7 +72,8 @@ pub struct Decode {
 
 impl Decode {
     pub fn new(engine: Arc<dyn Engine>, tokens: u32) -> Self {
-        let spec = MetricSpec::new(format!("{}/decode/{tokens}", prefix(engine.as_ref())), Group::Decode, "tok/s", Better::Higher);
+        let spec =
+            MetricSpec::new(format!("{}/decode/{tokens}", prefix(engine.as_ref())), Group::Decode, "tok/s", Better::Higher);
         Self { spec, engine, tokens }
     }
 }
@@ -184,7 +186,8 @@ impl EvalPass {
     /// # Errors
     /// Never at present; kept fallible like the other constructors.
     pub fn new(engine: Arc<dyn Engine>, inputs: Arc<Inputs>, plan: &Plan) -> Result<Self, BenchError> {
-        let name = format!("{}/eval/{}-{}-{}", prefix(engine.as_ref()), inputs.task.name, plan.eval_split, inputs.eval_examples.len());
+        let name =
+            format!("{}/eval/{}-{}-{}", prefix(engine.as_ref()), inputs.task.name, plan.eval_split, inputs.eval_examples.len());
         Ok(Self { spec: MetricSpec::new(name, Group::Eval, "ms/pass", Better::Lower), engine, inputs })
     }
 }
@@ -212,7 +215,12 @@ impl Workload for EvalPass {
         if let Some(r) = records.iter().find(|r| r.error.is_some()) {
             return Err(BenchError::Unmeasurable {
                 metric: self.spec.name.clone(),
-                detail: format!("example {} (line {}) failed: {}", r.id, r.line, r.error_detail.as_deref().or(r.error.as_deref()).unwrap_or("")),
+                detail: format!(
+                    "example {} (line {}) failed: {}",
+                    r.id,
+                    r.line,
+                    r.error_detail.as_deref().or(r.error.as_deref()).unwrap_or("")
+                ),
             });
         }
         Ok(Measured { work: 1.0, seconds: wall_ms / 1000.0 })

@@ -165,7 +165,8 @@ impl EngineEntry {
 
     /// Predicted latency of one example of `input` tokens with `output` tokens out.
     pub fn predicted_ms(&self, input: usize, output: u32) -> f64 {
-        input as f64 * self.prefill_ms_per_token.predict(input as f64).max(0.0) + f64::from(output) / self.decode_tok_s.max(1e-3) * 1000.0
+        input as f64 * self.prefill_ms_per_token.predict(input as f64).max(0.0)
+            + f64::from(output) / self.decode_tok_s.max(1e-3) * 1000.0
     }
 }
 
@@ -235,19 +236,29 @@ impl RoutingTable {
     /// Writes through a temp file and a rename.
     pub fn save(&self, path: &Path) -> Result<(), TableError> {
         let io = |error| TableError::Io { path: path.into(), error };
-        let text = toml::to_string_pretty(self).map_err(|e| TableError::Parse { path: path.into(), line: None, message: e.to_string() })?;
+        let text = toml::to_string_pretty(self).map_err(|e| TableError::Parse {
+            path: path.into(),
+            line: None,
+            message: e.to_string(),
+        })?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs_err::create_dir_all(dir).map_err(io)?;
         }
         let tmp = path.with_extension("toml.tmp");
-        fs_err::write(&tmp, format!("# promptloop routing table: written by `promptloop calibrate`, read by `--engine auto`.\n{text}")).map_err(io)?;
+        fs_err::write(
+            &tmp,
+            format!("# promptloop routing table: written by `promptloop calibrate`, read by `--engine auto`.\n{text}"),
+        )
+        .map_err(io)?;
         fs_err::rename(&tmp, path).map_err(io)
     }
 }
 
 /// The default table of a model: `$PROMPTLOOP_CACHE/routing/<first 16 hex of its hash>.toml`.
 pub fn default_table_path(model: &ModelFingerprint) -> PathBuf {
-    crate::models::cache_dir().join("routing").join(format!("{}.toml", &model.sha256_first_mib[..16.min(model.sha256_first_mib.len())]))
+    crate::models::cache_dir()
+        .join("routing")
+        .join(format!("{}.toml", &model.sha256_first_mib[..16.min(model.sha256_first_mib.len())]))
 }
 
 /// A memory size: `6GiB`, `512MiB`, `800MB`, `1.5G`, or bytes.

@@ -145,12 +145,7 @@ fn text_of_tokens(engine: &dyn engines::Engine, corpus: &[String], target: usize
 pub fn spawn(exe: &std::path::Path, spec: &ProbeSpec, budget: u64, timeout: Duration) -> anyhow::Result<ProbeResult> {
     let n_ctx = probe_ctx(spec.input_tokens, spec.max_tokens);
     // The spec (with its corpus) goes through stdin: too long for an argument list.
-    let mut child = Command::new(exe)
-        .arg("probe")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = Command::new(exe).arg("probe").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id();
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write as _;
@@ -201,14 +196,22 @@ pub fn spawn(exe: &std::path::Path, spec: &ProbeSpec, budget: u64, timeout: Dura
         } else {
             format!("stopped after the {} s probe timeout", timeout.as_secs())
         };
-        return Ok(ProbeResult { input_tokens: spec.input_tokens, n_ctx, fits: false, peak_rss_bytes: watched, report: None, note: Some(note) });
+        return Ok(ProbeResult {
+            input_tokens: spec.input_tokens,
+            n_ctx,
+            fits: false,
+            peak_rss_bytes: watched,
+            report: None,
+            note: Some(note),
+        });
     }
     let report = stdout.lines().rev().find_map(|l| serde_json::from_str::<ProbeReport>(l).ok());
     match report {
         Some(r) if status.success() => {
             let peak_rss_bytes = r.peak_rss_bytes.max(watched);
             let fits = peak_rss_bytes <= budget;
-            let note = (!fits).then(|| format!("does not fit: peak {} MiB over the {} MiB budget", peak_rss_bytes >> 20, budget >> 20));
+            let note =
+                (!fits).then(|| format!("does not fit: peak {} MiB over the {} MiB budget", peak_rss_bytes >> 20, budget >> 20));
             Ok(ProbeResult { input_tokens: spec.input_tokens, n_ctx, fits, peak_rss_bytes, report: Some(r), note })
         }
         _ => {

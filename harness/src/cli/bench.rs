@@ -2,16 +2,16 @@
 //! metric, reports the median, saves a JSON baseline and compares with one (exit 3 on a
 //! regression beyond the threshold).
 
-use std::str::FromStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use engines::{EngineKind, WeightFormat};
-use harness::bench::Variant;
 use harness::bench::baseline::{self, Baseline, Comparison, EngineFacts, Facts};
+use harness::bench::Variant;
 use harness::bench::{self, BenchError, Group, Inputs, Metric, Plan, Workload};
 use harness::optimize::cache::model_fingerprint;
 
@@ -183,7 +183,11 @@ fn engine_kinds(asked: &[EngineSel]) -> anyhow::Result<Vec<Variant>> {
     for sel in asked {
         let k = sel.kind;
         if !k.is_compiled() {
-            return Err(InputError(format!("engine {k} is not compiled into this build (rebuild with --features {})", k.feature())).into());
+            return Err(InputError(format!(
+                "engine {k} is not compiled into this build (rebuild with --features {})",
+                k.feature()
+            ))
+            .into());
         }
         let all = Variant::all_of(k);
         match sel.weights {
@@ -192,7 +196,11 @@ fn engine_kinds(asked: &[EngineSel]) -> anyhow::Result<Vec<Variant>> {
                 let v = Variant { kind: k, weights: w };
                 if !all.contains(&v) {
                     let names: Vec<String> = all.iter().map(ToString::to_string).collect();
-                    return Err(InputError(format!("--engine {v}: not a benchmarked variant (expected one of {})", names.join(", "))).into());
+                    return Err(InputError(format!(
+                        "--engine {v}: not a benchmarked variant (expected one of {})",
+                        names.join(", ")
+                    ))
+                    .into());
                 }
                 out.push(v);
             }
@@ -234,7 +242,14 @@ fn measure(w: &dyn Workload, repeats: u32, progress: bool) -> anyhow::Result<Met
     Ok(bench::measure(w, 1, repeats as usize)?)
 }
 
-fn print(args: &BenchArgs, metrics: &[Metric], comparison: Option<&Comparison>, base: Option<&Path>, saved: Option<&Path>, facts: &Facts) -> anyhow::Result<()> {
+fn print(
+    args: &BenchArgs,
+    metrics: &[Metric],
+    comparison: Option<&Comparison>,
+    base: Option<&Path>,
+    saved: Option<&Path>,
+    facts: &Facts,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({

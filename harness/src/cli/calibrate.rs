@@ -156,7 +156,8 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             Some(n) => Some(run_probe(n, 1)?),
             None => None,
         };
-        let entry = fit_engine(kind, backend_version, &results, held.as_ref(), budget, args.margin, args.max_tokens, train_context);
+        let entry =
+            fit_engine(kind, backend_version, &results, held.as_ref(), budget, args.margin, args.max_tokens, train_context);
         entries.push(entry);
     }
     if entries.is_empty() {
@@ -186,7 +187,11 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
     }
     for e in &table.engines {
         writeln!(stdout, "engine {} ({})", e.kind, e.backend_version)?;
-        writeln!(stdout, "{:>7} {:>7} {:>9} {:>11} {:>9} {:>10} {:>10}  note", "input", "ctx", "peak MiB", "prefill ms", "ttft ms", "decode t/s", "total ms")?;
+        writeln!(
+            stdout,
+            "{:>7} {:>7} {:>9} {:>11} {:>9} {:>10} {:>10}  note",
+            "input", "ctx", "peak MiB", "prefill ms", "ttft ms", "decode t/s", "total ms"
+        )?;
         for p in &e.points {
             let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
             writeln!(
@@ -227,7 +232,13 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
                 h.rel_error * 100.0
             )?;
         }
-        writeln!(stdout, "threshold: inputs up to {} tokens fit {} MiB with a {:.0}% margin", e.max_input_tokens, table.budget_bytes >> 20, table.margin * 100.0)?;
+        writeln!(
+            stdout,
+            "threshold: inputs up to {} tokens fit {} MiB with a {:.0}% margin",
+            e.max_input_tokens,
+            table.budget_bytes >> 20,
+            table.margin * 100.0
+        )?;
         writeln!(stdout)?;
     }
     writeln!(stdout, "routing table   {}", out.display())?;
@@ -236,9 +247,11 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
 }
 
 fn describe(kind: EngineKind, r: &ProbeResult) -> String {
-    let timing = r.report.as_ref().and_then(|rep| rep.reps.last()).map_or_else(String::new, |rep| {
-        format!(", prefill {:.0} ms, decode {:.0} tok/s", rep.prefill_ms, rep.decode_tok_s)
-    });
+    let timing = r
+        .report
+        .as_ref()
+        .and_then(|rep| rep.reps.last())
+        .map_or_else(String::new, |rep| format!(", prefill {:.0} ms, decode {:.0} tok/s", rep.prefill_ms, rep.decode_tok_s));
     let note = r.note.as_deref().map_or_else(String::new, |n| format!(" ({n})"));
     format!("{kind}: {} tokens, ctx {}: peak {} MiB{timing}{note}", r.input_tokens, r.n_ctx, r.peak_rss_bytes >> 20)
 }
@@ -281,7 +294,8 @@ fn fit_engine(
     let points: Vec<Point> = results.iter().map(point).collect();
     let ok: Vec<&Point> = points.iter().filter(|p| p.fits).collect();
     let flat = LinearFit { intercept: 0.0, slope: 0.0, max_rel_error: 0.0 };
-    let memory = LinearFit::fit(&ok.iter().map(|p| (p.n_ctx as f64, p.peak_rss_bytes as f64)).collect::<Vec<_>>()).unwrap_or(flat);
+    let memory =
+        LinearFit::fit(&ok.iter().map(|p| (p.n_ctx as f64, p.peak_rss_bytes as f64)).collect::<Vec<_>>()).unwrap_or(flat);
     let prefill_ms_per_token = LinearFit::fit(
         &ok.iter().filter_map(|p| p.prefill_ms.map(|ms| (p.input_tokens as f64, ms / p.input_tokens as f64))).collect::<Vec<_>>(),
     )

@@ -239,18 +239,9 @@ fn table(r: &Report, info: &engines::EngineInfo) -> String {
     let _ = writeln!(s, "task {} / split {} / {} examples / {}", r.task, r.split, r.examples, r.model);
     if !r.left_out.is_empty() {
         let ids: Vec<String> = r.left_out.iter().map(|l| format!("{} ({} tokens)", l.id, l.tokens)).collect();
-        let _ = writeln!(
-            s,
-            "left out, longer than the context of {} tokens with the output cap: {}",
-            r.ctx,
-            ids.join(", ")
-        );
+        let _ = writeln!(s, "left out, longer than the context of {} tokens with the output cap: {}", r.ctx, ids.join(", "));
     }
-    let _ = writeln!(
-        s,
-        "peer: llama-server at {}, sequential, instruction-first, response_format json_schema",
-        r.peer
-    );
+    let _ = writeln!(s, "peer: llama-server at {}, sequential, instruction-first, response_format json_schema", r.peer);
     let _ = writeln!(
         s,
         "ours: {} in process ({}), {} threads, batch {}, {}, prefix cache {}",

@@ -48,10 +48,8 @@ impl FromStr for EngineChoice {
         let kind: EngineKind = kind.parse()?;
         let weights: WeightFormat = variant.parse()?;
         if !kind.weight_formats().contains(&weights) {
-            let names: Vec<String> = EngineKind::ALL
-                .iter()
-                .flat_map(|k| k.weight_formats().iter().skip(1).map(move |w| format!("{k}:{w}")))
-                .collect();
+            let names: Vec<String> =
+                EngineKind::ALL.iter().flat_map(|k| k.weight_formats().iter().skip(1).map(move |w| format!("{k}:{w}"))).collect();
             return Err(format!("engine `{kind}` has no variant `{weights}` (the variants: {})", names.join(", ")));
         }
         Ok(EngineChoice::Variant(kind, weights))
@@ -99,10 +97,8 @@ pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Ro
         }
     };
     let table = RoutingTable::load(&path).map_err(|err| InputError(format!("--routing: {err}")))?;
-    let versions: Vec<(EngineKind, String)> = engines::compiled_engines()
-        .into_iter()
-        .filter_map(|k| engines::backend_version(k).map(|v| (k, v.to_owned())))
-        .collect();
+    let versions: Vec<(EngineKind, String)> =
+        engines::compiled_engines().into_iter().filter_map(|k| engines::backend_version(k).map(|v| (k, v.to_owned()))).collect();
     let stale = table.stale_reasons(&fingerprint, &Machine::current(), &versions);
     if !stale.is_empty() {
         let note = format!(
@@ -113,7 +109,9 @@ pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Ro
         return Ok(Routed { kind, ctx: e.ctx, note: Some(note) });
     }
     let available = engines::compiled_engines();
-    let calibrate::Route::Engine(kind) = table.route(1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0)), &available) else {
+    let calibrate::Route::Engine(kind) =
+        table.route(1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0)), &available)
+    else {
         return Err(InputError(format!(
             "routing table {}: no engine compiled into this build fits the {} MiB budget",
             path.display(),
@@ -251,7 +249,11 @@ pub fn engine_config(
 
 /// The task's schema, hardened with bounds from the gold values of `bounds.from_split` unless
 /// turned off; `None` when unconstrained. Also returns the bounds' description.
-pub fn constraint_schema(task: &Task, backend: ConstraintBackend, no_bounds: bool) -> anyhow::Result<(Option<Value>, Option<String>)> {
+pub fn constraint_schema(
+    task: &Task,
+    backend: ConstraintBackend,
+    no_bounds: bool,
+) -> anyhow::Result<(Option<Value>, Option<String>)> {
     if backend == ConstraintBackend::None {
         return Ok((None, None));
     }

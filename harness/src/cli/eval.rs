@@ -93,7 +93,10 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         task: &task.name,
         split: &split.name,
         model: &info.model_desc,
-        engine: &format!("{} ({}, {} threads, batch {})", info.kind, info.backend_version, info.threads, info.capabilities.max_batch),
+        engine: &format!(
+            "{} ({}, {} threads, batch {})",
+            info.kind, info.backend_version, info.threads, info.capabilities.max_batch
+        ),
         constraint: &e.constraint.to_string(),
         kv_cache_bytes: info.kv_cache_bytes,
     };
@@ -124,9 +127,8 @@ fn read_drafts(path: &Path) -> anyhow::Result<eval::Drafts> {
 
 pub(super) fn read_prompt(path: &Path) -> anyhow::Result<String> {
     let bytes = fs_err::read(path).map_err(|e| InputError(e.to_string()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        InputError(format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()))
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| InputError(format!("{}: not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())))?;
     let text = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
     if text.trim().is_empty() {
         return Err(InputError(format!("{}: the prompt is empty", path.display())).into());

@@ -168,7 +168,11 @@ impl OptimizeArgs {
     }
 
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy { timeout: self.optimizer_timeout.into(), max_attempts: self.optimizer_attempts.max(1), ..RetryPolicy::default() }
+        RetryPolicy {
+            timeout: self.optimizer_timeout.into(),
+            max_attempts: self.optimizer_attempts.max(1),
+            ..RetryPolicy::default()
+        }
     }
 }
 
@@ -282,7 +286,11 @@ pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
         )?;
     }
     writeln!(stdout)?;
-    writeln!(stdout, "{:<7} {:>8} {:>14} {:>10} {:>15} {:>11}", "split", "examples", "baseline mean", "best mean", "baseline exact", "best exact")?;
+    writeln!(
+        stdout,
+        "{:<7} {:>8} {:>14} {:>10} {:>15} {:>11}",
+        "split", "examples", "baseline mean", "best mean", "baseline exact", "best exact"
+    )?;
     for r in &s.rows {
         writeln!(
             stdout,
@@ -361,11 +369,16 @@ fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Op
     };
     // Fail fast: the canary gets at most 2 attempts of at most 30 s, whatever the run's policy.
     let policy = args.retry_policy();
-    let canary_policy =
-        RetryPolicy { max_attempts: policy.max_attempts.min(2), timeout: policy.timeout.min(Duration::from_secs(30)), ..policy.clone() };
+    let canary_policy = RetryPolicy {
+        max_attempts: policy.max_attempts.min(2),
+        timeout: policy.timeout.min(Duration::from_secs(30)),
+        ..policy.clone()
+    };
     let (mut canary, opt): (Box<dyn Optimizer>, Option<Box<dyn Optimizer>>) = match &spec {
         OptimizerSpec::None => return Ok(None),
-        OptimizerSpec::OpenAi { model } => (Box::new(http(Api::OpenAi, model, canary_policy)?), Some(Box::new(http(Api::OpenAi, model, policy)?))),
+        OptimizerSpec::OpenAi { model } => {
+            (Box::new(http(Api::OpenAi, model, canary_policy)?), Some(Box::new(http(Api::OpenAi, model, policy)?)))
+        }
         OptimizerSpec::Anthropic { model } => {
             (Box::new(http(Api::Anthropic, model, canary_policy)?), Some(Box::new(http(Api::Anthropic, model, policy)?)))
         }
@@ -433,13 +446,18 @@ fn dry_run(task: &Task, o: &Options, prices: &PriceTable, json: bool) -> anyhow:
         println!("{line}");
         return Ok(());
     }
-    println!("plan for task {} ({} iterations, {} candidates each, proposer {}, optimizer {})", task.name, o.max_iterations, o.candidates, o.proposer, o.optimizer);
+    println!(
+        "plan for task {} ({} iterations, {} candidates each, proposer {}, optimizer {})",
+        task.name, o.max_iterations, o.candidates, o.proposer, o.optimizer
+    );
     println!("examples          train {train}, dev {dev}, test {test}");
     println!("evaluations       at most {evals} (baseline train+dev, every candidate on train, each iteration's best on dev, baseline and best on test)");
     println!("optimizer calls   at most {} ({calls} proposals + {canary} canary)", calls + canary);
     println!("optimizer tokens  at most ~{tokens_in} in, {tokens_out} out (input estimated from the meta-prompt, output at --optimizer-max-tokens)");
     match (cost, price) {
-        (Some(c), Some(p)) => println!("cost              at most ~${c:.4} (${}/M in, ${}/M out; {})", p.input, p.output, prices.source),
+        (Some(c), Some(p)) => {
+            println!("cost              at most ~${c:.4} (${}/M in, ${}/M out; {})", p.input, p.output, prices.source)
+        }
         _ => println!("cost              unknown: no price for `{}` in {}", o.optimizer, prices.source),
     }
     Ok(())

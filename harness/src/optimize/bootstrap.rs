@@ -48,9 +48,7 @@ pub fn paired(deltas: &[f64], confidence: f64, resamples: usize, rng: &mut Split
     if n == 0 || resamples == 0 {
         return Interval { mean_delta, lower: 0.0, upper: 0.0, confidence, resamples, n };
     }
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| deltas[rng.below(n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut means: Vec<f64> = (0..resamples).map(|_| (0..n).map(|_| deltas[rng.below(n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     let alpha = (1.0 - confidence.clamp(0.0, 1.0)) / 2.0;
     let at = |q: f64| {

@@ -172,11 +172,8 @@ mod tests {
     #[test]
     fn cache_keys_differ_by_instruction_example_and_engine() {
         let mut cache = EvalCache::default();
-        let key = |i: &str, e: &str, k: &str| CacheKey {
-            instruction_sha256: i.into(),
-            example_id: e.into(),
-            engine_key: k.into(),
-        };
+        let key =
+            |i: &str, e: &str, k: &str| CacheKey { instruction_sha256: i.into(), example_id: e.into(), engine_key: k.into() };
         cache.insert(key("p", "x", "e"), super::super::demos::tests::record("x", 0.5));
         assert!(cache.get(&key("p", "x", "e")).is_some());
         assert!(cache.get(&key("q", "x", "e")).is_none());

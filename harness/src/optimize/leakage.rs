@@ -64,8 +64,7 @@ impl Guard {
     pub fn overlap(&self, candidate: &str, allowed: &[&str]) -> Overlap {
         let ok: HashSet<u64> = allowed.iter().flat_map(|a| grams(&words(a), self.n).collect::<Vec<_>>()).collect();
         let w = words(candidate);
-        let hits: Vec<Option<bool>> =
-            grams(&w, self.n).map(|g| (!ok.contains(&g)).then(|| self.train.contains(&g))).collect();
+        let hits: Vec<Option<bool>> = grams(&w, self.n).map(|g| (!ok.contains(&g)).then(|| self.train.contains(&g))).collect();
         let ngrams = hits.iter().filter(|h| h.is_some()).count();
         let copied = hits.iter().filter(|h| **h == Some(true)).count();
         // A run of k consecutive copied n-grams covers k + n - 1 words.

@@ -78,12 +78,7 @@ pub fn excerpt_around(text: &str, expected: &Value, max: usize) -> String {
     let lower = text.to_lowercase();
     // Lower-casing can change byte lengths; only use a hit when the lengths agree.
     let needle_at = (lower.len() == text.len())
-        .then(|| {
-            needles(expected)
-                .into_iter()
-                .filter(|n| n.chars().count() >= 4)
-                .find_map(|n| lower.find(&n.to_lowercase()))
-        })
+        .then(|| needles(expected).into_iter().filter(|n| n.chars().count() >= 4).find_map(|n| lower.find(&n.to_lowercase())))
         .flatten();
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     if chars.len() <= max {
@@ -129,7 +124,11 @@ fn compact(v: &Value) -> String {
 fn write_failure(out: &mut String, i: usize, f: &Failure<'_>) {
     let r = f.record;
     let _ = writeln!(out, "### Case {} (score {:.2})", i + 1, r.score);
-    let _ = writeln!(out, "Document excerpt:\n\"\"\"\n{}\n\"\"\"", excerpt_around(&f.example.text, &f.example.expected, FAILURE_EXCERPT_CHARS));
+    let _ = writeln!(
+        out,
+        "Document excerpt:\n\"\"\"\n{}\n\"\"\"",
+        excerpt_around(&f.example.text, &f.example.expected, FAILURE_EXCERPT_CHARS)
+    );
     let output = if r.output.trim().is_empty() { "(nothing)".to_owned() } else { cut(r.output.trim(), OUTPUT_CHARS) };
     let _ = writeln!(out, "Model output: {output}");
     if r.truncated {
@@ -295,7 +294,10 @@ mod tests {
 
     #[test]
     fn answers_are_taken_from_tags_fences_or_whole() {
-        assert_eq!(parse_answer("Sure!\n<prompt>\nExtract the parties carefully.\n</prompt>\nDone").unwrap(), "Extract the parties carefully.");
+        assert_eq!(
+            parse_answer("Sure!\n<prompt>\nExtract the parties carefully.\n</prompt>\nDone").unwrap(),
+            "Extract the parties carefully."
+        );
         assert_eq!(parse_answer("<prompt>Extract the parties carefully, cut").unwrap(), "Extract the parties carefully, cut");
         assert_eq!(parse_answer("```text\nExtract the parties carefully.\n```").unwrap(), "Extract the parties carefully.");
         assert_eq!(parse_answer("Extract the parties carefully.").unwrap(), "Extract the parties carefully.");
@@ -328,8 +330,10 @@ mod tests {
     #[test]
     fn opro_history_is_ascending_unique_and_capped() {
         let task = Task::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini")).unwrap();
-        let history: Vec<(String, f64)> =
-            (0..30).map(|i| (format!("Instruction number {i} for the task."), f64::from(i) / 30.0)).chain([("Instruction number 29 for the task.".to_owned(), 0.0)]).collect();
+        let history: Vec<(String, f64)> = (0..30)
+            .map(|i| (format!("Instruction number {i} for the task."), f64::from(i) / 30.0))
+            .chain([("Instruction number 29 for the task.".to_owned(), 0.0)])
+            .collect();
         let req = opro_request(&task, &history, &[], 1.0, 512, 7);
         let text = &req.messages[0].content;
         assert_eq!(text.matches("\nscore: ").count(), OPRO_HISTORY);

@@ -149,10 +149,7 @@ impl RunLog {
         };
         let file = fs_err::OpenOptions::new().append(true).open(&path)?;
         if let Some(line) = back.torn_line {
-            warnings.push(format!(
-                "{}:{line}: dropped a torn last line (the run stopped while writing it)",
-                path.display()
-            ));
+            warnings.push(format!("{}:{line}: dropped a torn last line (the run stopped while writing it)", path.display()));
             file.file().set_len(back.good_len)?;
         }
         let mut log = RunLog {
@@ -244,8 +241,7 @@ impl RunLog {
         match self.replay.pop_front() {
             None => self.append(rec),
             Some((line, logged)) => {
-                let same = logged.kind() == rec.kind()
-                    && serde_json::to_value(&logged).ok() == serde_json::to_value(rec).ok();
+                let same = logged.kind() == rec.kind() && serde_json::to_value(&logged).ok() == serde_json::to_value(rec).ok();
                 if same {
                     Ok(())
                 } else {
@@ -256,8 +252,7 @@ impl RunLog {
     }
 
     fn append(&mut self, rec: &LogRecord) -> Result<(), LogError> {
-        let mut line =
-            serde_json::to_vec(rec).map_err(|error| LogError::Serialize { kind: rec.kind(), error })?;
+        let mut line = serde_json::to_vec(rec).map_err(|error| LogError::Serialize { kind: rec.kind(), error })?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.flush()?;

@@ -97,9 +97,9 @@ pub fn parse_schedule(s: &str) -> Result<Vec<ProposerKind>, String> {
             "opro" => ProposerKind::Opro,
             "demos" => ProposerKind::Demos,
             "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
-            other => {
-                return Err(format!("unknown proposer `{other}` in `{s}`: expected rewrite, opro or demos (or a comma-separated schedule of them)"))
-            }
+            other => return Err(format!(
+                "unknown proposer `{other}` in `{s}`: expected rewrite, opro or demos (or a comma-separated schedule of them)"
+            )),
         });
     }
     Ok(out)

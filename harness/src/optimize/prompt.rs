@@ -177,8 +177,14 @@ mod tests {
     #[test]
     fn parsing_inverts_rendering() {
         let mut p = Prompt::new("Extract.\n");
-        let tricky = Example { id: "c".into(), text: "x\nJSON: no\nExample 2\nContract (excerpt):\nnot a marker".into(), expected: serde_json::json!({"a": "line\nbreak"}), line: 1 };
-        p.demos = vec![Demo::from_example(&ex("a", "alpha text")), Demo::from_example(&tricky), Demo::from_example(&ex("b", "beta"))];
+        let tricky = Example {
+            id: "c".into(),
+            text: "x\nJSON: no\nExample 2\nContract (excerpt):\nnot a marker".into(),
+            expected: serde_json::json!({"a": "line\nbreak"}),
+            line: 1,
+        };
+        p.demos =
+            vec![Demo::from_example(&ex("a", "alpha text")), Demo::from_example(&tricky), Demo::from_example(&ex("b", "beta"))];
         let ids = p.demo_ids();
         let back = Prompt::parse(&p.text(), &ids).unwrap();
         assert_eq!(back.text(), p.text());

@@ -63,14 +63,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_streams_differ() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = SplitMix64::derive(7, "demos", 1);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = SplitMix64::derive(7, "demos", 1);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::derive(7, "demos", 1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::derive(7, "demos", 1);
+                move |_| r.next_u64()
+            })
+            .collect();
         let c = SplitMix64::derive(7, "demos", 2).next_u64();
         assert_eq!(a, b);
         assert_ne!(a[0], c);

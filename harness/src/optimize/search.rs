@@ -21,9 +21,9 @@ use super::records::{
 };
 use super::rng::SplitMix64;
 use super::{parse_schedule, Accept, OptimizeError, Options, ProposerKind, Racing};
+use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
 use crate::optimizer::prices::Price;
 use crate::optimizer::{CallError, ChatRequest, Optimizer};
-use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
 use crate::task::{Example, Task};
 
 /// The best prompt so far, in the run directory.
@@ -48,7 +48,15 @@ pub struct Setup<'a> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Eval { split: String, prompt_sha256: String, examples: usize, ran: usize, cached: usize, mean: f64, exact: usize },
+    Eval {
+        split: String,
+        prompt_sha256: String,
+        examples: usize,
+        ran: usize,
+        cached: usize,
+        mean: f64,
+        exact: usize,
+    },
     Proposal {
         iteration: usize,
         index: usize,
@@ -60,8 +68,19 @@ pub enum Event {
         input_tokens: u64,
         output_tokens: u64,
     },
-    Candidate { iteration: usize, index: usize, proposer: String, prompt_sha256: String, train_mean: f64, rejected: Option<String> },
-    Decision { iteration: usize, accepted: bool, reason: String },
+    Candidate {
+        iteration: usize,
+        index: usize,
+        proposer: String,
+        prompt_sha256: String,
+        train_mean: f64,
+        rejected: Option<String>,
+    },
+    Decision {
+        iteration: usize,
+        accepted: bool,
+        reason: String,
+    },
     /// At the start of each iteration and at the end of the loop.
     Progress {
         iteration: usize,
@@ -233,7 +252,15 @@ impl Loop<'_, '_, '_> {
                     _ => format!("rejected: no usable candidate ({} optimizer calls failed)", proposed.failed),
                 };
                 let stop = reason.starts_with("stopped");
-                self.decide(DecisionEntry { iteration: it, candidate: None, prompt_sha256: None, accepted: false, reason: reason.clone(), train: None, dev: None })?;
+                self.decide(DecisionEntry {
+                    iteration: it,
+                    candidate: None,
+                    prompt_sha256: None,
+                    accepted: false,
+                    reason: reason.clone(),
+                    train: None,
+                    dev: None,
+                })?;
                 if stop {
                     stopped_by = proposed.stop.unwrap_or(reason);
                     break;
@@ -331,8 +358,18 @@ impl Loop<'_, '_, '_> {
         for index in 0..opts.candidates {
             let seed = SplitMix64::derive(opts.seed, kind.as_str(), (it * 1000 + index) as u64).next_u64() >> 1;
             let req = match kind {
-                ProposerKind::Opro => llm::opro_request(self.s.task, &self.history, &failures, 1.0, opts.optimizer_max_tokens, seed),
-                _ => llm::rewrite_request(self.s.task, &current.base, cur_train, &failures, opts.temperature, opts.optimizer_max_tokens, seed),
+                ProposerKind::Opro => {
+                    llm::opro_request(self.s.task, &self.history, &failures, 1.0, opts.optimizer_max_tokens, seed)
+                }
+                _ => llm::rewrite_request(
+                    self.s.task,
+                    &current.base,
+                    cur_train,
+                    &failures,
+                    opts.temperature,
+                    opts.optimizer_max_tokens,
+                    seed,
+                ),
             };
             let canon = serde_json::json!({ "optimizer": opts.optimizer, "request": req });
             let request_sha256 = sha256_hex(canon.to_string().as_bytes());
@@ -365,10 +402,20 @@ impl Loop<'_, '_, '_> {
 
     /// One live optimizer call. Per-call failures become a failed proposal; credentials or
     /// a model the API refuses, or [`MAX_FAILED_CALLS_IN_ROW`] exhausted calls, stop the run.
-    fn call(&mut self, kind: ProposerKind, it: usize, index: usize, req: &ChatRequest, request_sha256: String) -> Result<ProposalEntry, OptimizeError> {
+    fn call(
+        &mut self,
+        kind: ProposerKind,
+        it: usize,
+        index: usize,
+        req: &ChatRequest,
+        request_sha256: String,
+    ) -> Result<ProposalEntry, OptimizeError> {
         let name = self.s.options.optimizer.clone();
         let Some(opt) = self.optimizer.as_deref_mut() else {
-            return Err(OptimizeError::Optimizer { optimizer: name, message: format!("proposer `{}` needs an optimizer model (--optimizer)", kind.as_str()) });
+            return Err(OptimizeError::Optimizer {
+                optimizer: name,
+                message: format!("proposer `{}` needs an optimizer model (--optimizer)", kind.as_str()),
+            });
         };
         self.calls_made += 1;
         let mut entry = ProposalEntry {
@@ -461,7 +508,8 @@ impl Loop<'_, '_, '_> {
     fn time_up(&self) -> Option<String> {
         let budget = self.s.options.time_budget_s?;
         let used = self.started.elapsed().as_secs_f64();
-        (used >= budget).then(|| format!("time budget {} used", humantime::format_duration(std::time::Duration::from_secs(budget as u64))))
+        (used >= budget)
+            .then(|| format!("time budget {} used", humantime::format_duration(std::time::Duration::from_secs(budget as u64))))
     }
 
     fn progress(&mut self, iteration: usize, train: &[ExampleRecord], dev: &[ExampleRecord]) {

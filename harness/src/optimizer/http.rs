@@ -163,7 +163,13 @@ impl fmt::Debug for HttpOptimizer {
 impl HttpOptimizer {
     /// A client for `model` at `base_url` (a trailing `/` is fine). `key` may be `None` only
     /// for OpenAI-compatible servers other than api.openai.com.
-    pub fn new(api: Api, model: impl Into<String>, base_url: &str, key: Option<String>, policy: RetryPolicy) -> Result<Self, ConfigError> {
+    pub fn new(
+        api: Api,
+        model: impl Into<String>,
+        base_url: &str,
+        key: Option<String>,
+        policy: RetryPolicy,
+    ) -> Result<Self, ConfigError> {
         let base_url = base_url.trim().trim_end_matches('/').to_owned();
         let bad = |reason: String| ConfigError::BadBaseUrl { api, var: api.base_var(), url: redact_unparsed(&base_url), reason };
         let parsed = Url::parse(&base_url).map_err(|e| bad(e.to_string()))?;
@@ -193,8 +199,20 @@ impl HttpOptimizer {
             .build()
             .map_err(ConfigError::Client)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ConfigError::Runtime)?;
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
-        Ok(Self { api, model: model.into(), base_url, shown_base, key, policy, headers, client, runtime, jitter: SplitMix64::new(seed) })
+        let seed =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
+        Ok(Self {
+            api,
+            model: model.into(),
+            base_url,
+            shown_base,
+            key,
+            policy,
+            headers,
+            client,
+            runtime,
+            jitter: SplitMix64::new(seed),
+        })
     }
 
     /// Base URL and key from `OPENAI_BASE_URL`/`OPENAI_API_KEY` or
@@ -226,7 +244,13 @@ impl HttpOptimizer {
             Api::OpenAi => {
                 let system = req.system.as_deref().map(|content| WireMessage { role: "system", content });
                 let messages = system.into_iter().chain(req.messages.iter().map(WireMessage::from)).collect();
-                let body = OpenAiBody { model: &self.model, messages, temperature: req.temperature, max_tokens: req.max_tokens, seed: req.seed };
+                let body = OpenAiBody {
+                    model: &self.model,
+                    messages,
+                    temperature: req.temperature,
+                    max_tokens: req.max_tokens,
+                    seed: req.seed,
+                };
                 serde_json::to_vec(&body)
             }
             Api::Anthropic => {
@@ -658,11 +682,7 @@ fn parse_anthropic(body: &[u8]) -> Result<Parsed, String> {
     let input = usage.input_tokens.unwrap_or(0)
         + usage.cache_read_input_tokens.unwrap_or(0)
         + usage.cache_creation_input_tokens.unwrap_or(0);
-    Ok(Parsed {
-        text: non_empty(text, Api::Anthropic)?,
-        input_tokens: input,
-        output_tokens: usage.output_tokens.unwrap_or(0),
-    })
+    Ok(Parsed { text: non_empty(text, Api::Anthropic)?, input_tokens: input, output_tokens: usage.output_tokens.unwrap_or(0) })
 }
 
 #[cfg(test)]
@@ -687,14 +707,24 @@ mod tests {
         assert_eq!(parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"), Some(951_825_600));
-        for garbage in ["", "soon", "-3", "1.5", "Sun, 06 Nov 1994 08:49:37 PST", "Sun, 32 Nov 1994 08:49:37 GMT", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 24:00:00 GMT"] {
+        for garbage in [
+            "",
+            "soon",
+            "-3",
+            "1.5",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+        ] {
             assert_eq!(parse_retry_after(garbage, now), None, "{garbage}");
         }
     }
 
     #[test]
     fn backoff_doubles_caps_and_jitters_within_half_to_full() {
-        let p = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), ..RetryPolicy::default() };
+        let p =
+            RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1), ..RetryPolicy::default() };
         assert_eq!(p.backoff(1, 1.0), Duration::from_millis(100));
         assert_eq!(p.backoff(1, 0.0), Duration::from_millis(50));
         assert_eq!(p.backoff(3, 1.0), Duration::from_millis(400));
@@ -730,7 +760,9 @@ mod tests {
         assert_eq!(parse_anthropic(body), Ok(Parsed { text: "Hello".into(), input_tokens: 5, output_tokens: 8 }));
         assert_eq!(parse_anthropic(br#"{"content":[{"type":"text","text":"x"}]}"#).unwrap().output_tokens, 0);
         assert!(parse_anthropic(br#"{"content":[]}"#).unwrap_err().contains("empty"));
-        assert!(parse_anthropic(br#"{"type":"error","error":{"type":"overloaded_error"}}"#).unwrap_err().contains("not the anthropic reply JSON"));
+        assert!(parse_anthropic(br#"{"type":"error","error":{"type":"overloaded_error"}}"#)
+            .unwrap_err()
+            .contains("not the anthropic reply JSON"));
     }
 
     #[test]
@@ -766,7 +798,12 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_config_errors() {
-        for (url, want) in [("ftp://host/v1", "scheme is `ftp`"), ("not a url", "relative URL"), ("http://", "empty host"), ("http://h/v1?k=1", "query")] {
+        for (url, want) in [
+            ("ftp://host/v1", "scheme is `ftp`"),
+            ("not a url", "relative URL"),
+            ("http://", "empty host"),
+            ("http://h/v1?k=1", "query"),
+        ] {
             let e = client(Api::OpenAi, url, None).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("OPENAI_BASE_URL"), "{url}: {e}");
         }

@@ -45,14 +45,13 @@ impl Optimizer for LocalOptimizer {
             request.sampling = Sampling::seeded(req.temperature, 0.95, req.seed.unwrap_or(0));
         }
         let mut out = self.engine.generate(std::slice::from_ref(&request));
-        let resp = out
-            .pop()
-            .ok_or_else(|| CallError::Fatal("the local optimizer returned no response".into()))?
-            .map_err(|e| match e {
+        let resp = out.pop().ok_or_else(|| CallError::Fatal("the local optimizer returned no response".into()))?.map_err(
+            |e| match e {
                 // A meta-prompt too long for the context is this call's failure, not the run's.
                 engines::EngineError::InputTooLong { .. } => CallError::Exhausted { attempts: 1, last: e.to_string() },
                 e => CallError::Fatal(format!("local optimizer: {e}")),
-            })?;
+            },
+        )?;
         if resp.text.trim().is_empty() {
             return Err(CallError::Malformed { attempts: 1, detail: "empty answer".into() });
         }

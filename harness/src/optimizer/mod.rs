@@ -23,9 +23,15 @@ use serde::{Deserialize, Serialize};
 pub enum OptimizerSpec {
     None,
     #[serde(rename = "openai")]
-    OpenAi { model: String },
-    Anthropic { model: String },
-    Local { model: String },
+    OpenAi {
+        model: String,
+    },
+    Anthropic {
+        model: String,
+    },
+    Local {
+        model: String,
+    },
 }
 
 impl OptimizerSpec {
@@ -60,9 +66,7 @@ impl FromStr for OptimizerSpec {
             return Ok(OptimizerSpec::None);
         }
         let Some((kind, model)) = s.split_once(':') else {
-            return Err(format!(
-                "unknown optimizer `{s}`: expected openai:MODEL, anthropic:MODEL, local:PATH-or-name or none"
-            ));
+            return Err(format!("unknown optimizer `{s}`: expected openai:MODEL, anthropic:MODEL, local:PATH-or-name or none"));
         };
         let model = model.trim();
         if model.is_empty() {
@@ -73,9 +77,7 @@ impl FromStr for OptimizerSpec {
             "openai" => Ok(OptimizerSpec::OpenAi { model }),
             "anthropic" => Ok(OptimizerSpec::Anthropic { model }),
             "local" => Ok(OptimizerSpec::Local { model }),
-            other => Err(format!(
-                "unknown optimizer kind `{other}` in `{s}`: expected openai, anthropic, local or none"
-            )),
+            other => Err(format!("unknown optimizer kind `{other}` in `{s}`: expected openai, anthropic, local or none")),
         }
     }
 }

@@ -65,8 +65,8 @@ impl PriceTable {
     }
 
     pub fn load(path: &Path) -> Result<Self, PriceError> {
-        let text = fs_err::read_to_string(path)
-            .map_err(|e| PriceError { path: path.into(), line: None, message: e.to_string() })?;
+        let text =
+            fs_err::read_to_string(path).map_err(|e| PriceError { path: path.into(), line: None, message: e.to_string() })?;
         Self::parse(path, &text)
     }
 

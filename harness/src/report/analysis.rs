@@ -194,10 +194,8 @@ pub fn analyze(run: &RunData, routing: Option<(PathBuf, RoutingTable)>) -> Analy
     let records = Records::new(run);
     let fin = run.final_entry.as_ref();
     // The baseline is evaluated first, so the first eval is the baseline's.
-    let baseline_sha256 = fin
-        .map(|f| f.baseline_sha256.clone())
-        .or_else(|| run.evals.first().map(|e| e.prompt_sha256.clone()))
-        .unwrap_or_default();
+    let baseline_sha256 =
+        fin.map(|f| f.baseline_sha256.clone()).or_else(|| run.evals.first().map(|e| e.prompt_sha256.clone())).unwrap_or_default();
     let last_accepted = run.decisions.iter().rev().find(|d| d.accepted).and_then(|d| d.prompt_sha256.clone());
     let best_sha256 = fin.map(|f| f.best_sha256.clone()).or(last_accepted).unwrap_or_else(|| baseline_sha256.clone());
 
@@ -281,7 +279,10 @@ pub fn analyze(run: &RunData, routing: Option<(PathBuf, RoutingTable)>) -> Analy
             SpeedPoint {
                 id: r.id.clone(),
                 split: e.split.clone(),
-                prompt: labels.get(e.prompt_sha256.as_str()).cloned().unwrap_or_else(|| e.prompt_sha256[..12.min(e.prompt_sha256.len())].to_owned()),
+                prompt: labels
+                    .get(e.prompt_sha256.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| e.prompt_sha256[..12.min(e.prompt_sha256.len())].to_owned()),
                 input_tokens: r.tokens.input,
                 output_tokens: r.tokens.output,
                 prefill_ms: r.timings.prefill_ms,
@@ -369,12 +370,20 @@ fn task_prompt(run: &RunData) -> Option<String> {
 fn compare(split: &str, pairs: &[(&ExampleRecord, Option<&ExampleRecord>)], field_names: &[String]) -> SplitCompare {
     let both: Vec<(&ExampleRecord, &ExampleRecord)> = pairs.iter().filter_map(|(a, b)| Some((*a, (*b)?))).collect();
     let n = both.len();
-    let mean = |f: &dyn Fn(&(&ExampleRecord, &ExampleRecord)) -> f64| if n == 0 { 0.0 } else { both.iter().map(f).sum::<f64>() / n as f64 };
+    let mean = |f: &dyn Fn(&(&ExampleRecord, &ExampleRecord)) -> f64| {
+        if n == 0 {
+            0.0
+        } else {
+            both.iter().map(f).sum::<f64>() / n as f64
+        }
+    };
     let exact = |r: &ExampleRecord| r.error.is_none() && r.format_ok && r.fields.iter().all(|f| f.correct);
     let fields = field_names
         .iter()
         .map(|name| {
-            let stat = |r: &ExampleRecord| r.fields.iter().find(|f| f.field == *name).map_or((0.0, 0.0), |f| (f64::from(u8::from(f.correct)), f.score));
+            let stat = |r: &ExampleRecord| {
+                r.fields.iter().find(|f| f.field == *name).map_or((0.0, 0.0), |f| (f64::from(u8::from(f.correct)), f.score))
+            };
             FieldCompare {
                 name: name.clone(),
                 baseline_accuracy: mean(&|(a, _)| stat(a).0),
@@ -415,12 +424,7 @@ pub fn failures<'a>(records: impl Iterator<Item = &'a ExampleRecord>) -> Failure
 
 /// Candidates and decisions by iteration; the current prompt's means after each.
 fn trajectory(run: &RunData, base_train: Option<f64>, base_dev: Option<f64>) -> Vec<Iteration> {
-    let last = run
-        .candidates
-        .iter()
-        .map(|c| c.iteration)
-        .chain(run.decisions.iter().map(|d| d.iteration))
-        .max();
+    let last = run.candidates.iter().map(|c| c.iteration).chain(run.decisions.iter().map(|d| d.iteration)).max();
     let Some(last) = last else { return Vec::new() };
     let (mut train, mut dev) = (base_train, base_dev);
     (0..=last)

@@ -36,7 +36,9 @@ pub fn html(old: &str, new: &str, context: usize) -> String {
     let mut out = String::from("<table class=\"diff\">\n");
     let groups = diff.grouped_ops(context);
     if groups.is_empty() {
-        out.push_str("<tr><td class=\"ln\"></td><td class=\"ln\"></td><td class=\"sign\"></td><td class=\"code\">(identical)</td></tr>\n");
+        out.push_str(
+            "<tr><td class=\"ln\"></td><td class=\"ln\"></td><td class=\"sign\"></td><td class=\"code\">(identical)</td></tr>\n",
+        );
     }
     for (gi, group) in groups.iter().enumerate() {
         if gi > 0 {

@@ -107,7 +107,8 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     .join(", ");
     let limits = format!("train {}, dev {}, test {}", opt(opts.limit_train), opt(opts.limit_dev), opt(opts.limit_test));
     let spent = &a.spend;
-    let cost = spent.cost_usd.map_or_else(|| if spent.calls > 0 { "price unknown".into() } else { "$0".into() }, |c| format!("${c:.4}"));
+    let cost =
+        spent.cost_usd.map_or_else(|| if spent.calls > 0 { "price unknown".into() } else { "$0".into() }, |c| format!("${c:.4}"));
     let spend_text = format!(
         "{} optimizer calls ({} failed), {} input + {} output tokens, {cost}",
         spent.calls, spent.failed_calls, spent.input_tokens, spent.output_tokens
@@ -129,19 +130,47 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         _ => format!("not recorded (log of an older version); run.jsonl last written {}", ended(a)),
     };
     let rows = vec![
-        ("task", format!("{} <span class=\"muted\">({})</span>", escape(&header.task), escape(&header.task_dir.display().to_string()))),
-        ("model", format!("{} <span class=\"muted\">({:.1} MiB, sha256 of first MiB {})</span>", escape(&header.model.path.display().to_string()), mib(header.model.size as f64), escape(&header.model.sha256_first_mib[..16.min(header.model.sha256_first_mib.len())]))),
+        (
+            "task",
+            format!("{} <span class=\"muted\">({})</span>", escape(&header.task), escape(&header.task_dir.display().to_string())),
+        ),
+        (
+            "model",
+            format!(
+                "{} <span class=\"muted\">({:.1} MiB, sha256 of first MiB {})</span>",
+                escape(&header.model.path.display().to_string()),
+                mib(header.model.size as f64),
+                escape(&header.model.sha256_first_mib[..16.min(header.model.sha256_first_mib.len())])
+            ),
+        ),
         ("engine", escape(&engine)),
         ("optimizer", escape(&opts.optimizer)),
-        ("proposer", format!("{} ({} demos per candidate, {} worst failures shown)", escape(&opts.proposer), opts.demos, opts.worst)),
+        (
+            "proposer",
+            format!("{} ({} demos per candidate, {} worst failures shown)", escape(&opts.proposer), opts.demos, opts.worst),
+        ),
         ("acceptance", format!("{} at confidence {}, seed {}", opts.accept, opts.confidence, opts.seed)),
         ("caps", escape(&caps)),
         ("example limits", escape(&limits)),
         ("spend", escape(&spend_text)),
         ("wall time", wall),
-        ("engine time", format!("{} over {} eval records (per batch, its slowest request)", duration_text(a.engine_ms / 1000.0), run.evals.len())),
+        (
+            "engine time",
+            format!(
+                "{} over {} eval records (per batch, its slowest request)",
+                duration_text(a.engine_ms / 1000.0),
+                run.evals.len()
+            ),
+        ),
         ("status", status),
-        ("best prompt", format!("{} <span class=\"muted\">(sha256 {})</span>", escape(&a.best_origin), escape(&a.best_sha256[..12.min(a.best_sha256.len())]))),
+        (
+            "best prompt",
+            format!(
+                "{} <span class=\"muted\">(sha256 {})</span>",
+                escape(&a.best_origin),
+                escape(&a.best_sha256[..12.min(a.best_sha256.len())])
+            ),
+        ),
     ];
     let mut inner = kv(&rows);
     inner.push_str(&splits_table(a));
@@ -164,7 +193,11 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     // Fields.
     let mut inner = fields_table(a);
     match a.headline() {
-        Some(s) => inner.push_str(&figure("fields", &plots::fields(s), &format!("Per-field accuracy on {}: baseline (grey) and best (blue).", escape(&s.split)))),
+        Some(s) => inner.push_str(&figure(
+            "fields",
+            &plots::fields(s),
+            &format!("Per-field accuracy on {}: baseline (grey) and best (blue).", escape(&s.split)),
+        )),
         None => inner.push_str("<p class=\"note\">No records to compare yet.</p>\n"),
     }
     section(&mut body, "fields", RUN_SECTIONS[2].1, &inner);
@@ -280,10 +313,16 @@ fn candidates_table(a: &Analysis) -> String {
     for it in &a.iterations {
         let Some(d) = &it.decision else { continue };
         let gate = |g: Option<&crate::optimize::records::GateEntry>| {
-            g.map_or_else(|| "-".into(), |g| {
-                let ci = g.bootstrap.map(|b| format!(" <span class=\"muted\">[{:+.3}, {:+.3}]</span>", b.lower, b.upper)).unwrap_or_default();
-                format!("{} &rarr; {}{ci}", f3(g.current_mean), f3(g.candidate_mean))
-            })
+            g.map_or_else(
+                || "-".into(),
+                |g| {
+                    let ci = g
+                        .bootstrap
+                        .map(|b| format!(" <span class=\"muted\">[{:+.3}, {:+.3}]</span>", b.lower, b.upper))
+                        .unwrap_or_default();
+                    format!("{} &rarr; {}{ci}", f3(g.current_mean), f3(g.candidate_mean))
+                },
+            )
         };
         let _ = writeln!(
             s,
@@ -367,7 +406,12 @@ fn speed_section(run: &RunData, a: &Analysis) -> String {
         .speed
         .iter()
         .filter(|p| !p.error)
-        .map(|p| plots::Run { input_tokens: p.input_tokens, total_ms: p.total_ms, prefill_ms: p.prefill_ms, peak_rss_bytes: p.peak_rss_bytes })
+        .map(|p| plots::Run {
+            input_tokens: p.input_tokens,
+            total_ms: p.total_ms,
+            prefill_ms: p.prefill_ms,
+            peak_rss_bytes: p.peak_rss_bytes,
+        })
         .collect();
     let mut lat: Vec<f64> = ran.iter().map(|r| r.total_ms).collect();
     lat.sort_by(f64::total_cmp);
@@ -397,8 +441,16 @@ fn speed_section(run: &RunData, a: &Analysis) -> String {
         }
         None => s.push_str("<p class=\"note\">No routing table for this model (run <code>promptloop calibrate</code>, or pass <code>--routing FILE</code>): the plots show this run only.</p>\n"),
     }
-    s.push_str(&figure("latency", &plots::latency(&engine, &ran, table), "Latency of each request against its input length; batched requests share the batch's prefill."));
-    s.push_str(&figure("memory", &plots::memory(&engine, &ran, table), "Peak resident memory of the process while each request's batch ran, against input length."));
+    s.push_str(&figure(
+        "latency",
+        &plots::latency(&engine, &ran, table),
+        "Latency of each request against its input length; batched requests share the batch's prefill.",
+    ));
+    s.push_str(&figure(
+        "memory",
+        &plots::memory(&engine, &ran, table),
+        "Peak resident memory of the process while each request's batch ran, against input length.",
+    ));
     s
 }
 
@@ -460,8 +512,18 @@ pub fn table_report(path: &std::path::Path, t: &RoutingTable) -> String {
     let rows = vec![
         ("table", escape(&path.display().to_string())),
         ("created", format!("{} by promptloop {} (format {})", escape(&t.created), escape(&t.promptloop_version), t.version)),
-        ("machine", format!("{}, {} cores, {:.0} MiB", escape(&t.machine.cpu), t.machine.cores, mib(t.machine.total_memory_bytes as f64))),
-        ("model", format!("{} <span class=\"muted\">({:.1} MiB)</span>", escape(&t.model.path.display().to_string()), mib(t.model.size as f64))),
+        (
+            "machine",
+            format!("{}, {} cores, {:.0} MiB", escape(&t.machine.cpu), t.machine.cores, mib(t.machine.total_memory_bytes as f64)),
+        ),
+        (
+            "model",
+            format!(
+                "{} <span class=\"muted\">({:.1} MiB)</span>",
+                escape(&t.model.path.display().to_string()),
+                mib(t.model.size as f64)
+            ),
+        ),
         ("memory budget", format!("{:.0} MiB, margin {:.0}%", mib(t.budget_bytes as f64), t.margin * 100.0)),
         ("output tokens", t.max_tokens.to_string()),
     ];
@@ -473,7 +535,15 @@ pub fn table_report(path: &std::path::Path, t: &RoutingTable) -> String {
     for e in &t.engines {
         let check = e.check.map_or_else(
             || "-".into(),
-            |c| format!("{} tokens: predicted {:.1} MiB, measured {:.1} MiB ({:.1}%)", c.input_tokens, mib(c.predicted_peak_bytes), mib(c.measured_peak_bytes as f64), c.rel_error * 100.0),
+            |c| {
+                format!(
+                    "{} tokens: predicted {:.1} MiB, measured {:.1} MiB ({:.1}%)",
+                    c.input_tokens,
+                    mib(c.predicted_peak_bytes),
+                    mib(c.measured_peak_bytes as f64),
+                    c.rel_error * 100.0
+                )
+            },
         );
         let _ = writeln!(
             s,
@@ -493,7 +563,11 @@ pub fn table_report(path: &std::path::Path, t: &RoutingTable) -> String {
     section(&mut body, "engines", TABLE_SECTIONS[1].1, &s);
 
     let mut s = figure("table-memory", &plots::table_memory(t), "Peak RSS of each probe (its own process) against input length, the fitted line, the budget and the largest input that fits.");
-    s.push_str(&figure("table-latency", &plots::table_latency(t), "Prefill and total latency of each probe against input length, and the prefill fit (ms per token grows with length)."));
+    s.push_str(&figure(
+        "table-latency",
+        &plots::table_latency(t),
+        "Prefill and total latency of each probe against input length, and the prefill fit (ms per token grows with length).",
+    ));
     section(&mut body, "table-plots", TABLE_SECTIONS[2].1, &s);
 
     let mut s = String::from(

@@ -28,7 +28,8 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         let _ = writeln!(s, "> **note:** {}\n", w.replace('\n', " "));
     }
     let sp = &a.spend;
-    let cost = sp.cost_usd.map_or_else(|| if sp.calls > 0 { "price unknown".into() } else { "$0".into() }, |c| format!("${c:.4}"));
+    let cost =
+        sp.cost_usd.map_or_else(|| if sp.calls > 0 { "price unknown".into() } else { "$0".into() }, |c| format!("${c:.4}"));
     let status = match &a.stopped_by {
         Some(by) => format!("finished, stopped by {by}"),
         None => "not finished".into(),
@@ -36,18 +37,33 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     let wall = a.elapsed_s.map_or_else(|| "not recorded".into(), duration_text);
     let rows = [
         ("model", format!("`{}` ({:.1} MiB)", header.model.path.display(), mib(header.model.size as f64))),
-        ("engine", format!("{} (batch {}, constraint {}, max {} output tokens)", header.engine_kind, header.engine.batch_size, header.constraint, header.max_tokens)),
+        (
+            "engine",
+            format!(
+                "{} (batch {}, constraint {}, max {} output tokens)",
+                header.engine_kind, header.engine.batch_size, header.constraint, header.max_tokens
+            ),
+        ),
         ("optimizer / proposer", format!("{} / {}", opts.optimizer, opts.proposer)),
         ("iterations", format!("{} run, {} accepted ({status})", a.iterations.len(), a.accepted)),
-        ("caps", format!(
-            "{} iterations x {} candidates; cost {}; tokens {}; time {}",
-            opts.max_iterations,
-            opts.candidates,
-            opts.max_cost.map_or_else(|| "-".into(), |c| format!("${c:.2}")),
-            opts.max_optimizer_tokens.map_or_else(|| "-".into(), |t| t.to_string()),
-            opts.time_budget_s.map_or_else(|| "-".into(), duration_text)
-        )),
-        ("spend", format!("{} calls ({} failed), {} tokens in / {} out, {cost}", sp.calls, sp.failed_calls, sp.input_tokens, sp.output_tokens)),
+        (
+            "caps",
+            format!(
+                "{} iterations x {} candidates; cost {}; tokens {}; time {}",
+                opts.max_iterations,
+                opts.candidates,
+                opts.max_cost.map_or_else(|| "-".into(), |c| format!("${c:.2}")),
+                opts.max_optimizer_tokens.map_or_else(|| "-".into(), |t| t.to_string()),
+                opts.time_budget_s.map_or_else(|| "-".into(), duration_text)
+            ),
+        ),
+        (
+            "spend",
+            format!(
+                "{} calls ({} failed), {} tokens in / {} out, {cost}",
+                sp.calls, sp.failed_calls, sp.input_tokens, sp.output_tokens
+            ),
+        ),
         ("wall time", format!("{wall} (engine busy {})", duration_text(a.engine_ms / 1000.0))),
         ("best prompt", a.best_origin.clone()),
     ];
@@ -86,7 +102,13 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
             let _ = write!(s, "| {} |", cell(&f.name));
             for c in &shown {
                 let f = &c.fields[i];
-                let _ = write!(s, " {:.2} → {:.2} ({}) |", f.baseline_accuracy, f.best_accuracy, signed(f.best_accuracy - f.baseline_accuracy));
+                let _ = write!(
+                    s,
+                    " {:.2} → {:.2} ({}) |",
+                    f.baseline_accuracy,
+                    f.best_accuracy,
+                    signed(f.best_accuracy - f.baseline_accuracy)
+                );
             }
             s.push('\n');
         }

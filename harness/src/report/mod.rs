@@ -134,7 +134,9 @@ pub fn parse_run(dir: &Path, path: &Path, bytes: &[u8], last_write: Option<Syste
             }
             .into())
         }
-        None => return Err(LogError::BadHeader { path: path.to_path_buf(), message: "no header record (empty log)".into() }.into()),
+        None => {
+            return Err(LogError::BadHeader { path: path.to_path_buf(), message: "no header record (empty log)".into() }.into())
+        }
     };
     let mut run = RunData {
         dir: dir.to_path_buf(),

@@ -127,7 +127,8 @@ pub fn scores(a: &Analysis) -> String {
         ys.extend(c.dev_mean);
     }
     let top = ys.iter().copied().fold(0.0, f64::max);
-    let entries = 2 + a.candidates().map(|c| std::mem::discriminant(&c.status)).collect::<std::collections::HashSet<_>>().len() + 1;
+    let entries =
+        2 + a.candidates().map(|c| std::mem::discriminant(&c.status)).collect::<std::collections::HashSet<_>>().len() + 1;
     let top = (top * headroom(entries) + 0.02).clamp(0.1, 1.05);
     svg(900, 420, |root| {
         let keys: Vec<f64> = (0..=n).map(|i| i as f64).collect();
@@ -257,7 +258,10 @@ pub fn fields(s: &SplitCompare) -> String {
                 Rectangle::new([(0.0, lo), (v.max(0.004), hi)], color.filled())
             })
         };
-        chart.draw_series(bars(true))?.label("best").legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BEST.filled()));
+        chart
+            .draw_series(bars(true))?
+            .label("best")
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BEST.filled()));
         chart
             .draw_series(bars(false))?
             .label("baseline")
@@ -270,7 +274,11 @@ pub fn fields(s: &SplitCompare) -> String {
         chart
             .configure_series_labels()
             .position(legend_corner(
-                &s.fields.iter().enumerate().flat_map(|(i, f)| [(f.best_accuracy + 0.1, row(i) + 0.7), (f.baseline_accuracy + 0.1, row(i) + 0.3)]).collect::<Vec<_>>(),
+                &s.fields
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, f)| [(f.best_accuracy + 0.1, row(i) + 0.7), (f.baseline_accuracy + 0.1, row(i) + 0.3)])
+                    .collect::<Vec<_>>(),
                 &(0.0..1.12),
                 &(0.0..n as f64),
             ))
@@ -321,30 +329,39 @@ pub fn failures(splits: &[SplitCompare]) -> String {
                 .axis_desc_style(SMALL)
                 .disable_x_mesh()
                 .bold_line_style(GRID)
-            .light_line_style(WHITE)
+                .light_line_style(WHITE)
                 .draw()?;
             let bars = |counts: [usize; 6], lo: f64, hi: f64, color: RGBColor| {
-                counts.into_iter().enumerate().map(move |(i, c)| {
-                    Rectangle::new([(i as f64 + lo, 0.0), (i as f64 + hi, c as f64)], color.filled())
-                })
+                counts
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, c)| Rectangle::new([(i as f64 + lo, 0.0), (i as f64 + hi, c as f64)], color.filled()))
             };
             chart
                 .draw_series(bars(before, 0.12, 0.5, BASELINE))?
                 .label("baseline")
                 .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BASELINE.filled()));
-            chart.draw_series(bars(after, 0.5, 0.88, BEST))?.label("best").legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BEST.filled()));
-            let labels = before.into_iter().enumerate().map(|(i, c)| (i as f64 + 0.31, c)).chain(after.into_iter().enumerate().map(|(i, c)| (i as f64 + 0.69, c)));
-            chart.draw_series(labels.map(|(x, c)| {
-                Text::new(
-                    c.to_string(),
-                    (x, c as f64),
-                    anchored(HPos::Center, VPos::Bottom),
-                )
-            }))?;
+            chart
+                .draw_series(bars(after, 0.5, 0.88, BEST))?
+                .label("best")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BEST.filled()));
+            let labels = before
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (i as f64 + 0.31, c))
+                .chain(after.into_iter().enumerate().map(|(i, c)| (i as f64 + 0.69, c)));
+            chart.draw_series(
+                labels.map(|(x, c)| Text::new(c.to_string(), (x, c as f64), anchored(HPos::Center, VPos::Bottom))),
+            )?;
             chart
                 .configure_series_labels()
                 .position(legend_corner(
-                    &before.iter().chain(&after).enumerate().flat_map(|(i, &c)| (0..=4).map(move |k| ((i % 6) as f64 + 0.5, c as f64 * f64::from(k) / 4.0))).collect::<Vec<_>>(),
+                    &before
+                        .iter()
+                        .chain(&after)
+                        .enumerate()
+                        .flat_map(|(i, &c)| (0..=4).map(move |k| ((i % 6) as f64 + 0.5, c as f64 * f64::from(k) / 4.0)))
+                        .collect::<Vec<_>>(),
                     &(0.0..6.0),
                     &(0.0..(top * 1.2).max(1.0)),
                 ))
@@ -373,7 +390,10 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
     let probe_pts = |e: &EngineEntry| -> Vec<(f64, f64)> {
         e.points.iter().filter(|p| p.fits).filter_map(|p| Some((p.input_tokens as f64, p.total_ms?))).collect()
     };
-    let xs = runs.iter().map(|r| r.input_tokens as f64).chain(engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)));
+    let xs = runs
+        .iter()
+        .map(|r| r.input_tokens as f64)
+        .chain(engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)));
     let x_max = xs.fold(1.0, f64::max) * 1.05;
     let ys = runs.iter().map(|r| r.total_ms).chain(engines.iter().flat_map(|e| probe_pts(e).into_iter().map(|p| p.1)));
     let y_max = ys.fold(1.0, f64::max) * headroom(2 + 2 * engines.len());
@@ -399,11 +419,15 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
             .label(format!("{engine}: this run, request total"))
             .legend(|(x, y)| Circle::new((x + 9, y), 4, TRAIN.filled()));
         chart
-            .draw_series(runs.iter().map(|r| Circle::new((r.input_tokens as f64, r.prefill_ms / 1000.0), 3, DEV.stroke_width(2))))?
+            .draw_series(
+                runs.iter().map(|r| Circle::new((r.input_tokens as f64, r.prefill_ms / 1000.0), 3, DEV.stroke_width(2))),
+            )?
             .label(format!("{engine}: this run, prefill"))
             .legend(|(x, y)| Circle::new((x + 9, y), 3, DEV.stroke_width(2)));
-        let mut all: Vec<(f64, f64)> =
-            runs.iter().flat_map(|r| [(r.input_tokens as f64, r.total_ms / 1000.0), (r.input_tokens as f64, r.prefill_ms / 1000.0)]).collect();
+        let mut all: Vec<(f64, f64)> = runs
+            .iter()
+            .flat_map(|r| [(r.input_tokens as f64, r.total_ms / 1000.0), (r.input_tokens as f64, r.prefill_ms / 1000.0)])
+            .collect();
         for (i, e) in engines.iter().enumerate() {
             let color = CALIBRATION[i % CALIBRATION.len()];
             let pts: Vec<(f64, f64)> = probe_pts(e).into_iter().map(|(x, y)| (x, y / 1000.0)).collect();
@@ -412,10 +436,15 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
                 .label(format!("{}: calibration probes, total", e.kind))
                 .legend(move |(x, y)| TriangleMarker::new((x + 9, y), 5, color.filled()));
             let fit = &e.prefill_ms_per_token;
-            let curve: Vec<(f64, f64)> =
-                (0..=60).map(|k| x_max * f64::from(k) / 60.0).map(|x| (x, (x * fit.predict(x).max(0.0) / 1000.0).min(y_max / 1000.0))).collect();
+            let curve: Vec<(f64, f64)> = (0..=60)
+                .map(|k| x_max * f64::from(k) / 60.0)
+                .map(|x| (x, (x * fit.predict(x).max(0.0) / 1000.0).min(y_max / 1000.0)))
+                .collect();
             all.extend(pts.iter().chain(&curve));
-            chart.draw_series(LineSeries::new(curve, color.stroke_width(2)))?.label(format!("{}: calibrated prefill fit", e.kind)).legend(legend_line(color));
+            chart
+                .draw_series(LineSeries::new(curve, color.stroke_width(2)))?
+                .label(format!("{}: calibrated prefill fit", e.kind))
+                .legend(legend_line(color));
         }
         chart
             .configure_series_labels()
@@ -432,13 +461,17 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
 /// and memory fit (at the probe's context) with the table's budget.
 pub fn memory(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> String {
     let engines: Vec<&EngineEntry> = table.map(|t| t.engines.iter().collect()).unwrap_or_default();
-    let xs = runs.iter().map(|r| r.input_tokens as f64).chain(engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)));
+    let xs = runs
+        .iter()
+        .map(|r| r.input_tokens as f64)
+        .chain(engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)));
     let x_max = xs.fold(1.0, f64::max) * 1.05;
     let ys = runs
         .iter()
         .map(|r| r.peak_rss_bytes as f64)
         .chain(engines.iter().flat_map(|e| e.points.iter().map(|p| p.peak_rss_bytes as f64)));
-    let y_max = memory_top(ys.fold(1.0, f64::max), table.map(|t| t.budget_bytes), 1 + 3 * engines.len() + usize::from(table.is_some()));
+    let y_max =
+        memory_top(ys.fold(1.0, f64::max), table.map(|t| t.budget_bytes), 1 + 3 * engines.len() + usize::from(table.is_some()));
     svg(900, 400, |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
@@ -457,7 +490,9 @@ pub fn memory(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Strin
             .light_line_style(WHITE)
             .draw()?;
         chart
-            .draw_series(runs.iter().map(|r| Circle::new((r.input_tokens as f64, mib(r.peak_rss_bytes as f64)), 4, TRAIN.filled())))?
+            .draw_series(
+                runs.iter().map(|r| Circle::new((r.input_tokens as f64, mib(r.peak_rss_bytes as f64)), 4, TRAIN.filled())),
+            )?
             .label(format!("{engine}: this run (process peak while the batch ran)"))
             .legend(|(x, y)| Circle::new((x + 9, y), 4, TRAIN.filled()));
         let mut all: Vec<(f64, f64)> = runs.iter().map(|r| (r.input_tokens as f64, mib(r.peak_rss_bytes as f64))).collect();
@@ -479,7 +514,8 @@ pub fn memory(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Strin
     })
 }
 
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A calibrated engine's probes (fits: triangles; does not fit: crosses) and its memory fit.
 fn memory_series(
@@ -510,7 +546,10 @@ fn memory_series(
         .map(|x| (x, mib(e.predicted_peak(probe_ctx(x as usize, t.max_tokens))).clamp(0.0, y_max)))
         .collect();
     all.extend(fits.iter().chain(&over).chain(&curve));
-    chart.draw_series(LineSeries::new(curve, color.stroke_width(2)))?.label(format!("{}: memory fit", e.kind)).legend(legend_line(color));
+    chart
+        .draw_series(LineSeries::new(curve, color.stroke_width(2)))?
+        .label(format!("{}: memory fit", e.kind))
+        .legend(legend_line(color));
     if e.max_input_tokens > 0 && (e.max_input_tokens as f64) < x_max {
         let x = e.max_input_tokens as f64;
         chart
@@ -551,9 +590,17 @@ fn memory_top(data_max_bytes: f64, budget_bytes: Option<u64>, legend_entries: us
 /// A routing table's engine: peak memory against input tokens, with fit, budget, threshold.
 pub fn table_memory(t: &RoutingTable) -> String {
     let x_max = t.engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)).fold(1.0, f64::max) * 1.05;
-    let y_max = memory_top(t.engines.iter().flat_map(|e| e.points.iter().map(|p| p.peak_rss_bytes as f64)).fold(1.0, f64::max), Some(t.budget_bytes), 3 * t.engines.len() + 1);
+    let y_max = memory_top(
+        t.engines.iter().flat_map(|e| e.points.iter().map(|p| p.peak_rss_bytes as f64)).fold(1.0, f64::max),
+        Some(t.budget_bytes),
+        3 * t.engines.len() + 1,
+    );
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root).margin(12).x_label_area_size(46).y_label_area_size(70).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(46)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc(format!("input tokens (context = input + {} output + 16)", t.max_tokens))
@@ -570,7 +617,13 @@ pub fn table_memory(t: &RoutingTable) -> String {
             memory_series(&mut chart, e, t, CALIBRATION[i % CALIBRATION.len()], x_max, y_max, &mut all)?;
         }
         budget_line(&mut chart, t, x_max, &mut all)?;
-        chart.configure_series_labels().position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max))).label_font(SMALL).background_style(WHITE.mix(0.85)).border_style(GREY).draw()?;
+        chart
+            .configure_series_labels()
+            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))
+            .label_font(SMALL)
+            .background_style(WHITE.mix(0.85))
+            .border_style(GREY)
+            .draw()?;
         Ok(())
     })
 }
@@ -581,9 +634,18 @@ pub fn table_latency(t: &RoutingTable) -> String {
         e.points.iter().filter(|p| p.fits).filter_map(|p| Some((p.input_tokens as f64, f(p)? / 1000.0))).collect()
     };
     let x_max = t.engines.iter().flat_map(|e| e.points.iter().map(|p| p.input_tokens as f64)).fold(1.0, f64::max) * 1.05;
-    let y_max = t.engines.iter().flat_map(|e| pts(e, |p| p.total_ms).into_iter().chain(pts(e, |p| p.prefill_ms)).map(|p| p.1)).fold(0.001, f64::max) * headroom(3 * t.engines.len());
+    let y_max = t
+        .engines
+        .iter()
+        .flat_map(|e| pts(e, |p| p.total_ms).into_iter().chain(pts(e, |p| p.prefill_ms)).map(|p| p.1))
+        .fold(0.001, f64::max)
+        * headroom(3 * t.engines.len());
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root).margin(12).x_label_area_size(46).y_label_area_size(70).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(46)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc("input tokens")
@@ -608,11 +670,23 @@ pub fn table_latency(t: &RoutingTable) -> String {
                 .label(format!("{}: probe prefill", e.kind))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.stroke_width(2)));
             let fit = &e.prefill_ms_per_token;
-            let curve: Vec<(f64, f64)> = (0..=60).map(|k| x_max * f64::from(k) / 60.0).map(|x| (x, (x * fit.predict(x).max(0.0) / 1000.0).min(y_max))).collect();
+            let curve: Vec<(f64, f64)> = (0..=60)
+                .map(|k| x_max * f64::from(k) / 60.0)
+                .map(|x| (x, (x * fit.predict(x).max(0.0) / 1000.0).min(y_max)))
+                .collect();
             all.extend(&curve);
-            chart.draw_series(LineSeries::new(curve, color.stroke_width(2)))?.label(format!("{}: prefill fit", e.kind)).legend(legend_line(color));
+            chart
+                .draw_series(LineSeries::new(curve, color.stroke_width(2)))?
+                .label(format!("{}: prefill fit", e.kind))
+                .legend(legend_line(color));
         }
-        chart.configure_series_labels().position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max))).label_font(SMALL).background_style(WHITE.mix(0.85)).border_style(GREY).draw()?;
+        chart
+            .configure_series_labels()
+            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))
+            .label_font(SMALL)
+            .background_style(WHITE.mix(0.85))
+            .border_style(GREY)
+            .draw()?;
         Ok(())
     })
 }

@@ -191,7 +191,14 @@ fn synthetic(baseline_prompt: Option<&str>) -> (Vec<LogRecord>, Prompt, Prompt) 
         stopped_by: "max iterations".into(),
         spend: Spend { calls: 1, failed_calls: 0, input_tokens: 1000, output_tokens: 50, cost_usd: Some(0.01) },
         rows: vec![
-            SplitRow { split: "train".into(), examples: 2, baseline_mean: 0.25, baseline_exact: 0, best_mean: 0.5, best_exact: 1 },
+            SplitRow {
+                split: "train".into(),
+                examples: 2,
+                baseline_mean: 0.25,
+                baseline_exact: 0,
+                best_mean: 0.5,
+                best_exact: 1,
+            },
             SplitRow { split: "dev".into(), examples: 1, baseline_mean: 0.5, baseline_exact: 0, best_mean: 1.0, best_exact: 1 },
             SplitRow { split: "test".into(), examples: 1, baseline_mean: 0.0, baseline_exact: 0, best_mean: 0.5, best_exact: 0 },
         ],
@@ -263,9 +270,16 @@ fn a_synthetic_run_is_aggregated() {
 
     // Speed: batch 1 holds two requests (3 s and 5 s): it counts 5 s.
     assert_eq!(a.speed.len(), 11);
-    assert!((a.engine_ms - (5000.0 + 2000.0 + 6000.0 + 4000.0 + 2500.0 + 5100.0 + 9000.0 + 2200.0 + 2600.0)).abs() < 1e-6, "{}", a.engine_ms);
+    assert!(
+        (a.engine_ms - (5000.0 + 2000.0 + 6000.0 + 4000.0 + 2500.0 + 5100.0 + 9000.0 + 2200.0 + 2600.0)).abs() < 1e-6,
+        "{}",
+        a.engine_ms
+    );
     let slow = a.slowest(3);
-    assert_eq!(slow.iter().map(|p| (p.id.as_str(), p.prompt.as_str())).collect::<Vec<_>>(), [("d", "it2.c1"), ("b", "it1.c1"), ("b", "it2.c1")]);
+    assert_eq!(
+        slow.iter().map(|p| (p.id.as_str(), p.prompt.as_str())).collect::<Vec<_>>(),
+        [("d", "it2.c1"), ("b", "it1.c1"), ("b", "it2.c1")]
+    );
     assert_eq!(a.spend.calls, 1);
     assert_eq!(a.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
     assert_eq!((a.elapsed_s, a.end_from_file), (Some(1200.0), false), "start to the last eval");
@@ -432,7 +446,12 @@ fn routing_table() -> RoutingTable {
             prefill_ms_per_token: LinearFit { intercept: 2.8, slope: 0.0001, max_rel_error: 0.05 },
             decode_tok_s: 100.0,
             max_input_tokens: 9000,
-            check: Some(HeldBack { input_tokens: 3000, predicted_peak_bytes: 2.3e8, measured_peak_bytes: 235_000_000, rel_error: 0.02 }),
+            check: Some(HeldBack {
+                input_tokens: 3000,
+                predicted_peak_bytes: 2.3e8,
+                measured_peak_bytes: 235_000_000,
+                rel_error: 0.02,
+            }),
             points: vec![point(128, true), point(512, true), point(2048, true), point(8192, true), point(12000, false)],
         }],
     }

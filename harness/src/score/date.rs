@@ -31,10 +31,7 @@ fn numeric(text: &str) -> Option<(u32, u32, u32)> {
     let [a, b, c] = parts.as_slice() else {
         return None;
     };
-    if [a, b, c]
-        .iter()
-        .any(|p| p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+    if [a, b, c].iter().any(|p| p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
     if a.len() == 4 && b.len() <= 2 && c.len() <= 2 {
@@ -48,14 +45,8 @@ fn numeric(text: &str) -> Option<(u32, u32, u32)> {
 
 /// `january 1 2010`, `jan. 1st, 2010`, `1 january 2010`, `the 1st day of january, 2010`.
 fn textual(text: &str) -> Option<(u32, u32, u32)> {
-    let cleaned: String = text
-        .chars()
-        .map(|c| if matches!(c, ',' | '.') { ' ' } else { c })
-        .collect();
-    let tokens: Vec<&str> = cleaned
-        .split_whitespace()
-        .filter(|t| !matches!(*t, "the" | "this" | "day" | "of"))
-        .collect();
+    let cleaned: String = text.chars().map(|c| if matches!(c, ',' | '.') { ' ' } else { c }).collect();
+    let tokens: Vec<&str> = cleaned.split_whitespace().filter(|t| !matches!(*t, "the" | "this" | "day" | "of")).collect();
     let [first, second, third] = tokens.as_slice() else {
         return None;
     };
@@ -68,13 +59,8 @@ fn textual(text: &str) -> Option<(u32, u32, u32)> {
 
 /// A day of the month, with an optional ordinal suffix (`1`, `01`, `1st`, `22nd`).
 fn day(token: &str) -> Option<u32> {
-    let digits = ["st", "nd", "rd", "th"]
-        .iter()
-        .find_map(|suffix| token.strip_suffix(suffix))
-        .unwrap_or(token);
-    (!digits.is_empty() && digits.len() <= 2 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    let digits = ["st", "nd", "rd", "th"].iter().find_map(|suffix| token.strip_suffix(suffix)).unwrap_or(token);
+    (!digits.is_empty() && digits.len() <= 2 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 /// A four-digit year, or a two-digit one with the data set's pivot.
@@ -110,10 +96,7 @@ fn month(token: &str) -> Option<u32> {
     if token == "sept" {
         return Some(9);
     }
-    NAMES
-        .iter()
-        .position(|name| *name == token || (token.len() == 3 && name.starts_with(token)))
-        .map(|i| i as u32 + 1)
+    NAMES.iter().position(|name| *name == token || (token.len() == 3 && name.starts_with(token))).map(|i| i as u32 + 1)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -172,18 +155,9 @@ mod tests {
     fn day_first_dates() {
         assert_eq!(iso("1 January 2010").as_deref(), Some("2010-01-01"));
         assert_eq!(iso("15 Feb 2012").as_deref(), Some("2012-02-15"));
-        assert_eq!(
-            iso("1st day of January, 2010").as_deref(),
-            Some("2010-01-01")
-        );
-        assert_eq!(
-            iso("the 21st day of June, 2004").as_deref(),
-            Some("2004-06-21")
-        );
-        assert_eq!(
-            iso("this 2nd day of May 2019").as_deref(),
-            Some("2019-05-02")
-        );
+        assert_eq!(iso("1st day of January, 2010").as_deref(), Some("2010-01-01"));
+        assert_eq!(iso("the 21st day of June, 2004").as_deref(), Some("2004-06-21"));
+        assert_eq!(iso("this 2nd day of May 2019").as_deref(), Some("2019-05-02"));
     }
 
     #[test]
@@ -217,14 +191,8 @@ mod tests {
 
     #[test]
     fn several_dates() {
-        assert_eq!(
-            normalize_dates("09/01/2006; 8/31/2007").as_deref(),
-            Some("2006-09-01; 2007-08-31")
-        );
-        assert_eq!(
-            normalize_dates("2006-09-01;2007-08-31").as_deref(),
-            Some("2006-09-01; 2007-08-31")
-        );
+        assert_eq!(normalize_dates("09/01/2006; 8/31/2007").as_deref(), Some("2006-09-01; 2007-08-31"));
+        assert_eq!(normalize_dates("2006-09-01;2007-08-31").as_deref(), Some("2006-09-01; 2007-08-31"));
         assert_eq!(normalize_dates("09/01/2006; perpetual"), None);
     }
 }

@@ -45,11 +45,7 @@ pub fn normalize_text(text: &str) -> String {
 
 /// Punctuation that separates words rather than sitting inside them.
 fn is_separator(c: char) -> bool {
-    matches!(
-        c,
-        '-' | '\u{2010}'
-            ..='\u{2015}' | '\u{2212}' | '/' | '\\' | '_' | ',' | ';' | ':' | '|' | '+' | '='
-    )
+    matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '/' | '\\' | '_' | ',' | ';' | ':' | '|' | '+' | '=')
 }
 
 /// The text of a scalar value; arrays join their items with `"; "`.
@@ -89,10 +85,7 @@ pub fn exact(predicted: &Value, expected: &Value) -> f64 {
 
 /// `date`: equal ISO dates when both sides normalise, else [`exact`].
 pub fn date(predicted: &Value, expected: &Value) -> f64 {
-    match (
-        normalize_dates(&value_text(predicted)),
-        normalize_dates(&value_text(expected)),
-    ) {
+    match (normalize_dates(&value_text(predicted)), normalize_dates(&value_text(expected))) {
         (Some(p), Some(e)) => score_of(p == e),
         _ => exact(predicted, expected),
     }
@@ -118,10 +111,7 @@ pub fn parse_number(value: &Value) -> Option<f64> {
     let n = match value {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => {
-            let cleaned: String = s
-                .chars()
-                .filter(|c| !matches!(c, ',' | '$' | '%') && !c.is_whitespace())
-                .collect();
+            let cleaned: String = s.chars().filter(|c| !matches!(c, ',' | '$' | '%') && !c.is_whitespace()).collect();
             cleaned.parse::<f64>().ok()?
         }
         _ => return None,
@@ -133,11 +123,7 @@ pub fn parse_number(value: &Value) -> Option<f64> {
 /// one-item list.
 pub fn items(value: &Value) -> Vec<String> {
     match value {
-        Value::Array(values) => values
-            .iter()
-            .filter(|v| !is_empty_value(v))
-            .map(value_text)
-            .collect(),
+        Value::Array(values) => values.iter().filter(|v| !is_empty_value(v)).map(value_text).collect(),
         other if is_empty_value(other) => Vec::new(),
         other => vec![value_text(other)],
     }
@@ -177,12 +163,7 @@ pub struct ListMatch {
 /// [`item_key`]s, counting pairs at or above `fuzzy`. Two empty lists score 1.
 pub fn list_match(predicted: &[String], expected: &[String], fuzzy: f64) -> ListMatch {
     if predicted.is_empty() && expected.is_empty() {
-        return ListMatch {
-            matched: 0,
-            precision: 1.0,
-            recall: 1.0,
-            f1: 1.0,
-        };
+        return ListMatch { matched: 0, precision: 1.0, recall: 1.0, f1: 1.0 };
     }
     let p_keys: Vec<String> = predicted.iter().map(|s| item_key(s)).collect();
     let e_keys: Vec<String> = expected.iter().map(|s| item_key(s)).collect();
@@ -209,17 +190,8 @@ pub fn list_match(predicted: &[String], expected: &[String], fuzzy: f64) -> List
     let ratio = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
     let precision = ratio(matched, predicted.len());
     let recall = ratio(matched, expected.len());
-    let f1 = if matched == 0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
-    ListMatch {
-        matched,
-        precision,
-        recall,
-        f1,
-    }
+    let f1 = if matched == 0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
+    ListMatch { matched, precision, recall, f1 }
 }
 
 #[cfg(test)]
@@ -231,19 +203,10 @@ mod tests {
 
     #[test]
     fn normalize_text_folds_case_space_punctuation_quotes() {
-        assert_eq!(
-            normalize_text("  Rogers   Cable\tInc. "),
-            "rogers cable inc"
-        );
+        assert_eq!(normalize_text("  Rogers   Cable\tInc. "), "rogers cable inc");
         assert_eq!(normalize_text("ROGERS CABLE, INC."), "rogers cable inc");
-        assert_eq!(
-            normalize_text("\u{201c}Rogers\u{201d}"),
-            normalize_text("\"Rogers\"")
-        );
-        assert_eq!(
-            normalize_text("Rogers\u{2019}s"),
-            normalize_text("Rogers's")
-        );
+        assert_eq!(normalize_text("\u{201c}Rogers\u{201d}"), normalize_text("\"Rogers\""));
+        assert_eq!(normalize_text("Rogers\u{2019}s"), normalize_text("Rogers's"));
         assert_eq!(normalize_text("AT&T"), "att");
         assert_eq!(normalize_text("AT & T"), "at t");
         assert_eq!(normalize_text("Ontario, Canada"), "ontario canada");
@@ -257,28 +220,16 @@ mod tests {
     fn exact_matcher() {
         assert_eq!(exact(&json!("New York"), &json!("new  york.")), 1.0);
         assert_eq!(exact(&json!("Delaware"), &json!("New York")), 0.0);
-        assert_eq!(
-            exact(&json!("successive 1 year"), &json!("Successive 1-Year")),
-            1.0
-        );
+        assert_eq!(exact(&json!("successive 1 year"), &json!("Successive 1-Year")), 1.0);
         assert_eq!(exact(&json!(12), &json!("12")), 1.0);
     }
 
     #[test]
     fn date_matcher_normalises_formats() {
         assert_eq!(date(&json!("January 1, 2010"), &json!("2010-01-01")), 1.0);
-        assert_eq!(
-            date(&json!("1st day of January, 2010"), &json!("1/1/10")),
-            1.0
-        );
+        assert_eq!(date(&json!("1st day of January, 2010"), &json!("1/1/10")), 1.0);
         assert_eq!(date(&json!("Jan. 2, 2010"), &json!("2010-01-01")), 0.0);
-        assert_eq!(
-            date(
-                &json!("2006-09-01; 2007-08-31"),
-                &json!("09/01/2006; 8/31/2007")
-            ),
-            1.0
-        );
+        assert_eq!(date(&json!("2006-09-01; 2007-08-31"), &json!("09/01/2006; 8/31/2007")), 1.0);
     }
 
     #[test]
@@ -304,11 +255,7 @@ mod tests {
         assert_eq!(number(&json!("15%"), &json!("15"), 1e-6), 1.0);
         assert_eq!(number(&json!(1.004), &json!(1.0), 0.01), 1.0);
         assert_eq!(number(&json!(1.02), &json!(1.0), 0.01), 0.0);
-        assert_eq!(
-            number(&json!("ten"), &json!("Ten"), 0.01),
-            1.0,
-            "falls back to exact"
-        );
+        assert_eq!(number(&json!("ten"), &json!("Ten"), 0.01), 1.0, "falls back to exact");
         assert_eq!(number(&json!("ten"), &json!(10), 0.01), 0.0);
         assert_eq!(parse_number(&json!("NaN")), None);
         assert_eq!(parse_number(&json!(" 1 000 ")), Some(1000.0));
@@ -320,29 +267,19 @@ mod tests {
 
     #[test]
     fn item_key_drops_alias() {
-        assert_eq!(
-            item_key("Rogers Cable Communications Inc. (\"Rogers\")"),
-            "rogers cable communications inc"
-        );
+        assert_eq!(item_key("Rogers Cable Communications Inc. (\"Rogers\")"), "rogers cable communications inc");
         assert_eq!(item_key("(\"Company\")"), "company");
         assert_eq!(item_key("Acme Corp (unbalanced"), "acme corp");
     }
 
     #[test]
     fn list_matches_aliases_and_case() {
-        let expected = strings(&[
-            "Rogers Cable Communications Inc. (\"Rogers\")",
-            "Shaw Inc. (\"Shaw\")",
-        ]);
+        let expected = strings(&["Rogers Cable Communications Inc. (\"Rogers\")", "Shaw Inc. (\"Shaw\")"]);
         let predicted = strings(&["ROGERS CABLE COMMUNICATIONS, INC.", "Shaw Inc."]);
         let m = list_match(&predicted, &expected, 0.85);
         assert_eq!(m.matched, 2);
         assert_eq!(m.f1, 1.0);
-        let m = list_match(
-            &strings(&["Rogers Cable Communications Inc."]),
-            &expected,
-            0.85,
-        );
+        let m = list_match(&strings(&["Rogers Cable Communications Inc."]), &expected, 0.85);
         assert_eq!((m.precision, m.recall), (1.0, 0.5));
         assert!((m.f1 - 2.0 / 3.0).abs() < 1e-9);
     }
@@ -353,10 +290,7 @@ mod tests {
         let typo = strings(&["Stallings Capital Group Consultant Ltd"]);
         assert_eq!(list_match(&typo, &expected, 0.85).f1, 1.0);
         assert_eq!(list_match(&typo, &expected, 1.0).f1, 0.0);
-        assert_eq!(
-            list_match(&strings(&["GAINSCO, INC."]), &expected, 0.85).f1,
-            0.0
-        );
+        assert_eq!(list_match(&strings(&["GAINSCO, INC."]), &expected, 0.85).f1, 0.0);
     }
 
     #[test]
@@ -382,26 +316,12 @@ mod tests {
         assert_eq!(items(&json!(["A", "", null, "B"])), strings(&["A", "B"]));
         assert_eq!(items(&json!("Acme")), strings(&["Acme"]));
         assert!(items(&json!(null)).is_empty());
-        assert_eq!(
-            score_values(
-                &MatchRule::List { fuzzy: 0.85 },
-                &json!(["acme inc"]),
-                &json!(["Acme, Inc. (\"Acme\")"])
-            ),
-            1.0
-        );
+        assert_eq!(score_values(&MatchRule::List { fuzzy: 0.85 }, &json!(["acme inc"]), &json!(["Acme, Inc. (\"Acme\")"])), 1.0);
     }
 
     #[test]
     fn empty_values() {
-        for v in [
-            json!(null),
-            json!(""),
-            json!("  "),
-            json!([]),
-            json!([""]),
-            json!({}),
-        ] {
+        for v in [json!(null), json!(""), json!("  "), json!([]), json!([""]), json!({})] {
             assert!(is_empty_value(&v), "{v}");
         }
         for v in [json!("x"), json!(0), json!(false), json!(["x"])] {

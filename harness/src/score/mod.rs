@@ -44,13 +44,8 @@ pub enum FailureClass {
 
 impl FailureClass {
     /// Every class, in display order.
-    pub const ALL: [FailureClass; 5] = [
-        FailureClass::Format,
-        FailureClass::Truncated,
-        FailureClass::Missed,
-        FailureClass::Hallucinated,
-        FailureClass::Wrong,
-    ];
+    pub const ALL: [FailureClass; 5] =
+        [FailureClass::Format, FailureClass::Truncated, FailureClass::Missed, FailureClass::Hallucinated, FailureClass::Wrong];
 
     /// The `snake_case` name, as in JSON.
     pub fn as_str(self) -> &'static str {
@@ -144,49 +139,30 @@ pub fn score_example(
     let parsed = serde_json::from_str::<Value>(output_text);
     let format_error = match &parsed {
         Err(err) => Some(format!("not JSON: {err}")),
-        Ok(value) if !value.is_object() => {
-            Some(format!("not a JSON object but {}", type_name(value)))
-        }
-        Ok(value) => schema_validator
-            .and_then(|v| v.iter_errors(value).next())
-            .map(|err| {
-                let at = err.instance_path().as_str();
-                let at = if at.is_empty() { "(root)" } else { at };
-                format!(
-                    "schema violation at {at}: {}",
-                    shorten(&err.to_string(), 200)
-                )
-            }),
+        Ok(value) if !value.is_object() => Some(format!("not a JSON object but {}", type_name(value))),
+        Ok(value) => schema_validator.and_then(|v| v.iter_errors(value).next()).map(|err| {
+            let at = err.instance_path().as_str();
+            let at = if at.is_empty() { "(root)" } else { at };
+            format!("schema violation at {at}: {}", shorten(&err.to_string(), 200))
+        }),
     };
     let predicted_object = parsed.ok().and_then(|v| match v {
         Value::Object(map) => Some(map),
         _ => None,
     });
-    let predicted_of = |name: &str| {
-        predicted_object
-            .as_ref()
-            .and_then(|m| m.get(name))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
+    let predicted_of = |name: &str| predicted_object.as_ref().and_then(|m| m.get(name)).cloned().unwrap_or(Value::Null);
     let expected_of = |name: &str| expected.get(name).cloned().unwrap_or(Value::Null);
 
     if let Some(format_error) = format_error {
-        let class = if truncated {
-            FailureClass::Truncated
-        } else {
-            FailureClass::Format
-        };
+        let class = if truncated { FailureClass::Truncated } else { FailureClass::Format };
         let mut failed = ExampleScore::failed(fields, expected, Some(class), &predicted_of);
         failed.truncated = truncated;
         failed.format_error = Some(format_error);
         return failed;
     }
 
-    let verdicts: Vec<FieldVerdict> = fields
-        .iter()
-        .map(|spec| judge(spec, predicted_of(&spec.name), expected_of(&spec.name)))
-        .collect();
+    let verdicts: Vec<FieldVerdict> =
+        fields.iter().map(|spec| judge(spec, predicted_of(&spec.name), expected_of(&spec.name))).collect();
     ExampleScore {
         score: mean(verdicts.iter().map(|v| v.score)),
         fields: verdicts,
@@ -207,14 +183,7 @@ fn judge(spec: &FieldSpec, predicted: Value, expected: Value) -> FieldVerdict {
             (score, (score < CORRECT_AT).then_some(FailureClass::Wrong))
         }
     };
-    FieldVerdict {
-        field: spec.name.clone(),
-        score,
-        correct: class.is_none(),
-        class,
-        predicted,
-        expected,
-    }
+    FieldVerdict { field: spec.name.clone(), score, correct: class.is_none(), class, predicted, expected }
 }
 
 /// Per-field statistics over a set of examples.
@@ -249,18 +218,14 @@ pub struct Aggregate {
 
 impl Aggregate {
     /// Aggregates `scores`; fields are matched to `fields` by name.
-    pub fn from_scores<'a>(
-        fields: &[FieldSpec],
-        scores: impl IntoIterator<Item = &'a ExampleScore>,
-    ) -> Aggregate {
+    pub fn from_scores<'a>(fields: &[FieldSpec], scores: impl IntoIterator<Item = &'a ExampleScore>) -> Aggregate {
         let mut n = 0;
         let mut score_sum = 0.0;
         let mut exact_match = 0;
         let mut format_failures = 0;
         let mut truncated = 0;
         let mut classes = BTreeMap::new();
-        let mut per_field: Vec<(usize, f64, BTreeMap<FailureClass, usize>)> =
-            vec![(0, 0.0, BTreeMap::new()); fields.len()];
+        let mut per_field: Vec<(usize, f64, BTreeMap<FailureClass, usize>)> = vec![(0, 0.0, BTreeMap::new()); fields.len()];
         for example in scores {
             n += 1;
             score_sum += example.score;
@@ -328,5 +293,3 @@ fn type_name(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
-
-

@@ -9,10 +9,7 @@ use super::{score_example, Aggregate, ExampleScore, FailureClass};
 use crate::task::{FieldSpec, MatchRule};
 
 fn specs() -> Vec<FieldSpec> {
-    let spec = |name: &str, rule| FieldSpec {
-        name: name.into(),
-        rule,
-    };
+    let spec = |name: &str, rule| FieldSpec { name: name.into(), rule };
     vec![
         spec("title", MatchRule::Exact),
         spec("parties", MatchRule::List { fuzzy: 0.85 }),
@@ -82,8 +79,7 @@ fn both_null_is_correct_and_missing_key_counts_as_null() {
 
 #[test]
 fn missed_hallucinated_wrong() {
-    let s =
-        score(r#"{"title": "Lease", "parties": [], "start_date": "", "amount": 12, "flag": "No"}"#);
+    let s = score(r#"{"title": "Lease", "parties": [], "start_date": "", "amount": 12, "flag": "No"}"#);
     assert!(s.format_ok);
     assert_eq!(
         classes(&s),
@@ -102,9 +98,8 @@ fn missed_hallucinated_wrong() {
 
 #[test]
 fn partial_list_scores_f1_and_is_wrong() {
-    let s = score(
-        r#"{"title": "Supply Agreement", "parties": ["Acme Inc"], "start_date": "1/1/10", "amount": null, "flag": "Yes"}"#,
-    );
+    let s =
+        score(r#"{"title": "Supply Agreement", "parties": ["Acme Inc"], "start_date": "1/1/10", "amount": null, "flag": "Yes"}"#);
     let parties = &s.fields[1];
     assert_eq!(parties.class, Some(FailureClass::Wrong));
     assert!(!parties.correct);
@@ -148,8 +143,7 @@ fn schema_violation_is_format_failure_only_with_validator() {
 
 #[test]
 fn truncated_invalid_output_is_truncated() {
-    let looping =
-        r#"{"title": "Supply Agreement", "parties": ["Acme Inc.", "Acme Inc.", "Acme Inc.", "Acme"#;
+    let looping = r#"{"title": "Supply Agreement", "parties": ["Acme Inc.", "Acme Inc.", "Acme Inc.", "Acme"#;
     let s = score_example(&specs(), looping, true, &expected(), Some(&schema()));
     assert!(!s.format_ok && s.truncated);
     assert_eq!(classes(&s), vec![Some(FailureClass::Truncated); 5]);
@@ -167,14 +161,8 @@ fn truncated_but_valid_output_is_scored_normally() {
 #[test]
 fn failure_class_names() {
     let names: Vec<String> = FailureClass::ALL.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        names,
-        ["format", "truncated", "missed", "hallucinated", "wrong"]
-    );
-    assert_eq!(
-        serde_json::to_string(&FailureClass::Hallucinated).unwrap(),
-        "\"hallucinated\""
-    );
+    assert_eq!(names, ["format", "truncated", "missed", "hallucinated", "wrong"]);
+    assert_eq!(serde_json::to_string(&FailureClass::Hallucinated).unwrap(), "\"hallucinated\"");
     let map: BTreeMap<FailureClass, usize> = [(FailureClass::Wrong, 2)].into();
     let text = serde_json::to_string(&map).unwrap();
     assert_eq!(text, r#"{"wrong":2}"#);
@@ -200,13 +188,9 @@ fn aggregate_counts_fields_classes_and_exact_matches() {
     assert_eq!(agg.format_failures, 2);
     assert_eq!(agg.truncated, 1);
     assert!((agg.mean_score - (1.0 + 0.6) / 4.0).abs() < 1e-9);
-    let expected_classes: BTreeMap<FailureClass, usize> = [
-        (FailureClass::Format, 5),
-        (FailureClass::Truncated, 5),
-        (FailureClass::Hallucinated, 1),
-        (FailureClass::Wrong, 1),
-    ]
-    .into();
+    let expected_classes: BTreeMap<FailureClass, usize> =
+        [(FailureClass::Format, 5), (FailureClass::Truncated, 5), (FailureClass::Hallucinated, 1), (FailureClass::Wrong, 1)]
+            .into();
     assert_eq!(agg.classes, expected_classes);
 
     let names: Vec<&str> = agg.per_field.iter().map(|f| f.name.as_str()).collect();
@@ -217,10 +201,7 @@ fn aggregate_counts_fields_classes_and_exact_matches() {
     assert_eq!(title.classes.get(&FailureClass::Wrong), Some(&1));
     let parties = &agg.per_field[1];
     assert!((parties.accuracy - 0.5).abs() < 1e-9);
-    assert_eq!(
-        agg.per_field[3].classes.get(&FailureClass::Hallucinated),
-        Some(&1)
-    );
+    assert_eq!(agg.per_field[3].classes.get(&FailureClass::Hallucinated), Some(&1));
 }
 
 #[test]

@@ -85,12 +85,7 @@ pub(super) struct TomlDoc<'a> {
 }
 
 impl TomlDoc<'_> {
-    pub fn error(
-        &self,
-        span: Option<std::ops::Range<usize>>,
-        field: &str,
-        message: String,
-    ) -> TaskError {
+    pub fn error(&self, span: Option<std::ops::Range<usize>>, field: &str, message: String) -> TaskError {
         TaskError::Config {
             path: self.path.to_path_buf(),
             line: span.map(|s| line_col(self.text, s.start).0),
@@ -104,17 +99,13 @@ impl TomlDoc<'_> {
 pub(super) fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> TaskError {
     let message = err.message().trim();
     // A missing key has the whole document as its span: no line to point at.
-    let span = err
-        .span()
-        .filter(|span| !(span.start == 0 && message.starts_with("missing field")));
+    let span = err.span().filter(|span| !(span.start == 0 && message.starts_with("missing field")));
     let pos = span.map(|span| line_col(text, span.start));
     // The dotted key is only in the error's context-free rendering ("in `bounds.headroom`").
     let mut bare = err.clone();
     bare.set_input(None);
     let rendered = bare.to_string();
-    let key = rendered
-        .lines()
-        .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')));
+    let key = rendered.lines().find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')));
     TaskError::Toml {
         path: path.to_path_buf(),
         line: pos.map(|p| p.0),
@@ -178,11 +169,7 @@ pub(super) fn bounds_config(
         return Err(doc.error(
             span,
             "bounds.from-split",
-            format!(
-                "no split `{}` in [splits] (available: {})",
-                cfg.from_split,
-                splits.join(", ")
-            ),
+            format!("no split `{}` in [splits] (available: {})", cfg.from_split, splits.join(", ")),
         ));
     }
     Ok(cfg)
@@ -206,15 +193,9 @@ impl Types {
         let mut t = Types::default();
         match schema.get("type") {
             Some(Value::String(name)) => t.add(name),
-            Some(Value::Array(names)) => names
-                .iter()
-                .filter_map(Value::as_str)
-                .for_each(|n| t.add(n)),
+            Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).for_each(|n| t.add(n)),
             _ => {
-                let branches = ["anyOf", "oneOf"]
-                    .iter()
-                    .filter_map(|k| schema.get(*k).and_then(Value::as_array))
-                    .flatten();
+                let branches = ["anyOf", "oneOf"].iter().filter_map(|k| schema.get(*k).and_then(Value::as_array)).flatten();
                 let mut seen = false;
                 for branch in branches {
                     seen = true;
@@ -263,11 +244,7 @@ impl Types {
             (self.object, "object"),
             (self.null, "null"),
         ];
-        let list: Vec<&str> = names
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect();
+        let list: Vec<&str> = names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         if list.is_empty() {
             "no type".into()
         } else {
@@ -303,13 +280,7 @@ fn check_kind(kind: MatchKind, schema: &Value) -> Result<(), String> {
         MatchKind::List => t.array,
         MatchKind::Number => t.number || t.string,
         MatchKind::Date => t.string,
-        MatchKind::Enum => {
-            t.string
-                || t.number
-                || t.boolean
-                || schema.get("enum").is_some()
-                || schema.get("const").is_some()
-        }
+        MatchKind::Enum => t.string || t.number || t.boolean || schema.get("enum").is_some() || schema.get("const").is_some(),
     };
     if ok {
         Ok(())
@@ -321,11 +292,7 @@ fn check_kind(kind: MatchKind, schema: &Value) -> Result<(), String> {
             MatchKind::Enum => "a scalar (string, number, boolean)",
             MatchKind::Exact => "any",
         };
-        Err(format!(
-            "`match = \"{}\"` needs {needs} property, but the schema's type is {}",
-            kind.name(),
-            t.describe()
-        ))
+        Err(format!("`match = \"{}\"` needs {needs} property, but the schema's type is {}", kind.name(), t.describe()))
     }
 }
 
@@ -360,9 +327,7 @@ pub(super) fn field_specs(
         let rule = rules.get(name);
         let span = rule.map(Spanned::span);
         let raw = rule.map(Spanned::get_ref);
-        let kind = raw
-            .and_then(|r| r.kind)
-            .unwrap_or_else(|| default_kind(name, schema));
+        let kind = raw.and_then(|r| r.kind).unwrap_or_else(|| default_kind(name, schema));
         let key = |k: &str| format!("fields.{name}.{k}");
         check_kind(kind, schema).map_err(|msg| doc.error(span.clone(), &key("match"), msg))?;
         let fuzzy = raw.and_then(|r| r.fuzzy);
@@ -371,20 +336,14 @@ pub(super) fn field_specs(
             return Err(doc.error(
                 span,
                 &key("fuzzy"),
-                format!(
-                    "`fuzzy` applies to `match = \"list\"` only, this field uses `{}`",
-                    kind.name()
-                ),
+                format!("`fuzzy` applies to `match = \"list\"` only, this field uses `{}`", kind.name()),
             ));
         }
         if tolerance.is_some() && kind != MatchKind::Number {
             return Err(doc.error(
                 span,
                 &key("tolerance"),
-                format!(
-                    "`tolerance` applies to `match = \"number\"` only, this field uses `{}`",
-                    kind.name()
-                ),
+                format!("`tolerance` applies to `match = \"number\"` only, this field uses `{}`", kind.name()),
             ));
         }
         let rule = match kind {
@@ -394,30 +353,19 @@ pub(super) fn field_specs(
             MatchKind::Number => {
                 let tolerance = tolerance.unwrap_or(DEFAULT_TOLERANCE);
                 if !tolerance.is_finite() || tolerance < 0.0 {
-                    return Err(doc.error(
-                        span,
-                        &key("tolerance"),
-                        format!("must be a number >= 0, got {tolerance}"),
-                    ));
+                    return Err(doc.error(span, &key("tolerance"), format!("must be a number >= 0, got {tolerance}")));
                 }
                 MatchRule::Number { tolerance }
             }
             MatchKind::List => {
                 let fuzzy = fuzzy.unwrap_or(DEFAULT_FUZZY);
                 if !(fuzzy > 0.0 && fuzzy <= 1.0) {
-                    return Err(doc.error(
-                        span,
-                        &key("fuzzy"),
-                        format!("must be in (0, 1], got {fuzzy}"),
-                    ));
+                    return Err(doc.error(span, &key("fuzzy"), format!("must be in (0, 1], got {fuzzy}")));
                 }
                 MatchRule::List { fuzzy }
             }
         };
-        specs.push(FieldSpec {
-            name: name.clone(),
-            rule,
-        });
+        specs.push(FieldSpec { name: name.clone(), rule });
     }
     Ok(specs)
 }

@@ -14,11 +14,7 @@ pub enum TaskError {
     ///
     /// The I/O error comes from `fs-err` and already names the path.
     #[error("cannot read the {what}: {error}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { what: &'static str, path: PathBuf, error: std::io::Error },
 
     /// A text file holds bytes that are not UTF-8.
     #[error("{}:{line}:{column}: the {what} is not valid UTF-8 (bad byte at column {column})", .path.display())]
@@ -33,12 +29,7 @@ pub enum TaskError {
     /// `task.toml` does not parse or does not fit the task format: a syntax error, an unknown
     /// key, a missing key, a value of the wrong type.
     #[error("{}{}: {message}", .path.display(), Pos(*.line, *.column))]
-    Toml {
-        path: PathBuf,
-        line: Option<usize>,
-        column: Option<usize>,
-        message: String,
-    },
+    Toml { path: PathBuf, line: Option<usize>, column: Option<usize>, message: String },
 
     /// `task.toml` parses but a value in it is not allowed (a rule for a field the schema does
     /// not have, a `list` rule on a non-array field, a headroom below 1, ...).
@@ -53,12 +44,7 @@ pub enum TaskError {
 
     /// The schema file is not JSON.
     #[error("{}:{line}:{column}: the schema is not valid JSON: {message}", .path.display())]
-    SchemaJson {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    SchemaJson { path: PathBuf, line: usize, column: usize, message: String },
 
     /// The schema is JSON but not a valid JSON Schema (draft 2020-12).
     #[error("{}: not a valid JSON Schema (draft 2020-12) at `{}`: {message}", .path.display(), ShowPointer(.pointer))]
@@ -72,11 +58,7 @@ pub enum TaskError {
     /// The schema is valid but not usable for a task: the top level must be an object schema
     /// with `properties`.
     #[error("{}: `{field}`: {message}", .path.display())]
-    SchemaShape {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    SchemaShape { path: PathBuf, field: String, message: String },
 
     /// The prompt file is empty or only whitespace.
     #[error("{}:1: the prompt is empty", .path.display())]
@@ -84,54 +66,27 @@ pub enum TaskError {
 
     /// A line of a split file is not JSON.
     #[error("{}:{line}:{column}: malformed JSON: {message}", .path.display())]
-    JsonLine {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    JsonLine { path: PathBuf, line: usize, column: usize, message: String },
 
     /// A line of a split file is JSON but not an object.
     #[error("{}:{line}: expected a JSON object with `id`, `text` and `expected`, found {found}", .path.display())]
-    NotObject {
-        path: PathBuf,
-        line: usize,
-        found: &'static str,
-    },
+    NotObject { path: PathBuf, line: usize, found: &'static str },
 
     /// An example lacks one of `id`, `text`, `expected`.
     #[error("{}:{line}: missing key `{key}`", .path.display())]
-    MissingKey {
-        path: PathBuf,
-        line: usize,
-        key: &'static str,
-    },
+    MissingKey { path: PathBuf, line: usize, key: &'static str },
 
     /// An example's `id` is not a non-empty string.
     #[error("{}:{line}: `id` {problem}", .path.display())]
-    BadId {
-        path: PathBuf,
-        line: usize,
-        problem: String,
-    },
+    BadId { path: PathBuf, line: usize, problem: String },
 
     /// An example's `text` is not a string.
     #[error("{}:{line}: `text` of example `{id}` must be a string, found {found}", .path.display())]
-    BadText {
-        path: PathBuf,
-        line: usize,
-        id: String,
-        found: &'static str,
-    },
+    BadText { path: PathBuf, line: usize, id: String, found: &'static str },
 
     /// The same id twice in one split file.
     #[error("{}:{line}: duplicate id `{id}` (first at line {first_line})", .path.display())]
-    DuplicateId {
-        path: PathBuf,
-        line: usize,
-        id: String,
-        first_line: usize,
-    },
+    DuplicateId { path: PathBuf, line: usize, id: String, first_line: usize },
 
     /// The same id in two splits: a document in train and dev/test leaks the answer.
     #[error(
@@ -167,11 +122,7 @@ pub enum TaskError {
 
     /// [`crate::task::Task::split`] was asked for a split the task does not have.
     #[error("task `{task}` has no split `{name}`; available: {}", .available.join(", "))]
-    UnknownSplit {
-        task: String,
-        name: String,
-        available: Vec<String>,
-    },
+    UnknownSplit { task: String, name: String, available: Vec<String> },
 }
 
 /// Where an example sits: its split, file and line.

@@ -14,21 +14,13 @@ use super::{Example, Split, TaskError};
 const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Loads and checks the split `name` from `path`.
-pub(super) fn load_split(
-    name: &str,
-    path: PathBuf,
-    validator: &jsonschema::Validator,
-) -> Result<Split, TaskError> {
+pub(super) fn load_split(name: &str, path: PathBuf, validator: &jsonschema::Validator) -> Result<Split, TaskError> {
     let bytes = read_bytes(&path, "split file")?;
     let mut examples = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
-        let raw = if index == 0 {
-            raw.strip_prefix(BOM).unwrap_or(raw)
-        } else {
-            raw
-        };
+        let raw = if index == 0 { raw.strip_prefix(BOM).unwrap_or(raw) } else { raw };
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let text = std::str::from_utf8(raw).map_err(|err| TaskError::NotUtf8 {
             what: "split file",
@@ -41,36 +33,19 @@ pub(super) fn load_split(
         }
         let example = parse_line(text, line, &path, validator)?;
         if let Some(&first_line) = seen.get(&example.id) {
-            return Err(TaskError::DuplicateId {
-                path,
-                line,
-                id: example.id,
-                first_line,
-            });
+            return Err(TaskError::DuplicateId { path, line, id: example.id, first_line });
         }
         seen.insert(example.id.clone(), line);
         examples.push(example);
     }
     if examples.is_empty() {
-        return Err(TaskError::EmptySplit {
-            path,
-            split: name.to_owned(),
-        });
+        return Err(TaskError::EmptySplit { path, split: name.to_owned() });
     }
-    Ok(Split {
-        name: name.to_owned(),
-        path,
-        examples,
-    })
+    Ok(Split { name: name.to_owned(), path, examples })
 }
 
 /// Parses and checks one non-blank line.
-fn parse_line(
-    text: &str,
-    line: usize,
-    path: &Path,
-    validator: &jsonschema::Validator,
-) -> Result<Example, TaskError> {
+fn parse_line(text: &str, line: usize, path: &Path, validator: &jsonschema::Validator) -> Result<Example, TaskError> {
     let value: Value = serde_json::from_str(text).map_err(|err| TaskError::JsonLine {
         path: path.to_path_buf(),
         line,
@@ -78,24 +53,12 @@ fn parse_line(
         message: strip_serde_position(&err),
     })?;
     let Value::Object(mut object) = value else {
-        return Err(TaskError::NotObject {
-            path: path.to_path_buf(),
-            line,
-            found: json_type(&value),
-        });
+        return Err(TaskError::NotObject { path: path.to_path_buf(), line, found: json_type(&value) });
     };
-    let missing = |key| TaskError::MissingKey {
-        path: path.to_path_buf(),
-        line,
-        key,
-    };
+    let missing = |key| TaskError::MissingKey { path: path.to_path_buf(), line, key };
     let id = match object.remove("id").ok_or_else(|| missing("id"))? {
         Value::String(id) if id.trim().is_empty() => {
-            return Err(TaskError::BadId {
-                path: path.to_path_buf(),
-                line,
-                problem: "is empty".into(),
-            })
+            return Err(TaskError::BadId { path: path.to_path_buf(), line, problem: "is empty".into() })
         }
         Value::String(id) => id,
         other => {
@@ -108,18 +71,9 @@ fn parse_line(
     };
     let text = match object.remove("text").ok_or_else(|| missing("text"))? {
         Value::String(text) => text,
-        other => {
-            return Err(TaskError::BadText {
-                path: path.to_path_buf(),
-                line,
-                id,
-                found: json_type(&other),
-            })
-        }
+        other => return Err(TaskError::BadText { path: path.to_path_buf(), line, id, found: json_type(&other) }),
     };
-    let expected = object
-        .remove("expected")
-        .ok_or_else(|| missing("expected"))?;
+    let expected = object.remove("expected").ok_or_else(|| missing("expected"))?;
     if let Some(err) = validator.iter_errors(&expected).next() {
         return Err(TaskError::ExpectedInvalid {
             path: path.to_path_buf(),
@@ -129,12 +83,7 @@ fn parse_line(
             message: shorten(&err.to_string(), MAX_MESSAGE_CHARS),
         });
     }
-    Ok(Example {
-        id,
-        text,
-        expected,
-        line,
-    })
+    Ok(Example { id, text, expected, line })
 }
 
 /// `serde_json`'s message without its " at line 1 column N" tail (we report our own line).

@@ -162,13 +162,7 @@ pub struct BoundsConfig {
 
 impl Default for BoundsConfig {
     fn default() -> Self {
-        BoundsConfig {
-            enabled: true,
-            quantile: 0.9,
-            headroom: 1.5,
-            min_max_length: 24,
-            from_split: "train".into(),
-        }
+        BoundsConfig { enabled: true, quantile: 0.9, headroom: 1.5, min_max_length: 24, from_split: "train".into() }
     }
 }
 
@@ -184,29 +178,21 @@ impl Task {
             error,
         })?;
         let (dir, toml_path) = if given.is_file() {
-            let parent = given
-                .parent()
-                .map_or_else(|| given.clone(), Path::to_path_buf);
+            let parent = given.parent().map_or_else(|| given.clone(), Path::to_path_buf);
             (parent, given)
         } else {
             (given.clone(), given.join("task.toml"))
         };
         let toml_text = read_text(&toml_path, "task file")?;
-        let raw: RawTask =
-            toml::from_str(&toml_text).map_err(|err| toml_error(&toml_path, &toml_text, &err))?;
-        let doc = TomlDoc {
-            path: &toml_path,
-            text: &toml_text,
-        };
+        let raw: RawTask = toml::from_str(&toml_text).map_err(|err| toml_error(&toml_path, &toml_text, &err))?;
+        let doc = TomlDoc { path: &toml_path, text: &toml_text };
 
         let name = match &raw.name {
             Some(name) if name.get_ref().trim().is_empty() => {
                 return Err(doc.error(Some(name.span()), "name", "must not be empty".into()));
             }
             Some(name) => name.get_ref().clone(),
-            None => dir
-                .file_name()
-                .map_or_else(|| "task".to_owned(), |n| n.to_string_lossy().into_owned()),
+            None => dir.file_name().map_or_else(|| "task".to_owned(), |n| n.to_string_lossy().into_owned()),
         };
         let max_tokens = match &raw.max_tokens {
             Some(max) if *max.get_ref() == 0 => {
@@ -228,11 +214,7 @@ impl Task {
         let schema_path = dir.join(raw.schema.get_ref());
         let (schema, properties_order) = load_schema(&schema_path)?;
         let validator = compile_schema(&schema, &schema_path)?;
-        let properties = schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let properties = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
         let fields = field_specs(&properties, &properties_order, &raw.fields, &doc)?;
 
         let prompt_path = dir.join(raw.prompt.get_ref());
@@ -244,11 +226,7 @@ impl Task {
         let mut splits = BTreeMap::new();
         for (split_name, file) in raw.splits.get_ref() {
             if split_name.trim().is_empty() {
-                return Err(doc.error(
-                    Some(file.span()),
-                    "splits",
-                    "a split name must not be empty".into(),
-                ));
+                return Err(doc.error(Some(file.span()), "splits", "a split name must not be empty".into()));
             }
             let split = jsonl::load_split(split_name, dir.join(file.get_ref()), &validator)?;
             splits.insert(split_name.clone(), split);
@@ -273,13 +251,11 @@ impl Task {
 
     /// The split called `name`; the error lists the available ones.
     pub fn split(&self, name: &str) -> Result<&Split, TaskError> {
-        self.splits
-            .get(name)
-            .ok_or_else(|| TaskError::UnknownSplit {
-                task: self.name.clone(),
-                name: name.to_owned(),
-                available: self.splits.keys().cloned().collect(),
-            })
+        self.splits.get(name).ok_or_else(|| TaskError::UnknownSplit {
+            task: self.name.clone(),
+            name: name.to_owned(),
+            available: self.splits.keys().cloned().collect(),
+        })
     }
 
     /// The field rule for `name`, if the schema has that property.
@@ -309,15 +285,8 @@ fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
     let text = read_text(path, "schema")?;
     let schema: Value = serde_json::from_str(&text).map_err(|err| {
         let message = err.to_string();
-        let message = message
-            .rfind(" at line ")
-            .map_or(message.as_str(), |cut| &message[..cut]);
-        TaskError::SchemaJson {
-            path: path.to_path_buf(),
-            line: err.line(),
-            column: err.column(),
-            message: message.to_owned(),
-        }
+        let message = message.rfind(" at line ").map_or(message.as_str(), |cut| &message[..cut]);
+        TaskError::SchemaJson { path: path.to_path_buf(), line: err.line(), column: err.column(), message: message.to_owned() }
     })?;
     if let Err(err) = jsonschema::draft202012::meta::validate(&schema) {
         return Err(TaskError::SchemaInvalid {
@@ -326,43 +295,24 @@ fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
             message: shorten(&err.to_string(), 300),
         });
     }
-    let shape = |field: &str, message: String| TaskError::SchemaShape {
-        path: path.to_path_buf(),
-        field: field.to_owned(),
-        message,
-    };
+    let shape =
+        |field: &str, message: String| TaskError::SchemaShape { path: path.to_path_buf(), field: field.to_owned(), message };
     let Value::Object(top) = &schema else {
-        return Err(shape(
-            "(root)",
-            "the schema must be an object schema (`\"type\": \"object\"` with `properties`)".into(),
-        ));
+        return Err(shape("(root)", "the schema must be an object schema (`\"type\": \"object\"` with `properties`)".into()));
     };
     match top.get("type") {
         None => {}
         Some(Value::String(t)) if t == "object" => {}
         Some(other) => {
-            return Err(shape(
-                "type",
-                format!("the top level must be `\"object\"`, found {other}"),
-            ));
+            return Err(shape("type", format!("the top level must be `\"object\"`, found {other}")));
         }
     }
     let properties = match top.get("properties") {
         Some(Value::Object(props)) if !props.is_empty() => props,
-        Some(Value::Object(_)) => {
-            return Err(shape("properties", "the schema has no properties".into()))
-        }
-        _ => {
-            return Err(shape(
-                "properties",
-                "the top level needs `properties`, one per output field".into(),
-            ))
-        }
+        Some(Value::Object(_)) => return Err(shape("properties", "the schema has no properties".into())),
+        _ => return Err(shape("properties", "the top level needs `properties`, one per output field".into())),
     };
-    let mut order: Vec<String> = read::property_order(&text)
-        .into_iter()
-        .filter(|k| properties.contains_key(k))
-        .collect();
+    let mut order: Vec<String> = read::property_order(&text).into_iter().filter(|k| properties.contains_key(k)).collect();
     for key in properties.keys() {
         if !order.contains(key) {
             order.push(key.clone());
@@ -382,11 +332,7 @@ fn check_leakage(splits: &BTreeMap<String, Split>) -> Result<(), TaskError> {
                     line: example.line,
                     id: example.id.clone(),
                     split: split.name.clone(),
-                    other: Box::new(ExampleSite {
-                        split: other.name.clone(),
-                        path: other.path.clone(),
-                        line: *other_line,
-                    }),
+                    other: Box::new(ExampleSite { split: other.name.clone(), path: other.path.clone(), line: *other_line }),
                 });
             }
             seen.insert(&example.id, (split, example.line));

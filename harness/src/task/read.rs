@@ -14,11 +14,7 @@ pub(super) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads a whole file as bytes; `what` names the file in the error ("schema", "prompt", ...).
 pub(super) fn read_bytes(path: &Path, what: &'static str) -> Result<Vec<u8>, TaskError> {
-    fs_err::read(path).map_err(|error| TaskError::Read {
-        what,
-        path: path.to_path_buf(),
-        error,
-    })
+    fs_err::read(path).map_err(|error| TaskError::Read { what, path: path.to_path_buf(), error })
 }
 
 /// Reads a UTF-8 text file, dropping a leading BOM. Line endings are left as they are.
@@ -31,16 +27,8 @@ pub(super) fn read_text(path: &Path, what: &'static str) -> Result<String, TaskE
         let bytes = err.as_bytes();
         let bad = err.utf8_error().valid_up_to();
         let line = bytes[..bad].split(|&b| b == b'\n').count();
-        let line_start = bytes[..bad]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        TaskError::NotUtf8 {
-            what,
-            path: path.to_path_buf(),
-            line,
-            column: bad - line_start + 1,
-        }
+        let line_start = bytes[..bad].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        TaskError::NotUtf8 { what, path: path.to_path_buf(), line, column: bad - line_start + 1 }
     })
 }
 

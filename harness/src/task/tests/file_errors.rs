@@ -17,36 +17,21 @@ fn schema_unreadable() {
 #[test]
 fn schema_not_json() {
     let f = Fixture::new();
-    f.write(
-        "schema.json",
-        "{\n  \"type\": \"object\",\n  \"properties\": {,}\n}\n",
-    );
+    f.write("schema.json", "{\n  \"type\": \"object\",\n  \"properties\": {,}\n}\n");
     f.error("schema.json", &["schema.json:3:18", "not valid JSON"]);
 }
 
 #[test]
 fn schema_not_a_json_schema() {
     let f = Fixture::new();
-    f.write(
-        "schema.json",
-        SCHEMA.replace(
-            "\"null\"], \"minLength\": 1}",
-            "\"null\"], \"minLength\": -1}",
-        ),
-    );
-    f.error(
-        "schema.json",
-        &["/properties/title/minLength", "draft 2020-12"],
-    );
+    f.write("schema.json", SCHEMA.replace("\"null\"], \"minLength\": 1}", "\"null\"], \"minLength\": -1}"));
+    f.error("schema.json", &["/properties/title/minLength", "draft 2020-12"]);
 }
 
 #[test]
 fn schema_not_an_object_schema() {
     let f = Fixture::new();
-    f.write(
-        "schema.json",
-        r#"{"type": "array", "items": {"type": "string"}}"#,
-    );
+    f.write("schema.json", r#"{"type": "array", "items": {"type": "string"}}"#);
     f.error("schema.json", &["`type`", "\"object\""]);
 }
 
@@ -108,10 +93,7 @@ fn split_not_utf8() {
 #[test]
 fn split_malformed_json() {
     let f = Fixture::new();
-    f.write(
-        "train.jsonl",
-        format!("{}\n\n{{\"id\": \"t2\", \"text\": }}\n", line("t1")),
-    );
+    f.write("train.jsonl", format!("{}\n\n{{\"id\": \"t2\", \"text\": }}\n", line("t1")));
     f.error("train.jsonl", &["train.jsonl:3:22", "malformed JSON"]);
 }
 
@@ -129,10 +111,7 @@ fn split_missing_keys() {
         let mut value: serde_json::Value = serde_json::from_str(&line("t2")).unwrap();
         value.as_object_mut().unwrap().remove(key);
         f.write("train.jsonl", format!("{}\n{value}\n", line("t1")));
-        f.error(
-            "train.jsonl",
-            &["train.jsonl:2", &format!("missing key `{key}`")],
-        );
+        f.error("train.jsonl", &["train.jsonl:2", &format!("missing key `{key}`")]);
     }
 }
 
@@ -156,37 +135,22 @@ fn split_text_not_string() {
     let mut value: serde_json::Value = serde_json::from_str(&line("t1")).unwrap();
     value["text"] = json!(["not", "text"]);
     f.write("train.jsonl", format!("{value}\n"));
-    f.error(
-        "train.jsonl",
-        &["train.jsonl:1", "`text`", "`t1`", "an array"],
-    );
+    f.error("train.jsonl", &["train.jsonl:1", "`text`", "`t1`", "an array"]);
 }
 
 #[test]
 fn split_duplicate_id() {
     let f = Fixture::new();
-    f.write(
-        "train.jsonl",
-        format!("{}\n{}\n\n{}\n", line("t1"), line("t2"), line("t1")),
-    );
-    f.error(
-        "train.jsonl",
-        &["train.jsonl:4", "duplicate id `t1`", "first at line 1"],
-    );
+    f.write("train.jsonl", format!("{}\n{}\n\n{}\n", line("t1"), line("t2"), line("t1")));
+    f.error("train.jsonl", &["train.jsonl:4", "duplicate id `t1`", "first at line 1"]);
 }
 
 #[test]
 fn split_leakage_across_splits() {
     let f = Fixture::new();
     f.write("dev.jsonl", format!("{}\n{}\n", line("d1"), line("t2")));
-    let message = f.error(
-        "train.jsonl",
-        &["train.jsonl:2", "dev.jsonl:2", "`t2`", "leakage"],
-    );
-    assert!(
-        message.contains(&f.path("dev.jsonl").display().to_string()),
-        "{message}"
-    );
+    let message = f.error("train.jsonl", &["train.jsonl:2", "dev.jsonl:2", "`t2`", "leakage"]);
+    assert!(message.contains(&f.path("dev.jsonl").display().to_string()), "{message}");
 }
 
 #[test]
@@ -195,10 +159,7 @@ fn split_expected_violates_schema() {
     let mut value: serde_json::Value = serde_json::from_str(&line("t2")).unwrap();
     value["expected"]["parties"] = json!(["", "B"]);
     f.write("train.jsonl", format!("{}\n{value}\n", line("t1")));
-    f.error(
-        "train.jsonl",
-        &["train.jsonl:2", "`t2`", "/parties/0", "shorter than 1"],
-    );
+    f.error("train.jsonl", &["train.jsonl:2", "`t2`", "/parties/0", "shorter than 1"]);
 }
 
 #[test]

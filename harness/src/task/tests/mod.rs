@@ -52,10 +52,7 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) fn new() -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("mini-task")
-            .tempdir()
-            .expect("create temp dir");
+        let dir = tempfile::Builder::new().prefix("mini-task").tempdir().expect("create temp dir");
         let f = Fixture { dir };
         f.write("task.toml", TOML);
         f.write("schema.json", SCHEMA);
@@ -85,10 +82,7 @@ impl Fixture {
             Err(err) => err.to_string(),
         };
         let full = self.path(file).display().to_string();
-        assert!(
-            message.contains(&full),
-            "message does not name {full}:\n{message}"
-        );
+        assert!(message.contains(&full), "message does not name {full}:\n{message}");
         for part in parts {
             assert!(message.contains(part), "message lacks {part:?}:\n{message}");
         }
@@ -107,13 +101,7 @@ impl Fixture {
 fn loads_with_defaults() {
     let f = Fixture::new();
     let task = f.load().expect("fixture loads");
-    let dir_name = f
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let dir_name = f.dir.path().file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(task.name, dir_name);
     assert_eq!(task.description, None);
     assert_eq!(task.max_tokens, 256);
@@ -123,11 +111,7 @@ fn loads_with_defaults() {
     assert!(task.dir.is_absolute());
     assert_eq!(task.schema_path, f.path("schema.json"));
     // Fields in schema order (not alphabetical) with rules from the schema types.
-    let fields: Vec<(&str, MatchRule)> = task
-        .fields
-        .iter()
-        .map(|s| (s.name.as_str(), s.rule))
-        .collect();
+    let fields: Vec<(&str, MatchRule)> = task.fields.iter().map(|s| (s.name.as_str(), s.rule)).collect();
     assert_eq!(
         fields,
         vec![
@@ -143,10 +127,7 @@ fn loads_with_defaults() {
     assert_eq!(train.examples[1].id, "t2");
     assert_eq!(train.examples[1].line, 2);
     assert_eq!(train.path, f.path("train.jsonl"));
-    assert!(task
-        .validator()
-        .unwrap()
-        .is_valid(&train.examples[0].expected));
+    assert!(task.validator().unwrap().is_valid(&train.examples[0].expected));
 }
 
 #[test]
@@ -187,22 +168,10 @@ match = "enum"
     assert_eq!(task.description.as_deref(), Some("a small task"));
     assert_eq!(task.max_tokens, 512);
     assert_eq!(task.layout, Layout::DocumentFirst);
-    let bounds = BoundsConfig {
-        enabled: false,
-        quantile: 0.75,
-        headroom: 2.0,
-        min_max_length: 8,
-        from_split: "dev".into(),
-    };
+    let bounds = BoundsConfig { enabled: false, quantile: 0.75, headroom: 2.0, min_max_length: 8, from_split: "dev".into() };
     assert_eq!(task.bounds, bounds);
-    assert_eq!(
-        task.field("parties").unwrap().rule,
-        MatchRule::List { fuzzy: 0.9 }
-    );
-    assert_eq!(
-        task.field("amount").unwrap().rule,
-        MatchRule::Number { tolerance: 0.01 }
-    );
+    assert_eq!(task.field("parties").unwrap().rule, MatchRule::List { fuzzy: 0.9 });
+    assert_eq!(task.field("amount").unwrap().rule, MatchRule::Number { tolerance: 0.01 });
     assert_eq!(task.field("title").unwrap().rule, MatchRule::Enum);
     assert_eq!(task.splits.len(), 1);
 }
@@ -213,13 +182,7 @@ fn accepts_task_toml_path_and_absolute_paths() {
     let other = TempDir::new().unwrap();
     let schema = other.path().join("elsewhere.json");
     std::fs::write(&schema, SCHEMA).unwrap();
-    f.write(
-        "task.toml",
-        TOML.replace(
-            "\"schema.json\"",
-            &format!("{:?}", schema.display().to_string()),
-        ),
-    );
+    f.write("task.toml", TOML.replace("\"schema.json\"", &format!("{:?}", schema.display().to_string())));
     let task = Task::load(&f.path("task.toml")).expect("loads via task.toml path");
     assert_eq!(task.schema_path, schema);
     assert_eq!(task.dir, f.dir.path());
@@ -230,22 +193,12 @@ fn accepts_crlf_bom_and_blank_lines() {
     let f = Fixture::new();
     let bom = "\u{feff}";
     f.write("task.toml", format!("{bom}{}", TOML.replace('\n', "\r\n")));
-    f.write(
-        "schema.json",
-        format!("{bom}{}", SCHEMA.replace('\n', "\r\n")),
-    );
+    f.write("schema.json", format!("{bom}{}", SCHEMA.replace('\n', "\r\n")));
     f.write("prompt.txt", format!("{bom}Line one.\r\nLine two.\r\n"));
-    f.write(
-        "train.jsonl",
-        format!("{bom}{}\r\n\r\n   \r\n{}\r\n\r\n", line("t1"), line("t2")),
-    );
+    f.write("train.jsonl", format!("{bom}{}\r\n\r\n   \r\n{}\r\n\r\n", line("t1"), line("t2")));
     let task = f.load().expect("CRLF and BOM are fine");
     assert_eq!(task.prompt, "Line one.\nLine two.\n");
-    let lines: Vec<usize> = task.splits["train"]
-        .examples
-        .iter()
-        .map(|e| e.line)
-        .collect();
+    let lines: Vec<usize> = task.splits["train"].examples.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![1, 4]);
 }
 
@@ -254,10 +207,7 @@ fn unknown_split_lists_available() {
     let f = Fixture::new();
     let task = f.load().unwrap();
     let err = task.split("test").unwrap_err().to_string();
-    assert!(
-        err.contains("`test`") && err.contains("dev, train"),
-        "{err}"
-    );
+    assert!(err.contains("`test`") && err.contains("dev, train"), "{err}");
 }
 
 #[test]
@@ -294,11 +244,7 @@ fn loads_real_cuad_data_by_absolute_path() {
         ),
     );
     let task = f.load().expect("the CUAD data loads");
-    let counts: Vec<(&str, usize)> = task
-        .splits
-        .values()
-        .map(|s| (s.name.as_str(), s.examples.len()))
-        .collect();
+    let counts: Vec<(&str, usize)> = task.splits.values().map(|s| (s.name.as_str(), s.examples.len())).collect();
     assert_eq!(counts, vec![("dev", 40), ("test", 100), ("train", 60)]);
     assert_eq!(task.fields.len(), 41);
     assert_eq!(task.fields[0].name, "document_name");
@@ -318,19 +264,8 @@ fn loads_real_cuad_data_by_absolute_path() {
     for split in task.splits.values() {
         for example in &split.examples {
             let output = example.expected.to_string();
-            let score = crate::score::score_example(
-                &task.fields,
-                &output,
-                false,
-                &example.expected,
-                Some(&validator),
-            );
-            assert!(
-                score.all_correct(),
-                "{} {}: {score:?}",
-                split.name,
-                example.id
-            );
+            let score = crate::score::score_example(&task.fields, &output, false, &example.expected, Some(&validator));
+            assert!(score.all_correct(), "{} {}: {score:?}", split.name, example.id);
         }
     }
 
@@ -340,17 +275,8 @@ fn loads_real_cuad_data_by_absolute_path() {
     let at_max = crate::task::BoundsConfig { quantile: 1.0, ..task.bounds.clone() };
     let (hardened, notes) = crate::bounds::harden_schema(&task.schema, train, &at_max);
     let hardened_validator = super::compile_schema(&hardened, &task.schema_path).unwrap();
-    assert!(train
-        .iter()
-        .all(|e| hardened_validator.is_valid(&e.expected)));
-    assert!(notes
-        .iter()
-        .any(|n| n.field == "parties" && n.keyword == "maxItems"));
-    assert!(notes
-        .iter()
-        .all(|n| !n.field.starts_with("most_favored_nation")));
-    assert_eq!(
-        hardened["properties"]["non_compete"],
-        task.schema["properties"]["non_compete"]
-    );
+    assert!(train.iter().all(|e| hardened_validator.is_valid(&e.expected)));
+    assert!(notes.iter().any(|n| n.field == "parties" && n.keyword == "maxItems"));
+    assert!(notes.iter().all(|n| !n.field.starts_with("most_favored_nation")));
+    assert_eq!(hardened["properties"]["non_compete"], task.schema["properties"]["non_compete"]);
 }

@@ -13,10 +13,7 @@ fn missing_task_toml() {
 #[test]
 fn toml_syntax_error_names_line() {
     let f = Fixture::new();
-    f.write(
-        "task.toml",
-        "schema = \"schema.json\"\nprompt = \"prompt.txt\nx = 1\n",
-    );
+    f.write("task.toml", "schema = \"schema.json\"\nprompt = \"prompt.txt\nx = 1\n");
     f.error("task.toml", &["task.toml:2:"]);
 }
 
@@ -51,34 +48,22 @@ fn missing_prompt_key() {
 #[test]
 fn missing_splits_key() {
     let f = Fixture::new();
-    f.write(
-        "task.toml",
-        "schema = \"schema.json\"\nprompt = \"prompt.txt\"\n",
-    );
+    f.write("task.toml", "schema = \"schema.json\"\nprompt = \"prompt.txt\"\n");
     f.error("task.toml", &["`splits`"]);
 }
 
 #[test]
 fn empty_splits_table() {
     let f = Fixture::new();
-    f.write(
-        "task.toml",
-        "schema = \"schema.json\"\nprompt = \"prompt.txt\"\n[splits]\n",
-    );
-    f.error(
-        "task.toml",
-        &["task.toml:3", "`splits`", "at least one split"],
-    );
+    f.write("task.toml", "schema = \"schema.json\"\nprompt = \"prompt.txt\"\n[splits]\n");
+    f.error("task.toml", &["task.toml:3", "`splits`", "at least one split"]);
 }
 
 #[test]
 fn wrong_value_type_names_line() {
     let f = Fixture::new();
     f.write("task.toml", format!("max-tokens = \"many\"\n{TOML}"));
-    f.error(
-        "task.toml",
-        &["task.toml:1:14", "`max-tokens`", "expected u32"],
-    );
+    f.error("task.toml", &["task.toml:1:14", "`max-tokens`", "expected u32"]);
 }
 
 #[test]
@@ -99,20 +84,14 @@ fn unknown_layout() {
 fn rule_for_unknown_property() {
     let f = Fixture::new();
     f.toml_with("\n[fields.partys]\nmatch = \"list\"\n");
-    f.error(
-        "task.toml",
-        &["task.toml:8", "`fields.partys`", "did you mean `parties`"],
-    );
+    f.error("task.toml", &["task.toml:8", "`fields.partys`", "did you mean `parties`"]);
 }
 
 #[test]
 fn list_rule_on_non_array_field() {
     let f = Fixture::new();
     f.toml_with("\n[fields.title]\nmatch = \"list\"\n");
-    f.error(
-        "task.toml",
-        &["task.toml:8", "`fields.title.match`", "needs an array"],
-    );
+    f.error("task.toml", &["task.toml:8", "`fields.title.match`", "needs an array"]);
 }
 
 #[test]
@@ -140,10 +119,7 @@ fn tolerance_on_non_number_field() {
 fn fuzzy_out_of_range() {
     let f = Fixture::new();
     f.toml_with("\n[fields.parties]\nfuzzy = 1.5\n");
-    f.error(
-        "task.toml",
-        &["task.toml:8", "`fields.parties.fuzzy`", "1.5"],
-    );
+    f.error("task.toml", &["task.toml:8", "`fields.parties.fuzzy`", "1.5"]);
 }
 
 #[test]
@@ -171,10 +147,7 @@ fn headroom_below_one() {
 fn bounds_from_unknown_split() {
     let f = Fixture::new();
     f.toml_with("\n[bounds]\nfrom-split = \"test\"\n");
-    f.error(
-        "task.toml",
-        &["task.toml:8", "`bounds.from-split`", "`test`"],
-    );
+    f.error("task.toml", &["task.toml:8", "`bounds.from-split`", "`test`"]);
 }
 
 #[test]
