@@ -6,6 +6,7 @@
 //! compiled in still has its [`EngineKind`] and returns [`EngineError::NotCompiled`] from
 //! [`load`].
 
+pub mod digest;
 mod error;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod gguf_header;
@@ -15,6 +16,7 @@ mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
 mod sampling;
+pub mod scripted;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod sequential;
 #[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
@@ -32,6 +34,7 @@ pub mod mlx;
 
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
+pub use scripted::ScriptedEngine;
 pub use types::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,
     PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, StopReason, Timings, TokenCounts, WeightFormat,

@@ -41,17 +41,8 @@ impl Key {
     }
 
     fn hex(&self) -> String {
-        hex(&self.0)
+        crate::digest::hex(&self.0)
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 struct Entry {

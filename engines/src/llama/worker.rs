@@ -5,6 +5,10 @@
 //! longest common token prefix is prefilled once on sequence 0 and copied to the others
 //! (`llama_memory_seq_cp`); then every sequence's own suffix is prefilled, and decoding advances
 //! all live sequences one token per `decode` call.
+//!
+//! One piece at ~850 lines: everything here runs on the worker thread that owns the llama
+//! context, and the batch scheduler, the decode step, the constrained pick, drafts and the
+//! prefix cache all mutate that one context and its per-sequence state.
 
 use std::num::NonZeroU32;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -242,14 +246,7 @@ fn describe(
 /// its first MiB), the bindings, and the settings that change the numbers (attention kernel,
 /// micro-batch, threads, KV layout).
 fn identity(cfg: &EngineConfig, threads: usize) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let file = std::fs::File::open(&cfg.model)?;
-    let size = file.metadata()?.len();
-    let mut head = Vec::with_capacity(1 << 20);
-    file.take(1 << 20).read_to_end(&mut head)?;
-    let sha: [u8; 32] = Sha256::digest(&head).into();
-    let sha = crate::prefix_cache::hex(&sha);
+    let (sha, size) = crate::digest::file_head_sha256(&cfg.model)?;
     Ok(format!(
         "{BINDINGS_VERSION};model={sha}:{size};fa={};n_batch={};threads={threads};kv_unified={}",
         cfg.flash_attention, cfg.n_batch, cfg.kv_unified
