@@ -147,7 +147,11 @@ mod tests {
 
     #[test]
     fn windows_fit_overlap_and_cover_the_text() {
-        let text: String = (0..250).map(|i| format!("{i:03} ")).collect();
+        let text: String = (0..250).fold(String::new(), |mut s, i| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{i:03} ");
+            s
+        });
         let ws = windows(&text, &mut by_chars(300)).unwrap();
         assert!(ws.len() >= 4, "{}", ws.len());
         assert!(ws.iter().all(|w| w.chars().count() <= 300));

@@ -212,7 +212,7 @@ fn racing_drops_candidates_early_and_the_document_cache_serves_later_prompts() {
     let dropped_at = |n: usize| {
         cands
             .iter()
-            .filter(|c| c["rejected"].as_str().is_some_and(|r| r.starts_with(&format!("racing: dropped after {n} of 4"))))
+            .filter(|c| c["rejected"]["kind"] == "raced" && c["rejected"]["evaluated"] == n && c["rejected"]["train"] == 4)
             .inspect(|c| assert_eq!(scored(c), n, "{c}"))
             .count()
     };
@@ -235,4 +235,28 @@ fn racing_drops_candidates_early_and_the_document_cache_serves_later_prompts() {
     let misses = tiers.iter().filter(|t| **t == "miss").count();
     assert!(misses <= 4 + 2 + 1, "each document misses at most once: {tiers:?}");
     assert!(tiers.iter().filter(|t| **t == "memory").count() >= 4, "{tiers:?}");
+
+    // The report of this run: each dropped candidate with its partial train mean, in the
+    // candidates table and on the score plot (never at 0.0 unless it scored 0.0).
+    let run = harness::report::load_run(&out_dir).unwrap();
+    let a = harness::report::analysis::analyze(&run, None);
+    let dropped: Vec<_> =
+        a.candidates().filter(|c| matches!(c.status, harness::report::analysis::CandStatus::Raced { .. })).collect();
+    assert_eq!(dropped.len(), 3);
+    for c in &dropped {
+        let logged = cands.iter().find(|x| x["index"] == c.index).unwrap();
+        let partial_scores: Vec<f64> =
+            logged["scores"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap()).collect();
+        let partial = partial_scores.iter().sum::<f64>() / partial_scores.len() as f64;
+        assert!((c.train_mean - partial).abs() < 1e-9, "{} vs {partial}", c.train_mean);
+    }
+    let out = promptloop(&["report", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(html.contains("dropped by racing: mean on part of train"), "the plot's legend names the dropped");
+    for c in &dropped {
+        let harness::report::analysis::CandStatus::Raced { evaluated, .. } = c.status else { unreachable!() };
+        let cell = format!("{:.3} <span class=\"muted\">({evaluated} of 4)</span>", c.train_mean);
+        assert!(html.contains(&cell), "the candidates table shows {cell}");
+    }
 }

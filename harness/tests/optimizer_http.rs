@@ -9,8 +9,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use harness::optimizer::http::{Api, HttpOptimizer, RetryPolicy};
-use harness::optimizer::{CallError, ChatReply, ChatRequest, Message, Optimizer, Role};
+use harness::llm::http::{Api, HttpOptimizer, RetryPolicy};
+use harness::llm::{CallError, ChatReply, ChatRequest, Message, Optimizer, Role};
 
 use crate::support_proxy::{Fault, FaultProxy};
 

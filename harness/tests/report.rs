@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use harness::calibrate::{EngineEntry, HeldBack, LinearFit, Point, RoutingTable, TABLE_VERSION};
-use harness::optimize::cache::model_fingerprint;
+use harness::fingerprint::model_fingerprint;
 use serde_json::Value;
 
 use crate::support::{cuad_mini, promptloop, records, require_model, stderr, stdout};

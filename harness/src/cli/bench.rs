@@ -13,7 +13,7 @@ use engines::{EngineKind, WeightFormat};
 use harness::bench::baseline::{self, Baseline, Comparison, EngineFacts, Facts};
 use harness::bench::Variant;
 use harness::bench::{self, BenchError, Group, Inputs, Metric, Plan, Workload};
-use harness::optimize::cache::model_fingerprint;
+use harness::fingerprint::model_fingerprint;
 
 use super::InputError;
 

@@ -12,7 +12,7 @@ use engines::memory::Machine;
 use engines::EngineKind;
 use harness::calibrate::probe::{self, ProbeResult, ProbeSpec};
 use harness::calibrate::{self, EngineEntry, HeldBack, LinearFit, Point, RoutingTable, TABLE_VERSION};
-use harness::optimize::cache::model_fingerprint;
+use harness::fingerprint::model_fingerprint;
 use harness::task::Task;
 
 use super::InputError;
@@ -76,14 +76,13 @@ pub fn probe(_args: &ProbeArgs) -> anyhow::Result<()> {
 pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let machine = Machine::current();
-    let budget = match &args.memory_budget {
-        Some(s) => calibrate::parse_bytes(s).map_err(|m| InputError(format!("--memory-budget: {m}")))?,
-        None => {
-            if !(args.memory_fraction > 0.0 && args.memory_fraction <= 1.0) {
-                return Err(InputError("--memory-fraction must be in (0, 1]".into()).into());
-            }
-            (machine.total_memory_bytes as f64 * args.memory_fraction) as u64
+    let budget = if let Some(s) = &args.memory_budget {
+        calibrate::parse_bytes(s).map_err(|m| InputError(format!("--memory-budget: {m}")))?
+    } else {
+        if !(args.memory_fraction > 0.0 && args.memory_fraction <= 1.0) {
+            return Err(InputError("--memory-fraction must be in (0, 1]".into()).into());
         }
+        (machine.total_memory_bytes as f64 * args.memory_fraction) as u64
     };
     if !(0.0..=1.0).contains(&args.margin) {
         return Err(InputError("--margin must be between 0 and 1".into()).into());

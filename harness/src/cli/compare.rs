@@ -22,7 +22,9 @@ use harness::task::{Example, Layout, Task};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
+use harness::session::{constraint_schema, load_engine};
+
+use super::engine_args::EngineArgs;
 use super::eval::read_prompt;
 use super::InputError;
 
@@ -121,14 +123,11 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let (schema, _) = constraint_schema(&task, e.constraint, e.no_bounds)?;
     let max_tokens = e.max_tokens.unwrap_or(task.max_tokens);
     let model_path = harness::models::resolve(&e.model)?;
-    let routed = route(e, &model_path, e.batch_size)?;
-    let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
-    cfg.weights = e.engine.weights();
-    cfg.fast_forward = e.fast_forward();
-    cfg.speculative = e.speculative();
+    let (setup, _) = e.setup_with_note()?;
+    let mut cfg = setup.engine_config(&model_path);
     // A cold cache for the first pass: a fresh spill directory unless one is given.
     let scratch = tempfile::tempdir().context("creating a temp dir for the prefix cache")?;
-    cfg.prefix_cache = e.prefix_cache()?.map(|mut pc| {
+    cfg.prefix_cache = cfg.prefix_cache.take().map(|mut pc| {
         if e.prefix_cache_dir.is_none() {
             pc.disk_dir = Some(scratch.path().to_path_buf());
         }
@@ -136,7 +135,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     });
     let peer = Peer::new(&args.peer, Duration::from_secs(args.peer_timeout))?;
     peer.check().map_err(|err| InputError(format!("--peer {}: {err}", args.peer)))?;
-    let engine = load_engine(routed.kind, &cfg)?;
+    let engine = load_engine(setup.engine, &cfg)?;
     let info = engine.info().clone();
     // Both sides run the same examples: those whose longer prompt (either layout, either pass)
     // plus the output cap fits one sequence's context. Longer ones would be a fast error on both

@@ -1,145 +1,16 @@
-//! The engine flags `eval` and `optimize` share, and what they build: the engine configuration
-//! and the constraint schema.
+//! The engine flags `eval`, `compare` and `optimize` share, and the [`EngineSetup`] they
+//! resolve to (routing `--engine auto` through the library's router).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use engines::memory::Machine;
-use engines::{ConstraintBackend, Engine, EngineConfig, EngineKind, PrefixCacheConfig, WeightFormat};
-use harness::calibrate::{self, RoutingTable};
-use harness::optimize::cache::model_fingerprint;
+use engines::{ConstraintBackend, PrefixCacheConfig};
+use harness::calibrate;
+use harness::config::EngineSetup;
 use harness::overflow::Overflow;
-use harness::task::Task;
-use serde_json::Value;
+use harness::router::{route, EngineChoice, RouteRequest};
 
 use super::InputError;
-
-/// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
-/// or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineChoice {
-    Auto,
-    Kind(EngineKind),
-    Variant(EngineKind, WeightFormat),
-}
-
-impl EngineChoice {
-    /// The weight format asked for (`gguf` unless a variant names another).
-    pub fn weights(self) -> WeightFormat {
-        match self {
-            EngineChoice::Variant(_, w) => w,
-            _ => WeightFormat::Gguf,
-        }
-    }
-}
-
-impl FromStr for EngineChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("auto") {
-            return Ok(EngineChoice::Auto);
-        }
-        let Some((kind, variant)) = s.split_once(':') else {
-            return s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"));
-        };
-        let kind: EngineKind = kind.parse()?;
-        let weights: WeightFormat = variant.parse()?;
-        if !kind.weight_formats().contains(&weights) {
-            let names: Vec<String> =
-                EngineKind::ALL.iter().flat_map(|k| k.weight_formats().iter().skip(1).map(move |w| format!("{k}:{w}"))).collect();
-            return Err(format!("engine `{kind}` has no variant `{weights}` (the variants: {})", names.join(", ")));
-        }
-        Ok(EngineChoice::Variant(kind, weights))
-    }
-}
-
-impl fmt::Display for EngineChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EngineChoice::Auto => f.write_str("auto"),
-            EngineChoice::Kind(k) => write!(f, "{k}"),
-            EngineChoice::Variant(k, w) => write!(f, "{k}:{w}"),
-        }
-    }
-}
-
-/// The engine and context `--engine` resolves to, and what the routing table said.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub kind: EngineKind,
-    /// Context per sequence: `--ctx`, else capped so the predicted peak fits the table's
-    /// budget with its margin.
-    pub ctx: Option<u32>,
-    pub note: Option<String>,
-}
-
-/// Resolves `--engine` for `batch` sequences. `auto` reads the routing table (`--routing`, or
-/// the model's default one when it exists): a stale table is reported and ignored; a valid one
-/// picks the engine predicted fastest among those compiled in that fit a typical input, and
-/// caps the context so the batch fits the budget. Without a table, `auto` is llama.
-pub fn route(e: &EngineArgs, model_path: &Path, batch: u32) -> anyhow::Result<Routed> {
-    let kind = match e.engine {
-        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: e.ctx, note: None }),
-        EngineChoice::Auto => EngineKind::Llama,
-    };
-    let fingerprint = model_fingerprint(model_path).with_context(|| format!("reading {}", model_path.display()))?;
-    let path = match &e.routing {
-        Some(p) => p.clone(),
-        None => {
-            let p = calibrate::default_table_path(&fingerprint);
-            if !p.exists() {
-                return Ok(Routed { kind, ctx: e.ctx, note: None });
-            }
-            p
-        }
-    };
-    let table = RoutingTable::load(&path).map_err(|err| InputError(format!("--routing: {err}")))?;
-    let versions: Vec<(EngineKind, String)> =
-        engines::compiled_engines().into_iter().filter_map(|k| engines::backend_version(k).map(|v| (k, v.to_owned()))).collect();
-    let stale = table.stale_reasons(&fingerprint, &Machine::current(), &versions);
-    if !stale.is_empty() {
-        let note = format!(
-            "routing table {} is stale ({}); ignoring it: run `promptloop calibrate` again",
-            path.display(),
-            stale.join("; ")
-        );
-        return Ok(Routed { kind, ctx: e.ctx, note: Some(note) });
-    }
-    let available = engines::compiled_engines();
-    let calibrate::Route::Engine(kind) =
-        table.route(1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0)), &available)
-    else {
-        return Err(InputError(format!(
-            "routing table {}: no engine compiled into this build fits the {} MiB budget",
-            path.display(),
-            table.budget_bytes >> 20
-        ))
-        .into());
-    };
-    let entry = table.engine(kind).expect("routed engines are in the table");
-    let total = calibrate::max_ctx_for_budget(&entry.memory, table.budget_bytes, table.margin);
-    let per_seq = (total / batch.max(1) as usize).min(16_384);
-    if per_seq < 256 {
-        return Err(InputError(format!(
-            "routing table {}: a batch of {batch} leaves {per_seq} context tokens per sequence in the {} MiB budget; lower --batch-size",
-            path.display(),
-            table.budget_bytes >> 20
-        ))
-        .into());
-    }
-    let ctx = e.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32));
-    let note = format!(
-        "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
-        path.display(),
-        ctx,
-        table.budget_bytes >> 20,
-        table.margin * 100.0
-    );
-    Ok(Routed { kind, ctx: Some(ctx), note: Some(note) })
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -222,54 +93,49 @@ impl EngineArgs {
         let size = |flag: &str, v: &str| calibrate::parse_bytes(v).map_err(|e| InputError(format!("--{flag}: {e}")));
         Ok(Some(PrefixCacheConfig {
             memory_bytes: size("prefix-cache-mem", &self.prefix_cache_mem)?,
-            disk_dir: Some(self.prefix_cache_dir.clone().unwrap_or_else(|| harness::models::cache_dir().join("kv"))),
+            disk_dir: Some(self.prefix_cache_dir.clone().unwrap_or_else(EngineSetup::default_kv_dir)),
             disk_bytes: size("prefix-cache-disk", &self.prefix_cache_disk)?,
             ..PrefixCacheConfig::default()
         }))
     }
-}
 
-/// The engine configuration for a model file.
-pub fn engine_config(
-    model_path: &Path,
-    ctx: Option<u32>,
-    threads: Option<usize>,
-    batch_size: u32,
-    constraint: ConstraintBackend,
-    chat_template: Option<&str>,
-) -> EngineConfig {
-    let mut cfg = EngineConfig::new(model_path);
-    cfg.n_ctx = ctx;
-    cfg.threads = threads;
-    cfg.batch_size = batch_size;
-    cfg.constraint_backend = constraint;
-    cfg.chat_template = chat_template.map(str::to_owned);
-    cfg
-}
-
-/// The task's schema, hardened with bounds from the gold values of `bounds.from_split` unless
-/// turned off; `None` when unconstrained. Also returns the bounds' description.
-pub fn constraint_schema(
-    task: &Task,
-    backend: ConstraintBackend,
-    no_bounds: bool,
-) -> anyhow::Result<(Option<Value>, Option<String>)> {
-    if backend == ConstraintBackend::None {
-        return Ok((None, None));
+    /// The engine set-up these flags resolve to: `--engine auto` routed (once, here: a resumed
+    /// run keeps its engine), the prefix-cache sizes parsed. The router's note is logged.
+    pub fn setup(&self) -> anyhow::Result<EngineSetup> {
+        let (setup, note) = self.setup_with_note()?;
+        if let Some(note) = note {
+            tracing::warn!("{note}");
+        }
+        Ok(setup)
     }
-    if task.bounds.enabled && !no_bounds {
-        let from = task.split(&task.bounds.from_split)?;
-        let (schema, notes) = harness::bounds::harden_schema(&task.schema, &from.examples, &task.bounds);
-        let about = format!("bounds from {} gold values:\n{}", from.name, harness::bounds::describe(&notes));
-        return Ok((Some(schema), Some(about)));
-    }
-    Ok((Some(task.schema.clone()), None))
-}
 
-/// Loads the engine and logs what it is.
-pub fn load_engine(kind: EngineKind, config: &EngineConfig) -> anyhow::Result<Box<dyn Engine>> {
-    let engine = engines::load(kind, config).with_context(|| format!("loading {}", config.model.display()))?;
-    let info = engine.info();
-    tracing::info!(model = %info.model_desc, load_ms = info.load_ms, template = %info.chat_template, "engine ready");
-    Ok(engine)
+    /// [`Self::setup`], handing back the router's note instead of logging it.
+    pub fn setup_with_note(&self) -> anyhow::Result<(EngineSetup, Option<String>)> {
+        let model_path = harness::models::resolve(&self.model)?;
+        let routed = route(&RouteRequest {
+            choice: self.engine,
+            table: self.routing.as_deref(),
+            ctx: self.ctx,
+            model_path: &model_path,
+            batch: self.batch_size,
+        })
+        .map_err(|e| InputError(e.0))?;
+        let setup = EngineSetup {
+            model: self.model.clone(),
+            engine: routed.kind,
+            on_overflow: self.on_overflow,
+            constraint: self.constraint,
+            batch_size: self.batch_size,
+            threads: self.threads,
+            ctx: routed.ctx,
+            max_tokens: self.max_tokens,
+            no_bounds: self.no_bounds,
+            chat_template: self.chat_template.clone(),
+            weights: self.engine.weights(),
+            prefix_cache: self.prefix_cache()?,
+            fast_forward: self.fast_forward(),
+            speculative: self.speculative(),
+        };
+        Ok((setup, routed.note))
+    }
 }

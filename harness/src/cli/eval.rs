@@ -10,7 +10,9 @@ use harness::summary::{Labels, Summary};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
+use harness::session::{constraint_schema, load_engine};
+
+use super::engine_args::EngineArgs;
 use super::InputError;
 
 #[derive(Debug, Args)]
@@ -63,17 +65,13 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         eprintln!("{about}");
     }
     let model_path = harness::models::resolve(&e.model)?;
-    let routed = route(e, &model_path, e.batch_size)?;
-    if let Some(note) = routed.note.as_deref().filter(|_| !quiet && !args.json) {
+    let (setup, note) = e.setup_with_note()?;
+    if let Some(note) = note.as_deref().filter(|_| !quiet && !args.json) {
         eprintln!("{note}");
     }
-    let mut cfg = engine_config(&model_path, routed.ctx, e.threads, e.batch_size, e.constraint, e.chat_template.as_deref());
-    cfg.weights = e.engine.weights();
-    cfg.prefix_cache = e.prefix_cache()?;
-    cfg.fast_forward = e.fast_forward();
-    cfg.speculative = e.speculative();
+    let cfg = setup.engine_config(&model_path);
     let drafts = args.draft.as_deref().map(read_drafts).transpose()?;
-    let engine = load_engine(routed.kind, &cfg)?;
+    let engine = load_engine(setup.engine, &cfg)?;
     let info = engine.info();
 
     let spec = EvalSpec {

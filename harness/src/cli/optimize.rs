@@ -3,28 +3,23 @@
 //! `--dry-run`, a run directory with `run.jsonl` and `best_prompt.txt`, and `--resume`.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use engines::EngineConfig;
-use harness::optimize::cache::{engine_key, model_fingerprint, task_sha256, EngineKeyParts};
-use harness::optimize::prompt::sha256_hex;
-use harness::optimize::records::{Header, ModelFingerprint, FORMAT_VERSION};
-use harness::optimize::{
-    self, llm, parse_schedule, Accept, Event, LogError, Observer, OptimizeError, Options, ProposerKind, RunLog, Setup,
-    BEST_PROMPT_FILE, LOG_FILE,
-};
-use harness::optimizer::http::{Api, HttpOptimizer, RetryPolicy};
-use harness::optimizer::local::LocalOptimizer;
-use harness::optimizer::prices::{Price, PriceTable};
-use harness::optimizer::{Optimizer, OptimizerSpec};
+use harness::config::{Accept, Racing, RunConfig, Schedule, SearchOptions};
+use harness::llm::http::{Api, HttpOptimizer, RetryPolicy};
+use harness::llm::local::LocalOptimizer;
+use harness::llm::prices::{Price, PriceTable};
+use harness::llm::{Optimizer, OptimizerSpec};
+use harness::optimize::proposers::meta_prompt;
+use harness::optimize::{Event, Observer, OptimizeError, BEST_PROMPT_FILE, LOG_FILE};
+use harness::session::{refuse_existing, Session, SetupError};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 
-use super::engine_args::{constraint_schema, engine_config, load_engine, route, EngineArgs};
+use super::engine_args::EngineArgs;
 use super::InputError;
 
 #[derive(Debug, Args)]
@@ -35,11 +30,11 @@ pub struct OptimizeArgs {
     /// Optimizer model: `openai:MODEL` (`OPENAI_API_KEY`, `OPENAI_BASE_URL`), `anthropic:MODEL`
     /// (`ANTHROPIC_API_KEY`), `local:PATH-or-known-name` (in-process), or `none`.
     #[arg(long, default_value = "none")]
-    pub optimizer: String,
+    pub optimizer: OptimizerSpec,
     /// How candidates are made: rewrite, opro, demos, or a schedule used in turn
     /// (e.g. rewrite,rewrite,demos). Default: rewrite with an optimizer, demos without.
     #[arg(long)]
-    pub proposer: Option<String>,
+    pub proposer: Option<Schedule>,
     /// Run directory to create (`run.jsonl`, `best_prompt.txt`).
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -83,10 +78,10 @@ pub struct OptimizeArgs {
     pub prices: Option<PathBuf>,
     /// Leakage guard: reject an LLM candidate when more than this share of its word n-grams
     /// copy train documents.
-    #[arg(long, default_value_t = optimize::leakage::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = harness::config::DEFAULT_THRESHOLD)]
     pub leak_threshold: f64,
     /// Words per n-gram of the leakage guard.
-    #[arg(long, default_value_t = optimize::leakage::DEFAULT_NGRAM)]
+    #[arg(long, default_value_t = harness::config::DEFAULT_NGRAM)]
     pub leak_ngram: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -99,7 +94,7 @@ pub struct OptimizeArgs {
     /// Candidates on train: halving (all on a quarter of train, the better half on twice as
     /// many examples, and so on until one covers all of it) or off (all on all of train).
     #[arg(long, default_value = "halving")]
-    pub racing: harness::optimize::Racing,
+    pub racing: Racing,
     /// First N train examples only.
     #[arg(long)]
     pub limit_train: Option<usize>,
@@ -120,17 +115,14 @@ pub struct OptimizeArgs {
 }
 
 impl OptimizeArgs {
-    fn options(&self) -> anyhow::Result<Options> {
-        let spec = parse_spec(&self.optimizer)?;
-        let proposer = self.proposer.clone().unwrap_or_else(|| if spec.is_none() { "demos" } else { "rewrite" }.to_owned());
-        let e = &self.engine;
-        // `--engine auto` is resolved once, at the start: a resumed run keeps its engine.
-        let routed = route(e, &harness::models::resolve(&e.model)?, e.batch_size)?;
-        if let Some(note) = &routed.note {
-            tracing::warn!("{note}");
-        }
-        Ok(Options {
-            optimizer: spec.to_string(),
+    /// The run's configuration, parsed and validated once (`--engine auto` routed here).
+    fn config(&self, prices: &PriceTable) -> anyhow::Result<RunConfig> {
+        let proposer = self.proposer.clone().unwrap_or_else(|| {
+            let default = if self.optimizer.is_none() { "demos" } else { "rewrite" };
+            default.parse().expect("a known proposer")
+        });
+        let search = SearchOptions {
+            optimizer: self.optimizer.clone(),
             proposer,
             worst: self.worst,
             temperature: self.temperature,
@@ -150,21 +142,11 @@ impl OptimizeArgs {
             limit_train: self.limit_train,
             limit_dev: self.limit_dev,
             limit_test: self.limit_test,
-            model: e.model.clone(),
-            engine: routed.kind,
-            weights: e.engine.weights(),
-            on_overflow: e.on_overflow,
-            constraint: e.constraint,
-            batch_size: e.batch_size,
-            threads: e.threads,
-            ctx: routed.ctx,
-            max_tokens: e.max_tokens,
-            no_bounds: e.no_bounds,
-            chat_template: e.chat_template.clone(),
-            prefix_cache: e.prefix_cache()?,
-            fast_forward: e.fast_forward(),
-            speculative: e.speculative(),
-        })
+        };
+        search.validate(prices).map_err(|e| InputError(e.0))?;
+        let config = RunConfig { search, engine: self.engine.setup()? };
+        config.validate(prices).map_err(|e| InputError(e.0))?;
+        Ok(config)
     }
 
     fn retry_policy(&self) -> RetryPolicy {
@@ -176,19 +158,6 @@ impl OptimizeArgs {
     }
 }
 
-fn parse_spec(s: &str) -> anyhow::Result<OptimizerSpec> {
-    s.parse::<OptimizerSpec>().map_err(|m| InputError(format!("--optimizer: {m}")).into())
-}
-
-/// What the engine and the cache need, derived from a task and options.
-struct Prepared {
-    model: ModelFingerprint,
-    config: EngineConfig,
-    constraint: Option<Value>,
-    max_tokens: u32,
-    engine_key: String,
-}
-
 pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let prices = match &args.prices {
@@ -196,62 +165,44 @@ pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
         None => PriceTable::builtin(),
     };
     if args.dry_run {
-        let options = args.options()?;
-        check(&options, &prices)?;
+        let config = args.config(&prices)?;
         let task_dir = args.task.as_deref().context("--task is required with --dry-run")?;
-        return dry_run(&Task::load(task_dir)?, &options, &prices, args.json);
+        return dry_run(&Task::load(task_dir)?, &config, &prices, args.json);
     }
-    // Options and task are checked before anything is written or loaded.
-    // A fresh run checks the optimizer (canary) before it writes anything.
-    let (mut log, task, dir, connected) = if let Some(dir) = &args.resume {
-        let (log, task) = resume(dir, args.task.as_deref())?;
-        (log, task, dir.clone(), None)
+    // Configuration and task are checked before anything is written or loaded; a fresh run
+    // checks the optimizer (canary) before it writes anything.
+    let (mut session, connected) = if let Some(dir) = &args.resume {
+        let session = Session::resume(dir, args.task.as_deref()).map_err(setup_error)?;
+        for w in &session.warnings {
+            tracing::warn!("{w}");
+            eprintln!("warning: {w}");
+        }
+        session.config().validate(&prices).map_err(|e| InputError(e.0))?;
+        (session, None)
     } else {
-        let options = args.options()?;
-        check(&options, &prices)?;
+        let config = args.config(&prices)?;
         let task_dir = args.task.as_deref().context("--task is required")?;
         let out = args.out.clone().context("--out is required")?;
-        refuse_existing(&out)?;
+        refuse_existing(&out).map_err(setup_error)?;
         let task = Task::load(task_dir)?;
-        let optimizer = connect(&options, args)?;
-        (start(&task, &out, options)?, task, out, Some(optimizer))
+        let optimizer = connect(&config.search, args)?;
+        (Session::start(task, &out, config).map_err(setup_error)?, Some(optimizer))
     };
-    let header = log.header().clone();
-    let options = header.options.clone();
-    check(&options, &prices)?;
-    let spec = parse_spec(&options.optimizer)?;
-    let price = prices.lookup(&spec);
-    let prep = prepare(&task, &options)?;
-    if prep.engine_key != header.engine_key {
-        return Err(InputError(format!(
-            "{}: the model or engine set-up differs from the run's (model {}, now {}); start a new run",
-            log.path().display(),
-            header.model.path.display(),
-            prep.model.path.display()
-        ))
-        .into());
-    }
-    let mut optimizer = match connected {
+    let config = session.config().clone();
+    let price = prices.lookup(&config.search.optimizer);
+    let optimizer = match connected {
         Some(o) => o,
-        None => connect(&options, args)?,
+        None => connect(&config.search, args)?,
     };
-    let engine = load_engine(options.engine, &prep.config)?;
-    let validator = task.validator()?;
-    let setup = Setup {
-        task: &task,
-        engine: engine.as_ref(),
-        constraint: prep.constraint.as_ref(),
-        validator: &validator,
-        max_tokens: prep.max_tokens,
-        options: &options,
-        out_dir: &dir,
-        price,
-    };
-    let cached_before = log.evals_logged();
-    let mut printer = Printer::new(quiet, args.json, options.max_iterations);
-    let result = optimize::run(&setup, &mut log, optimizer.as_deref_mut().map(|o| o as &mut dyn Optimizer), &mut printer);
+    let engine = session.load_engine().map_err(setup_error)?;
+    let cached_before = session.log.evals_logged();
+    let dir = session.dir.clone();
+    let mut printer = Printer::new(quiet, args.json, config.search.max_iterations);
+    let result = session.run(engine.as_ref(), optimizer, price, &mut printer);
     printer.finish();
     let outcome = result.map_err(|e| stopped(e, &dir))?;
+    let task = &session.task;
+    let options = &config.search;
     let wall_s = t0.elapsed().as_secs_f64();
 
     let mut stdout = std::io::stdout().lock();
@@ -307,61 +258,11 @@ pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything the user can get wrong in the options, before any work.
-fn check(o: &Options, prices: &PriceTable) -> anyhow::Result<()> {
-    let bad = |m: String| -> anyhow::Result<()> { Err(InputError(m).into()) };
-    let spec = parse_spec(&o.optimizer)?;
-    let schedule = parse_schedule(&o.proposer).map_err(|m| InputError(format!("--proposer: {m}")))?;
-    if spec.is_none() {
-        if let Some(k) = schedule.iter().find(|k| k.needs_llm()) {
-            return bad(format!(
-                "--proposer {}: `{}` needs an optimizer model; pass --optimizer openai:MODEL, anthropic:MODEL or local:PATH (or use --proposer demos)",
-                o.proposer,
-                k.as_str()
-            ));
-        }
-    }
-    if o.candidates == 0 {
-        return bad("--candidates must be at least 1".into());
-    }
-    if o.demos == 0 && schedule.contains(&ProposerKind::Demos) {
-        return bad("--demos must be at least 1".into());
-    }
-    if o.batch_size == 0 {
-        return bad("--batch-size must be at least 1".into());
-    }
-    if !(o.confidence > 0.0 && o.confidence < 1.0) {
-        return bad("--confidence must be between 0 and 1 (exclusive)".into());
-    }
-    if !(0.0..=1.0).contains(&o.leak_threshold) {
-        return bad("--leak-threshold must be between 0 and 1".into());
-    }
-    if !(0.0..=2.0).contains(&o.temperature) {
-        return bad("--temperature must be between 0 and 2".into());
-    }
-    if o.optimizer_max_tokens == 0 {
-        return bad("--optimizer-max-tokens must be at least 1".into());
-    }
-    if let Some(c) = o.max_cost {
-        if !(c >= 0.0 && c.is_finite()) {
-            return bad("--max-cost must be a non-negative number of USD".into());
-        }
-        if prices.lookup(&spec).is_none() {
-            return bad(format!(
-                "--max-cost: no price is known for `{spec}` in {}; add it to a price table (--prices FILE) or cap tokens with --max-optimizer-tokens",
-                prices.source
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The optimizer client for the run's options, checked with one canary call; `None` when the
 /// schedule needs none.
-fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Optimizer>>> {
-    let spec = parse_spec(&o.optimizer)?;
-    let needs = parse_schedule(&o.proposer).map_err(InputError)?.iter().any(|k| k.needs_llm());
-    if spec.is_none() || !needs {
+fn connect(o: &SearchOptions, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Optimizer>>> {
+    let spec = &o.optimizer;
+    if spec.is_none() || !o.needs_llm() {
         return Ok(None);
     }
     let http = |api: Api, model: &str, policy: RetryPolicy| {
@@ -374,7 +275,7 @@ fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Op
         timeout: policy.timeout.min(Duration::from_secs(30)),
         ..policy.clone()
     };
-    let (mut canary, opt): (Box<dyn Optimizer>, Option<Box<dyn Optimizer>>) = match &spec {
+    let (mut canary, opt): (Box<dyn Optimizer>, Option<Box<dyn Optimizer>>) = match spec {
         OptimizerSpec::None => return Ok(None),
         OptimizerSpec::OpenAi { model } => {
             (Box::new(http(Api::OpenAi, model, canary_policy)?), Some(Box::new(http(Api::OpenAi, model, policy)?)))
@@ -383,7 +284,9 @@ fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Op
             (Box::new(http(Api::Anthropic, model, canary_policy)?), Some(Box::new(http(Api::Anthropic, model, policy)?)))
         }
         OptimizerSpec::Local { model } => (
-            Box::new(LocalOptimizer::load(model, o.threads).map_err(|e| InputError(format!("--optimizer {spec}: {e:#}")))?),
+            Box::new(
+                LocalOptimizer::load(model, args.engine.threads).map_err(|e| InputError(format!("--optimizer {spec}: {e:#}")))?,
+            ),
             None,
         ),
     };
@@ -406,34 +309,33 @@ fn connect(o: &Options, args: &OptimizeArgs) -> anyhow::Result<Option<Box<dyn Op
 }
 
 /// `--dry-run`: the plan, from the task's sizes and the options; nothing is loaded or called.
-fn dry_run(task: &Task, o: &Options, prices: &PriceTable, json: bool) -> anyhow::Result<()> {
+fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> anyhow::Result<()> {
+    let o = &config.search;
     let n = |split: &str, lim: Option<usize>| -> anyhow::Result<usize> {
         let len = task.split(split)?.examples.len();
         Ok(lim.map_or(len, |l| l.min(len)))
     };
     let (train, dev) = (n("train", o.limit_train)?, n("dev", o.limit_dev)?);
     let test = if task.splits.contains_key("test") { n("test", o.limit_test)? } else { 0 };
-    let schedule = parse_schedule(&o.proposer).map_err(InputError)?;
-    let llm_iterations = (0..o.max_iterations).filter(|i| schedule[i % schedule.len()].needs_llm()).count();
+    let llm_iterations = (0..o.max_iterations).filter(|&i| o.proposer.at(i).needs_llm()).count();
     // Upper bounds: every candidate scored on train, every iteration's best on dev.
     let evals = train + dev + o.max_iterations * (o.candidates * train + dev) + 2 * test;
     let calls = llm_iterations * o.candidates;
     // Input tokens of one call: the rewrite meta-prompt with `worst` failures of full size.
-    let req = llm::rewrite_request(task, &task.prompt, &[], &[], o.temperature, o.optimizer_max_tokens, 0);
-    let per_failure = (llm::FAILURE_EXCERPT_CHARS + llm::OUTPUT_CHARS + 600) as u64 / 3;
-    let input_per_call = llm::estimate_input_tokens(&req) + o.worst as u64 * per_failure;
+    let req = meta_prompt::rewrite_request(task, &task.prompt, &[], &[], o.temperature, o.optimizer_max_tokens, 0);
+    let per_failure = (meta_prompt::FAILURE_EXCERPT_CHARS + meta_prompt::OUTPUT_CHARS + 600) as u64 / 3;
+    let input_per_call = meta_prompt::estimate_input_tokens(&req) + o.worst as u64 * per_failure;
     let tokens_in = calls as u64 * input_per_call;
     let tokens_out = calls as u64 * u64::from(o.optimizer_max_tokens);
-    let spec = parse_spec(&o.optimizer)?;
-    let price = prices.lookup(&spec);
+    let price = prices.lookup(&o.optimizer);
     let cost = price.map(|p: Price| p.cost(tokens_in, tokens_out));
     let canary = usize::from(calls > 0);
     if json {
         let line = serde_json::json!({
             "event": "plan",
             "task": task.name,
-            "optimizer": o.optimizer,
-            "proposer": o.proposer,
+            "optimizer": o.optimizer.to_string(),
+            "proposer": o.proposer.to_string(),
             "iterations": o.max_iterations,
             "examples": {"train": train, "dev": dev, "test": test},
             "candidate_evaluations_max": evals,
@@ -456,7 +358,7 @@ fn dry_run(task: &Task, o: &Options, prices: &PriceTable, json: bool) -> anyhow:
     println!("optimizer tokens  at most ~{tokens_in} in, {tokens_out} out (input estimated from the meta-prompt, output at --optimizer-max-tokens)");
     match (cost, price) {
         (Some(c), Some(p)) => {
-            println!("cost              at most ~${c:.4} (${}/M in, ${}/M out; {})", p.input, p.output, prices.source)
+            println!("cost              at most ~${c:.4} (${}/M in, ${}/M out; {})", p.input, p.output, prices.source);
         }
         _ => println!("cost              unknown: no price for `{}` in {}", o.optimizer, prices.source),
     }
@@ -464,7 +366,7 @@ fn dry_run(task: &Task, o: &Options, prices: &PriceTable, json: bool) -> anyhow:
 }
 
 /// A failure of the loop, with where the run is and how to continue it.
-fn stopped(e: OptimizeError, dir: &Path) -> anyhow::Error {
+fn stopped(e: OptimizeError, dir: &std::path::Path) -> anyhow::Error {
     match e {
         OptimizeError::Optimizer { .. } => anyhow::anyhow!(
             "{e}\nthe run stopped; everything so far is in {}; continue it with `promptloop optimize --resume {}`",
@@ -475,126 +377,26 @@ fn stopped(e: OptimizeError, dir: &Path) -> anyhow::Error {
     }
 }
 
-fn refuse_existing(out: &Path) -> anyhow::Result<()> {
-    let path = out.join(LOG_FILE);
-    if path.exists() {
-        let task = optimize::log::read_header(&path).map_or_else(|_| "?".to_owned(), |h| h.task);
-        return Err(input_if_log(LogError::Exists { path, task }));
+/// Set-up errors that are the user's fault become input errors (exit 2).
+fn setup_error(err: SetupError) -> anyhow::Error {
+    if err.is_input() {
+        InputError(err.to_string()).into()
+    } else {
+        err.into()
     }
-    Ok(())
-}
-
-/// A fresh run: the header, written before anything is evaluated.
-fn start(task: &Task, out: &Path, options: Options) -> anyhow::Result<RunLog> {
-    task.split("train")?;
-    task.split("dev")?;
-    let prep = prepare(task, &options)?;
-    let header = Header {
-        format: FORMAT_VERSION,
-        promptloop_version: env!("CARGO_PKG_VERSION").into(),
-        task: task.name.clone(),
-        task_dir: task.dir.clone(),
-        task_sha256: task_sha256(task).context("hashing the task files")?,
-        model: prep.model,
-        engine_kind: options.engine,
-        engine: prep.config,
-        constraint: options.constraint,
-        constraint_schema_sha256: prep.constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes())),
-        max_tokens: prep.max_tokens,
-        engine_key: prep.engine_key,
-        seed: options.seed,
-        options,
-        started_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
-        baseline_prompt: Some(task.prompt.clone()),
-    };
-    RunLog::create(out, header).map_err(input_if_log)
-}
-
-/// An existing run: recovered log and its task, checked against `--task` when given.
-fn resume(dir: &Path, task_arg: Option<&Path>) -> anyhow::Result<(RunLog, Task)> {
-    if !dir.join(LOG_FILE).exists() {
-        return Err(InputError(format!("--resume {}: no {LOG_FILE} there (not a run directory)", dir.display())).into());
-    }
-    let (log, warnings) = RunLog::resume(dir).map_err(input_if_log)?;
-    for w in warnings {
-        tracing::warn!("{w}");
-        eprintln!("warning: {w}");
-    }
-    let h = log.header();
-    if h.format != FORMAT_VERSION {
-        return Err(InputError(format!(
-            "{}: log format {} is not this version's ({FORMAT_VERSION}); start a new run",
-            log.path().display(),
-            h.format
-        ))
-        .into());
-    }
-    if let Some(given) = task_arg {
-        let task = Task::load(given)?;
-        if task.name != h.task || task.dir != h.task_dir {
-            return Err(InputError(format!(
-                "{} is a run of task `{}` ({}), not of `{}` ({})",
-                dir.display(),
-                h.task,
-                h.task_dir.display(),
-                task.name,
-                task.dir.display()
-            ))
-            .into());
-        }
-    }
-    let task = Task::load(&h.task_dir).with_context(|| format!("loading the task of {}", dir.display()))?;
-    let now = task_sha256(&task).context("hashing the task files")?;
-    if now != h.task_sha256 {
-        return Err(InputError(format!(
-            "the files of task `{}` ({}) changed since {} started; start a new run",
-            h.task,
-            h.task_dir.display(),
-            dir.display()
-        ))
-        .into());
-    }
-    Ok((log, task))
-}
-
-fn prepare(task: &Task, o: &Options) -> anyhow::Result<Prepared> {
-    let model_path = harness::models::resolve(&o.model)?;
-    let model = model_fingerprint(&model_path).with_context(|| format!("reading {}", model_path.display()))?;
-    let mut config = engine_config(&model_path, o.ctx, o.threads, o.batch_size, o.constraint, o.chat_template.as_deref());
-    config.weights = o.weights;
-    config.prefix_cache.clone_from(&o.prefix_cache);
-    config.fast_forward = o.fast_forward;
-    config.speculative = o.speculative;
-    let (constraint, _) = constraint_schema(task, o.constraint, o.no_bounds)?;
-    let max_tokens = o.max_tokens.unwrap_or(task.max_tokens);
-    let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));
-    let engine_key = engine_key(&EngineKeyParts {
-        model: &model,
-        kind: o.engine,
-        overflow: o.on_overflow,
-        constraint: o.constraint,
-        constraint_schema_sha256: schema_sha.as_deref(),
-        max_tokens,
-        config: &config,
-    });
-    Ok(Prepared { model, config, constraint, max_tokens, engine_key })
 }
 
 /// Log errors that mean a bad run directory become input errors (exit 2).
-fn input_if_log<E: Into<anyhow::Error>>(err: E) -> anyhow::Error {
-    let err: anyhow::Error = err.into();
-    let input = err.chain().any(|e| {
-        e.downcast_ref::<LogError>().is_some_and(LogError::is_input)
-            || match e.downcast_ref::<OptimizeError>() {
-                Some(OptimizeError::Log(l)) => l.is_input(),
-                Some(OptimizeError::Task(_)) => true,
-                _ => false,
-            }
-    });
+fn input_if_log(err: OptimizeError) -> anyhow::Error {
+    let input = match &err {
+        OptimizeError::Log(l) => l.is_input(),
+        OptimizeError::Task(_) => true,
+        _ => false,
+    };
     if input {
         InputError(err.to_string()).into()
     } else {
-        err
+        err.into()
     }
 }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::SplitMix64;
+use crate::rng::SplitMix64;
 
 /// Resamples per test.
 pub const RESAMPLES: usize = 2000;

@@ -7,16 +7,12 @@
 //! chat template). The model path itself is left out, so a moved model file keeps its cache.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
 
 use engines::{ConstraintBackend, EngineConfig, EngineKind};
 use serde_json::json;
 
-use super::prompt::{hex, sha256_hex};
-use super::records::ModelFingerprint;
 use crate::eval::ExampleRecord;
-use crate::task::Task;
+use crate::fingerprint::{sha256_hex, ModelFingerprint};
 
 /// Identifies one eval.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -96,34 +92,6 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
     sha256_hex(canon.to_string().as_bytes())
 }
 
-/// Path, SHA-256 of the first MiB, and size of a model file.
-pub fn model_fingerprint(path: &Path) -> std::io::Result<ModelFingerprint> {
-    use sha2::{Digest, Sha256};
-    let file = fs_err::File::open(path)?;
-    let size = file.metadata()?.len();
-    let mut head = Vec::with_capacity(1 << 20);
-    file.take(1 << 20).read_to_end(&mut head)?;
-    Ok(ModelFingerprint { path: path.to_path_buf(), sha256_first_mib: hex(&Sha256::digest(&head)), size })
-}
-
-/// SHA-256 over the task's files: task.toml, schema, prompt and each split, each preceded by
-/// its file name.
-pub fn task_sha256(task: &Task) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut paths = vec![task.dir.join("task.toml"), task.schema_path.clone(), task.prompt_path.clone()];
-    paths.extend(task.splits.values().map(|s| s.path.clone()));
-    let mut h = Sha256::new();
-    for path in paths {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        h.update(name.as_bytes());
-        h.update([0]);
-        let bytes = fs_err::read(&path)?;
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +142,7 @@ mod tests {
         let mut cache = EvalCache::default();
         let key =
             |i: &str, e: &str, k: &str| CacheKey { instruction_sha256: i.into(), example_id: e.into(), engine_key: k.into() };
-        cache.insert(key("p", "x", "e"), super::super::demos::tests::record("x", 0.5));
+        cache.insert(key("p", "x", "e"), crate::optimize::proposers::demos::tests::record("x", 0.5));
         assert!(cache.get(&key("p", "x", "e")).is_some());
         assert!(cache.get(&key("q", "x", "e")).is_none());
         assert!(cache.get(&key("p", "y", "e")).is_none());

@@ -12,6 +12,8 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use super::outcome::Rejection;
+
 /// Words per n-gram.
 pub const DEFAULT_NGRAM: usize = 8;
 /// Share of a candidate's n-grams that may come from train documents.
@@ -82,22 +84,11 @@ impl Guard {
         }
     }
 
-    /// `Some(reason)` when the candidate copies too much.
-    pub fn check(&self, candidate: &str, allowed: &[&str]) -> (Overlap, Option<String>) {
+    /// The overlap, and a [`Rejection::Leakage`] when the candidate copies too much.
+    pub fn check(&self, candidate: &str, allowed: &[&str]) -> (Overlap, Option<Rejection>) {
         let o = self.overlap(candidate, allowed);
-        let reason = (o.copied > 0 && o.fraction > self.threshold).then(|| {
-            format!(
-                "rejected: leakage: {:.0}% of its {}-word n-grams ({} of {}) copy train documents verbatim \
-                 (longest copied span {} words; threshold {:.0}%)",
-                o.fraction * 100.0,
-                self.n,
-                o.copied,
-                o.ngrams,
-                o.longest_copied_words,
-                self.threshold * 100.0
-            )
-        });
-        (o, reason)
+        let leaks = o.copied > 0 && o.fraction > self.threshold;
+        (o, leaks.then_some(Rejection::Leakage { fraction: o.fraction, ngram: self.n, threshold: self.threshold }))
     }
 }
 
@@ -118,7 +109,7 @@ mod tests {
         let leaky = format!("Extract the fields. For example: {DOC} Output the JSON.");
         let (o, reason) = g.check(&leaky, &[]);
         assert!(o.copied > 10 && o.longest_copied_words >= 30, "{o:?}");
-        assert!(reason.unwrap().contains("leakage"));
+        assert!(matches!(reason, Some(Rejection::Leakage { ngram: 8, .. })), "{reason:?}");
         // Case and punctuation do not hide a copy.
         let (o, _) = g.check(&DOC.to_uppercase().replace(',', ";"), &[]);
         assert!((o.fraction - 1.0).abs() < 1e-9);

@@ -1,9 +1,8 @@
 //! Tests of the run log: torn-line recovery, bad lines, replay on resume.
 
 use super::*;
-use crate::optimize::demos::tests::record;
+use crate::optimize::proposers::demos::tests::record;
 use crate::optimize::records::{DecisionEntry, ModelFingerprint};
-use crate::optimize::Options;
 
 fn header(task: &str) -> Header {
     Header {
@@ -13,14 +12,11 @@ fn header(task: &str) -> Header {
         task_dir: "/tasks/t".into(),
         task_sha256: "t".into(),
         model: ModelFingerprint { path: "/m.gguf".into(), sha256_first_mib: "m".into(), size: 1 },
-        engine_kind: engines::EngineKind::Llama,
         engine: engines::EngineConfig::new("/m.gguf"),
-        constraint: engines::ConstraintBackend::Llguidance,
         constraint_schema_sha256: None,
         max_tokens: 8,
         engine_key: "k".into(),
-        seed: 0,
-        options: Options::default(),
+        options: crate::config::RunConfig::default(),
         started_at: None,
         baseline_prompt: None,
     }
@@ -43,6 +39,7 @@ fn decision(it: usize) -> LogRecord {
         candidate: None,
         prompt_sha256: None,
         accepted: false,
+        verdict: crate::optimize::Verdict::from_text(false, "stopped"),
         reason: "stopped".into(),
         train: None,
         dev: None,

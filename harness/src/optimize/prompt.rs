@@ -6,8 +6,8 @@
 //! (and gets its own cache key).
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+pub use crate::fingerprint::sha256_hex;
 use crate::task::Example;
 
 /// Characters of a contract a demo shows.
@@ -129,20 +129,6 @@ fn render<'a>(base: &str, demos: impl Iterator<Item = &'a Demo>) -> String {
     }
     out.push('\n');
     out
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,10 @@
 //!
 //! Only `eval` records carry timings (inside the example record); `candidate`, `decision` and
 //! `final` depend on scores alone, so a resumed run writes them identically.
+//!
+//! Format 3 logs typed outcomes ([`Rejection`], [`Verdict`]) and stores the run's
+//! [`RunConfig`] once in the header. Logs of format 2 still read: their free-text reasons are
+//! read back into the typed outcomes, and the header's duplicated fields are ignored.
 
 use std::path::PathBuf;
 
@@ -10,11 +14,13 @@ use engines::{ConstraintBackend, EngineConfig, EngineKind};
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::Interval;
-use super::Options;
+use super::outcome::{Rejection, Verdict};
+use crate::config::RunConfig;
 use crate::eval::ExampleRecord;
+pub use crate::fingerprint::ModelFingerprint;
 
 /// Version of the log format, in the header.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One line of `run.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,15 +48,7 @@ impl LogRecord {
     }
 }
 
-/// What the model file is: path, SHA-256 of its first MiB, and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelFingerprint {
-    pub path: PathBuf,
-    pub sha256_first_mib: String,
-    pub size: u64,
-}
-
-/// The first record: what is optimized, on what, with which options.
+/// The first record: what is optimized, on what, with which configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
     pub format: u32,
@@ -60,16 +58,16 @@ pub struct Header {
     /// SHA-256 over the task's files (task.toml, schema, prompt, splits).
     pub task_sha256: String,
     pub model: ModelFingerprint,
-    pub engine_kind: EngineKind,
+    /// The engine configuration the run's [`RunConfig`] resolves to for this model file.
     pub engine: EngineConfig,
-    pub constraint: ConstraintBackend,
     /// SHA-256 of the constraint schema (after bounds), when constrained.
     pub constraint_schema_sha256: Option<String>,
+    /// The output token cap in force (`--max-tokens`, else the task's).
     pub max_tokens: u32,
     /// The cache key part shared by every eval of this run.
     pub engine_key: String,
-    pub seed: u64,
-    pub options: Options,
+    /// The run's configuration, stored once.
+    pub options: RunConfig,
     /// When the run started (RFC 3339, UTC). Absent in logs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -77,6 +75,18 @@ pub struct Header {
     /// Absent in logs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_prompt: Option<String>,
+}
+
+impl Header {
+    pub fn engine_kind(&self) -> EngineKind {
+        self.options.engine.engine
+    }
+    pub fn constraint(&self) -> ConstraintBackend {
+        self.options.engine.constraint
+    }
+    pub fn seed(&self) -> u64 {
+        self.options.search.seed
+    }
 }
 
 /// One scored example under one rendered instruction.
@@ -125,8 +135,9 @@ pub struct ProposalEntry {
     pub latency_ms: f64,
 }
 
-/// One proposed prompt and its train scores; or why it was rejected before any eval.
+/// One proposed prompt and its train scores; or why it was rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "CandidateWire")]
 pub struct CandidateEntry {
     pub iteration: usize,
     pub index: usize,
@@ -136,13 +147,58 @@ pub struct CandidateEntry {
     pub demo_ids: Vec<String>,
     /// The `proposal` record it came from (LLM proposers).
     pub request_sha256: Option<String>,
-    /// Set when the candidate was not evaluated (leakage, duplicate; `train_mean` is then 0)
-    /// or was dropped by racing (`train_mean` and `scores` cover the examples it ran on).
-    pub rejected: Option<String>,
+    /// Set when the candidate was not evaluated (leakage, duplicate; `train_mean` is then 0
+    /// and `scores` empty) or was dropped by racing (`train_mean` and `scores` cover the
+    /// examples it ran on).
+    pub rejected: Option<Rejection>,
     /// N-gram overlap with train documents (LLM proposers).
     pub overlap: Option<super::leakage::Overlap>,
     pub train_mean: f64,
     pub scores: Vec<IdScore>,
+}
+
+/// A candidate as either format wrote it: `rejected` typed, or free text (format 2).
+#[derive(Deserialize)]
+struct CandidateWire {
+    iteration: usize,
+    index: usize,
+    proposer: String,
+    prompt_sha256: String,
+    prompt: String,
+    demo_ids: Vec<String>,
+    request_sha256: Option<String>,
+    rejected: Option<RejectionWire>,
+    overlap: Option<super::leakage::Overlap>,
+    train_mean: f64,
+    scores: Vec<IdScore>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RejectionWire {
+    Typed(Rejection),
+    Text(String),
+}
+
+impl From<CandidateWire> for CandidateEntry {
+    fn from(w: CandidateWire) -> Self {
+        CandidateEntry {
+            iteration: w.iteration,
+            index: w.index,
+            proposer: w.proposer,
+            prompt_sha256: w.prompt_sha256,
+            prompt: w.prompt,
+            demo_ids: w.demo_ids,
+            request_sha256: w.request_sha256,
+            rejected: w.rejected.map(|r| match r {
+                RejectionWire::Typed(t) => t,
+                RejectionWire::Text(text) => Rejection::from_text(&text),
+            }),
+            overlap: w.overlap,
+            train_mean: w.train_mean,
+            scores: w.scores,
+        }
+    }
 }
 
 /// Optimizer spend of a run so far.
@@ -173,16 +229,47 @@ pub struct GateEntry {
 
 /// The outcome of one iteration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "DecisionWire")]
 pub struct DecisionEntry {
     pub iteration: usize,
     /// Index of the best candidate, when there was one.
     pub candidate: Option<usize>,
     pub prompt_sha256: Option<String>,
     pub accepted: bool,
-    /// `accepted`, `rejected: ...` or `stopped: ...`.
+    /// What was decided (format 2 logs: read back from `reason`).
+    pub verdict: Verdict,
+    /// The decision in words, with its numbers: `accepted`, `rejected: ...` or `stopped: ...`.
     pub reason: String,
     pub train: Option<GateEntry>,
     pub dev: Option<GateEntry>,
+}
+
+#[derive(Deserialize)]
+struct DecisionWire {
+    iteration: usize,
+    candidate: Option<usize>,
+    prompt_sha256: Option<String>,
+    accepted: bool,
+    #[serde(default)]
+    verdict: Option<Verdict>,
+    reason: String,
+    train: Option<GateEntry>,
+    dev: Option<GateEntry>,
+}
+
+impl From<DecisionWire> for DecisionEntry {
+    fn from(w: DecisionWire) -> Self {
+        DecisionEntry {
+            iteration: w.iteration,
+            candidate: w.candidate,
+            prompt_sha256: w.prompt_sha256,
+            accepted: w.accepted,
+            verdict: w.verdict.unwrap_or_else(|| Verdict::from_text(w.accepted, &w.reason)),
+            reason: w.reason,
+            train: w.train,
+            dev: w.dev,
+        }
+    }
 }
 
 /// Baseline against best on one split.

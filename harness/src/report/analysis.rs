@@ -14,8 +14,10 @@ use std::time::SystemTime;
 
 use crate::calibrate::RoutingTable;
 use crate::eval::ExampleRecord;
-use crate::optimize::prompt::{sha256_hex, Prompt};
+use crate::fingerprint::sha256_hex;
+use crate::optimize::prompt::Prompt;
 use crate::optimize::records::{DecisionEntry, Spend};
+use crate::optimize::Rejection;
 use crate::score::FailureClass;
 
 use super::RunData;
@@ -31,6 +33,9 @@ pub enum CandStatus {
     NoTrainGain,
     /// Scored on train, below the iteration's best.
     NotChosen,
+    /// Dropped by racing after part of train: `train_mean` covers the `evaluated` examples it
+    /// ran on, out of `train`.
+    Raced { evaluated: usize, train: usize, why: String },
     /// Rejected before any eval (leakage guard, duplicate); the reason.
     Unscored(String),
 }
@@ -42,6 +47,7 @@ impl CandStatus {
             CandStatus::RejectedDev => "rejected on dev (overfit)",
             CandStatus::NoTrainGain => "rejected: no gain on train",
             CandStatus::NotChosen => "not the iteration's best",
+            CandStatus::Raced { .. } => "dropped by racing (partial train)",
             CandStatus::Unscored(_) => "rejected before eval",
         }
     }
@@ -437,7 +443,12 @@ fn trajectory(run: &RunData, base_train: Option<f64>, base_dev: Option<f64>) -> 
                 .map(|c| {
                     let chosen = decision.as_ref().filter(|d| d.candidate == Some(c.index));
                     let status = match (&c.rejected, chosen) {
-                        (Some(why), _) => CandStatus::Unscored(why.clone()),
+                        (Some(Rejection::Raced { evaluated, train, .. }), _) => CandStatus::Raced {
+                            evaluated: *evaluated,
+                            train: *train,
+                            why: c.rejected.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        },
+                        (Some(why), _) => CandStatus::Unscored(why.to_string()),
                         (None, Some(d)) if d.accepted => CandStatus::Accepted,
                         (None, Some(d)) if d.dev.is_some() => CandStatus::RejectedDev,
                         (None, Some(_)) => CandStatus::NoTrainGain,

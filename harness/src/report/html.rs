@@ -82,7 +82,7 @@ fn kv(rows: &[(&str, String)]) -> String {
 /// The run report.
 pub fn run_report(run: &RunData, a: &Analysis) -> String {
     let header = &run.header;
-    let opts = &header.options;
+    let opts = &header.options.search;
     let mut body = String::new();
     if !a.warnings.is_empty() {
         body.push_str("<ul class=\"warnings\">\n");
@@ -116,13 +116,13 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     let cfg = &header.engine;
     let engine = format!(
         "{} (context {} per sequence, batch {}, {} threads), constraint {}, max {} output tokens, on overflow: {}",
-        header.engine_kind,
+        header.engine_kind(),
         cfg.n_ctx.map_or_else(|| "model default".into(), |c| c.to_string()),
         cfg.batch_size,
         cfg.threads.map_or_else(|| "all".into(), |t| t.to_string()),
-        header.constraint,
+        header.constraint(),
         header.max_tokens,
-        opts.on_overflow
+        header.options.engine.on_overflow
     );
     let wall = match (&a.started_at, a.elapsed_s) {
         (Some(start), Some(el)) => format!("{} (started {}, last eval {})", duration_text(el), escape(start), ended(a)),
@@ -144,10 +144,15 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
             ),
         ),
         ("engine", escape(&engine)),
-        ("optimizer", escape(&opts.optimizer)),
+        ("optimizer", escape(&opts.optimizer.to_string())),
         (
             "proposer",
-            format!("{} ({} demos per candidate, {} worst failures shown)", escape(&opts.proposer), opts.demos, opts.worst),
+            format!(
+                "{} ({} demos per candidate, {} worst failures shown)",
+                escape(&opts.proposer.to_string()),
+                opts.demos,
+                opts.worst
+            ),
         ),
         ("acceptance", format!("{} at confidence {}, seed {}", opts.accept, opts.confidence, opts.seed)),
         ("caps", escape(&caps)),
@@ -245,8 +250,8 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     let subtitle = format!(
         "{} &middot; {} &middot; {} &middot; {}",
         escape(&header.task),
-        escape(&opts.model),
-        escape(&opts.optimizer),
+        escape(&header.options.engine.model),
+        escape(&opts.optimizer.to_string()),
         escape(&run.dir.display().to_string())
     );
     let mut sections = RUN_SECTIONS.to_vec();
@@ -294,7 +299,7 @@ fn candidates_table(a: &Analysis) -> String {
         let (class, text) = match &c.status {
             CandStatus::Accepted => ("accepted", "accepted".to_owned()),
             CandStatus::RejectedDev => ("rejected-dev", c.status.label().to_owned()),
-            CandStatus::Unscored(why) => ("", why.clone()),
+            CandStatus::Unscored(why) | CandStatus::Raced { why, .. } => ("", why.clone()),
             other => ("", other.label().to_owned()),
         };
         let _ = writeln!(
@@ -304,7 +309,11 @@ fn candidates_table(a: &Analysis) -> String {
             c.index + 1,
             escape(&c.proposer),
             escape(&c.demo_ids.join(", ")),
-            if matches!(c.status, CandStatus::Unscored(_)) { "-".into() } else { f3(c.train_mean) },
+            match &c.status {
+                CandStatus::Unscored(_) => "-".into(),
+                CandStatus::Raced { evaluated, train, .. } => format!("{} <span class=\"muted\">({evaluated} of {train})</span>", f3(c.train_mean)),
+                _ => f3(c.train_mean),
+            },
             c.dev_mean.map_or_else(|| "-".into(), f3),
             escape(&text)
         );
@@ -401,7 +410,7 @@ fn failures_table(splits: &[SplitCompare]) -> String {
 }
 
 fn speed_section(run: &RunData, a: &Analysis) -> String {
-    let engine = run.header.engine_kind.to_string();
+    let engine = run.header.engine_kind().to_string();
     let ran: Vec<plots::Run> = a
         .speed
         .iter()

@@ -21,7 +21,7 @@ fn signed(d: f64) -> String {
 /// The run summary in Markdown.
 pub fn run_report(run: &RunData, a: &Analysis) -> String {
     let header = &run.header;
-    let opts = &header.options;
+    let opts = &header.options.search;
     let mut s = String::new();
     let _ = writeln!(s, "## promptloop run: {}\n", cell(&header.task));
     for w in &a.warnings {
@@ -41,7 +41,10 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
             "engine",
             format!(
                 "{} (batch {}, constraint {}, max {} output tokens)",
-                header.engine_kind, header.engine.batch_size, header.constraint, header.max_tokens
+                header.engine_kind(),
+                header.engine.batch_size,
+                header.constraint(),
+                header.max_tokens
             ),
         ),
         ("optimizer / proposer", format!("{} / {}", opts.optimizer, opts.proposer)),

@@ -1,6 +1,9 @@
 //! The report's plots: plotters' SVG backend, drawn into strings and inlined in the HTML. Text
 //! is written as SVG `<text>` elements (no font files: plotters is built without `ttf`, so
 //! label sizes are estimated), rendered by the browser's own sans-serif.
+//!
+//! One piece at ~700 lines: every plot shares the palette, the SVG set-up, the keyed axis and
+//! the legend placement, so the report's figures look alike.
 
 use std::error::Error;
 use std::ops::Range;
@@ -117,12 +120,14 @@ fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)
     move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
 }
 
-/// Score of the current prompt over iterations on train and dev, and every candidate: accepted,
-/// rejected on train, rejected on dev (held out; its dev score marked), rejected before eval.
+/// Score of the current prompt over iterations on train and dev, and every scored candidate:
+/// accepted, rejected on train, rejected on dev (held out; its dev score marked), dropped by
+/// racing (at its mean on the part of train it ran on). Candidates rejected before any eval
+/// have no score and are not plotted (the candidates table lists them).
 pub fn scores(a: &Analysis) -> String {
     let n = a.iterations.len();
     let mut ys: Vec<f64> = a.baseline_train.into_iter().chain(a.baseline_dev).collect();
-    for c in a.candidates() {
+    for c in a.candidates().filter(|c| !matches!(c.status, CandStatus::Unscored(_))) {
         ys.push(c.train_mean);
         ys.extend(c.dev_mean);
     }
@@ -170,7 +175,7 @@ pub fn scores(a: &Analysis) -> String {
             ("candidate rejected on train", Vec::new(), GREY, 1),
             ("rejected on dev: train score", Vec::new(), REJECTED, 1),
             ("rejected on dev: dev score (held out)", Vec::new(), REJECTED, 2),
-            ("rejected before eval (leak, duplicate)", Vec::new(), GREY, 3),
+            ("dropped by racing: mean on part of train", Vec::new(), GREY, 3),
         ];
         for it in &a.iterations {
             let count = it.candidates.len();
@@ -183,7 +188,8 @@ pub fn scores(a: &Analysis) -> String {
                         groups[2].1.push((x, c.train_mean));
                         groups[3].1.extend(c.dev_mean.map(|d| (x, d)));
                     }
-                    CandStatus::Unscored(_) => groups[4].1.push((x, 0.0)),
+                    CandStatus::Raced { .. } => groups[4].1.push((x, c.train_mean)),
+                    CandStatus::Unscored(_) => {}
                 }
             }
         }

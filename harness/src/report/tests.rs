@@ -9,9 +9,10 @@ use super::analysis::CandStatus;
 use super::*;
 use crate::calibrate::{EngineEntry, HeldBack, LinearFit, Point, TABLE_VERSION};
 use crate::eval::ExampleRecord;
-use crate::optimize::prompt::{sha256_hex, Demo};
+use crate::fingerprint::sha256_hex;
+use crate::optimize::prompt::Demo;
 use crate::optimize::records::{GateEntry, IdScore, ModelFingerprint, Spend, SplitRow};
-use crate::optimize::{Options, Prompt};
+use crate::optimize::Prompt;
 use crate::score::{FailureClass, FieldVerdict};
 use crate::task::Example;
 
@@ -81,7 +82,7 @@ fn candidate(it: usize, index: usize, p: &Prompt, proposer: &str, scores: &[(&st
         prompt: p.text(),
         demo_ids: p.demo_ids(),
         request_sha256: None,
-        rejected: rejected.map(Into::into),
+        rejected: rejected.map(crate::optimize::Rejection::from_text),
         overlap: None,
         train_mean: mean,
         scores: scores.iter().map(|(id, s)| IdScore { id: (*id).into(), score: *s }).collect(),
@@ -100,14 +101,11 @@ fn header(baseline_prompt: Option<&str>) -> Header {
         task_dir: "/nonexistent/task".into(),
         task_sha256: "t".into(),
         model: ModelFingerprint { path: "/m.gguf".into(), sha256_first_mib: "ab".repeat(32), size: 100 << 20 },
-        engine_kind: engines::EngineKind::Llama,
         engine: engines::EngineConfig::new("/m.gguf"),
-        constraint: engines::ConstraintBackend::Llguidance,
         constraint_schema_sha256: None,
         max_tokens: 64,
         engine_key: "k".into(),
-        seed: 0,
-        options: Options::default(),
+        options: crate::config::RunConfig::default(),
         started_at: Some("2026-01-01T00:00:00Z".into()),
         baseline_prompt: baseline_prompt.map(Into::into),
     }
@@ -146,6 +144,7 @@ fn synthetic(baseline_prompt: Option<&str>) -> (Vec<LogRecord>, Prompt, Prompt) 
             candidate: Some(0),
             prompt_sha256: Some(c1.sha256()),
             accepted: true,
+            verdict: crate::optimize::Verdict::from_text(true, "accepted"),
             reason: "accepted".into(),
             train: Some(gate(0.25, 0.5)),
             dev: Some(gate(0.5, 1.0)),
@@ -175,6 +174,10 @@ fn synthetic(baseline_prompt: Option<&str>) -> (Vec<LogRecord>, Prompt, Prompt) 
             candidate: Some(0),
             prompt_sha256: Some(r1.sha256()),
             accepted: false,
+            verdict: crate::optimize::Verdict::from_text(
+                false,
+                "rejected: overfit: wins on train but loses on dev (dev mean 0.0000 vs 1.0000)",
+            ),
             reason: "rejected: overfit: wins on train but loses on dev (dev mean 0.0000 vs 1.0000)".into(),
             train: Some(gate(0.5, 0.75)),
             dev: Some(gate(1.0, 0.0)),

@@ -6,10 +6,37 @@
 //! size K from a stream derived from `(seed, iteration)`. Only train examples enter a prompt;
 //! the function never sees dev or test.
 
-use super::prompt::{Demo, Prompt};
-use super::rng::SplitMix64;
+use super::{Candidate, Context, Proposed, Proposer};
 use crate::eval::ExampleRecord;
+use crate::optimize::events::Observer;
+use crate::optimize::log::RunLog;
+use crate::optimize::prompt::{Demo, Prompt};
+use crate::optimize::OptimizeError;
+use crate::rng::SplitMix64;
 use crate::task::Example;
+
+/// The `demos` proposer: `candidates` prompts, each the current one plus `k` demos.
+#[derive(Debug, Clone)]
+pub struct DemosProposer {
+    pub candidates: usize,
+    pub k: usize,
+    pub seed: u64,
+}
+
+impl Proposer for DemosProposer {
+    fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
+        let pool = failing_pool(ctx.current, ctx.train, ctx.current_train);
+        let prompts = propose(ctx.current, &pool, self.candidates, self.k, self.seed, ctx.iteration);
+        Ok(Proposed {
+            candidates: prompts.into_iter().map(|prompt| Candidate { prompt, request_sha256: None }).collect(),
+            ..Proposed::default()
+        })
+    }
+
+    fn exhausted(&self, proposed: &Proposed) -> Option<String> {
+        proposed.candidates.is_empty().then(|| "no failing train example left to draw demos from".to_owned())
+    }
+}
 
 /// Train examples eligible as demos: scored below 1 by the current prompt and not already one
 /// of its demos. `records` are the current prompt's records of `train`, matched by id.

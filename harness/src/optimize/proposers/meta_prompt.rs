@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::eval::ExampleRecord;
-use crate::optimizer::{ChatRequest, Message, Role};
+use crate::llm::{ChatRequest, Message, Role};
 use crate::score::FailureClass;
 use crate::task::{Example, Task};
 
@@ -289,7 +289,7 @@ pub fn estimate_input_tokens(req: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimize::demos::tests::{example, record};
+    use crate::optimize::proposers::demos::tests::{example, record};
     use serde_json::json;
 
     #[test]

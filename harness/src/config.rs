@@ -1,0 +1,448 @@
+//! The configuration of an optimize run, parsed and validated once: how the search runs
+//! ([`SearchOptions`]: optimizer, proposer schedule, caps, gates) and what runs the candidate
+//! model ([`EngineSetup`]). The run log's header stores a [`RunConfig`] whole, so `--resume`
+//! continues with exactly the configuration the run started with.
+//!
+//! Both halves serialize flat under the header's `options` key, field for field as logs of
+//! format 2 wrote them, so older logs still read.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use engines::{ConstraintBackend, EngineConfig, EngineKind, PrefixCacheConfig, WeightFormat};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::llm::prices::PriceTable;
+use crate::llm::OptimizerSpec;
+use crate::overflow::Overflow;
+
+/// Leakage guard defaults (see [`crate::optimize::leakage`]).
+pub use crate::optimize::leakage::{DEFAULT_NGRAM, DEFAULT_THRESHOLD};
+
+/// A run's whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RunConfig {
+    #[serde(flatten)]
+    pub search: SearchOptions,
+    #[serde(flatten)]
+    pub engine: EngineSetup,
+}
+
+/// A configuration value the user got wrong (`--flag`: what is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl RunConfig {
+    /// Everything the user can get wrong in the options, before any work is done.
+    ///
+    /// # Errors
+    /// The first bad value, naming its flag.
+    pub fn validate(&self, prices: &PriceTable) -> Result<(), ConfigError> {
+        self.search.validate(prices)?;
+        if self.engine.batch_size == 0 {
+            return Err(ConfigError("--batch-size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How the search runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SearchOptions {
+    #[serde(with = "as_text")]
+    pub optimizer: OptimizerSpec,
+    /// Proposers used in turn (iteration i uses entry i mod len).
+    #[serde(with = "as_text")]
+    pub proposer: Schedule,
+    /// Worst train examples shown to the optimizer.
+    pub worst: usize,
+    /// Sampling temperature of `rewrite` calls (`opro` uses 1.0).
+    pub temperature: f32,
+    /// Output token cap of one optimizer call.
+    pub optimizer_max_tokens: u32,
+    /// Leakage guard: words per n-gram and the share of copied n-grams that rejects.
+    pub leak_ngram: usize,
+    pub leak_threshold: f64,
+    /// Caps: the loop stops before a call that could cross them.
+    pub max_cost: Option<f64>,
+    pub max_optimizer_tokens: Option<u64>,
+    /// Wall-clock budget of one process (seconds), checked before each iteration and call.
+    pub time_budget_s: Option<f64>,
+    pub max_iterations: usize,
+    /// Candidates per iteration.
+    pub candidates: usize,
+    /// Demos added per candidate (K).
+    pub demos: usize,
+    pub seed: u64,
+    pub accept: Accept,
+    pub confidence: f64,
+    /// How candidates are evaluated on train. Logs written before racing existed did not race.
+    #[serde(default = "Racing::off")]
+    pub racing: Racing,
+    pub limit_train: Option<usize>,
+    pub limit_dev: Option<usize>,
+    pub limit_test: Option<usize>,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            optimizer: OptimizerSpec::None,
+            proposer: Schedule(vec![ProposerKind::Demos]),
+            worst: 5,
+            temperature: 0.7,
+            optimizer_max_tokens: 1024,
+            leak_ngram: DEFAULT_NGRAM,
+            leak_threshold: DEFAULT_THRESHOLD,
+            max_cost: None,
+            max_optimizer_tokens: None,
+            time_budget_s: None,
+            max_iterations: 4,
+            candidates: 4,
+            demos: 2,
+            seed: 0,
+            accept: Accept::Bootstrap,
+            confidence: 0.9,
+            racing: Racing::Halving,
+            limit_train: None,
+            limit_dev: None,
+            limit_test: None,
+        }
+    }
+}
+
+impl SearchOptions {
+    /// Whether some iteration calls the optimizer model.
+    pub fn needs_llm(&self) -> bool {
+        self.proposer.0.iter().any(|k| k.needs_llm())
+    }
+
+    /// The search half of [`RunConfig::validate`].
+    ///
+    /// # Errors
+    /// The first bad value, naming its flag.
+    pub fn validate(&self, prices: &PriceTable) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.optimizer.is_none() {
+            if let Some(k) = self.proposer.0.iter().find(|k| k.needs_llm()) {
+                return bad(format!(
+                    "--proposer {}: `{}` needs an optimizer model; pass --optimizer openai:MODEL, anthropic:MODEL or local:PATH (or use --proposer demos)",
+                    self.proposer,
+                    k.as_str()
+                ));
+            }
+        }
+        if self.candidates == 0 {
+            return bad("--candidates must be at least 1".into());
+        }
+        if self.demos == 0 && self.proposer.0.contains(&ProposerKind::Demos) {
+            return bad("--demos must be at least 1".into());
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return bad("--confidence must be between 0 and 1 (exclusive)".into());
+        }
+        if !(0.0..=1.0).contains(&self.leak_threshold) {
+            return bad("--leak-threshold must be between 0 and 1".into());
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return bad("--temperature must be between 0 and 2".into());
+        }
+        if self.optimizer_max_tokens == 0 {
+            return bad("--optimizer-max-tokens must be at least 1".into());
+        }
+        if let Some(c) = self.max_cost {
+            if !(c >= 0.0 && c.is_finite()) {
+                return bad("--max-cost must be a non-negative number of USD".into());
+            }
+            if prices.lookup(&self.optimizer).is_none() {
+                return bad(format!(
+                    "--max-cost: no price is known for `{}` in {}; add it to a price table (--prices FILE) or cap tokens with --max-optimizer-tokens",
+                    self.optimizer, prices.source
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What runs the candidate model: the engine flags of `eval` and `optimize`, resolved (an
+/// `--engine auto` is routed before it lands here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[allow(clippy::struct_excessive_bools)] // independent switches, each its own flag
+pub struct EngineSetup {
+    /// `--model` as given (a known name or a path).
+    pub model: String,
+    pub engine: EngineKind,
+    /// `--on-overflow`: documents longer than the context.
+    pub on_overflow: Overflow,
+    pub constraint: ConstraintBackend,
+    pub batch_size: u32,
+    pub threads: Option<usize>,
+    pub ctx: Option<u32>,
+    pub max_tokens: Option<u32>,
+    pub no_bounds: bool,
+    pub chat_template: Option<String>,
+    /// The engine variant's weight format (`--engine candle:q8_0`).
+    pub weights: WeightFormat,
+    /// Budgets of the engine's document KV cache (`None`: off). Outputs are the same either way.
+    pub prefix_cache: Option<PrefixCacheConfig>,
+    /// Forced constraint tokens appended without sampling. Logs written before it existed
+    /// decoded every token (`false`), so a resumed run keeps its engine key.
+    #[serde(default)]
+    pub fast_forward: bool,
+    /// Each example's latest output is the draft of its next eval (verified, greedy). Logs
+    /// written before it existed drafted nothing (`false`), so a resumed run keeps its key.
+    #[serde(default)]
+    pub speculative: bool,
+}
+
+impl Default for EngineSetup {
+    fn default() -> Self {
+        EngineSetup {
+            model: "smollm2-135m".into(),
+            engine: EngineKind::Llama,
+            on_overflow: Overflow::Error,
+            constraint: ConstraintBackend::Llguidance,
+            batch_size: 4,
+            threads: None,
+            ctx: None,
+            max_tokens: None,
+            no_bounds: false,
+            chat_template: None,
+            weights: WeightFormat::Gguf,
+            prefix_cache: None,
+            fast_forward: true,
+            speculative: true,
+        }
+    }
+}
+
+impl EngineSetup {
+    /// The engine configuration for the model file at `model_path` (the one recipe `eval`,
+    /// `compare` and `optimize` share).
+    pub fn engine_config(&self, model_path: &Path) -> EngineConfig {
+        let mut cfg = EngineConfig::new(model_path);
+        cfg.n_ctx = self.ctx;
+        cfg.threads = self.threads;
+        cfg.batch_size = self.batch_size;
+        cfg.constraint_backend = self.constraint;
+        cfg.chat_template.clone_from(&self.chat_template);
+        cfg.weights = self.weights;
+        cfg.prefix_cache.clone_from(&self.prefix_cache);
+        cfg.fast_forward = self.fast_forward;
+        cfg.speculative = self.speculative;
+        cfg
+    }
+
+    /// The prefix cache's default spill directory.
+    pub fn default_kv_dir() -> PathBuf {
+        crate::models::cache_dir().join("kv")
+    }
+}
+
+/// How a candidate must beat the current prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accept {
+    /// Paired bootstrap over per-example deltas: train lower bound > 0; dev upper bound >= 0.
+    #[default]
+    Bootstrap,
+    /// Higher train mean; dev mean not lower.
+    Mean,
+}
+
+impl fmt::Display for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accept::Bootstrap => "bootstrap",
+            Accept::Mean => "mean",
+        })
+    }
+}
+
+impl FromStr for Accept {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bootstrap" => Ok(Accept::Bootstrap),
+            "mean" => Ok(Accept::Mean),
+            other => Err(format!("unknown acceptance rule `{other}` (expected bootstrap or mean)")),
+        }
+    }
+}
+
+/// How an iteration's candidates share the train evaluations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Racing {
+    /// Every candidate on all of train.
+    Off,
+    /// Successive halving from a quarter of train: only the better half goes on at each rung.
+    #[default]
+    Halving,
+}
+
+impl Racing {
+    fn off() -> Self {
+        Racing::Off
+    }
+}
+
+impl fmt::Display for Racing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Racing::Off => "off",
+            Racing::Halving => "halving",
+        })
+    }
+}
+
+impl FromStr for Racing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Racing::Off),
+            "halving" => Ok(Racing::Halving),
+            other => Err(format!("unknown racing `{other}` (expected halving or off)")),
+        }
+    }
+}
+
+/// A way of making candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposerKind {
+    /// The optimizer rewrites the prompt from the worst failures.
+    Rewrite,
+    /// OPRO: the optimizer sees past prompts with their scores.
+    Opro,
+    /// Worked examples from failing train examples (no LLM).
+    Demos,
+}
+
+impl ProposerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposerKind::Rewrite => "rewrite",
+            ProposerKind::Opro => "opro",
+            ProposerKind::Demos => "demos",
+        }
+    }
+    pub fn needs_llm(self) -> bool {
+        !matches!(self, ProposerKind::Demos)
+    }
+}
+
+/// `--proposer`: one proposer or a comma-separated schedule used in turn, e.g.
+/// `rewrite,rewrite,demos`. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<ProposerKind>);
+
+impl Schedule {
+    /// The proposer of iteration `it`.
+    pub fn at(&self, it: usize) -> ProposerKind {
+        self.0[it % self.0.len()]
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|k| k.as_str()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            out.push(match part.to_ascii_lowercase().as_str() {
+                "rewrite" => ProposerKind::Rewrite,
+                "opro" => ProposerKind::Opro,
+                "demos" => ProposerKind::Demos,
+                "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
+                other => {
+                    return Err(format!(
+                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro or demos (or a comma-separated schedule of them)"
+                    ))
+                }
+            });
+        }
+        Ok(Schedule(out))
+    }
+}
+
+/// Serde as the value's text (`Display` / `FromStr`), as logs of format 2 stored it.
+mod as_text {
+    use super::{fmt, Deserialize, Deserializer, FromStr, Serializer};
+
+    pub fn serialize<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err = String>,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse_once_and_print_back() {
+        let s: Schedule = "rewrite, opro,demos".parse().unwrap();
+        assert_eq!(s.0, vec![ProposerKind::Rewrite, ProposerKind::Opro, ProposerKind::Demos]);
+        assert_eq!(s.to_string(), "rewrite,opro,demos");
+        assert_eq!(s.at(4), ProposerKind::Opro);
+        assert!("rewrite,,demos".parse::<Schedule>().unwrap_err().contains("empty entry"));
+        assert!("magic".parse::<Schedule>().unwrap_err().contains("unknown proposer `magic`"));
+    }
+
+    #[test]
+    fn a_format_2_options_object_reads_as_a_run_config() {
+        // As `optimize` wrote the header's options before the split (flat; no fast_forward).
+        let old = serde_json::json!({
+            "optimizer": "openai:gpt-x", "proposer": "rewrite,demos", "worst": 3, "temperature": 0.5,
+            "optimizer_max_tokens": 512, "leak_ngram": 8, "leak_threshold": 0.1, "max_cost": null,
+            "max_optimizer_tokens": null, "time_budget_s": null, "max_iterations": 2, "candidates": 3,
+            "demos": 1, "seed": 7, "accept": "mean", "confidence": 0.9, "limit_train": 4,
+            "limit_dev": null, "limit_test": null, "model": "smollm2-135m", "engine": "llama",
+            "on_overflow": "error", "constraint": "llguidance", "batch_size": 2, "threads": 1,
+            "ctx": null, "max_tokens": 64, "no_bounds": false, "chat_template": null
+        });
+        let c: RunConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(c.search.optimizer, OptimizerSpec::OpenAi { model: "gpt-x".into() });
+        assert_eq!(c.search.proposer.to_string(), "rewrite,demos");
+        assert_eq!((c.search.seed, c.search.accept, c.search.racing), (7, Accept::Mean, Racing::Off));
+        assert_eq!((c.engine.batch_size, c.engine.max_tokens, c.engine.threads), (2, Some(64), Some(1)));
+        assert!(!c.engine.fast_forward && !c.engine.speculative, "older logs neither forwarded nor drafted");
+        let back: RunConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let prices = PriceTable::builtin();
+        let mut c = RunConfig::default();
+        assert_eq!(c.validate(&prices), Ok(()));
+        c.search.proposer = "rewrite".parse().unwrap();
+        assert!(c.validate(&prices).unwrap_err().0.contains("needs an optimizer model"));
+        let mut c = RunConfig::default();
+        c.engine.batch_size = 0;
+        assert!(c.validate(&prices).unwrap_err().0.contains("--batch-size"));
+        let mut c = RunConfig::default();
+        c.search.confidence = 1.0;
+        assert!(c.validate(&prices).unwrap_err().0.contains("--confidence"));
+    }
+}

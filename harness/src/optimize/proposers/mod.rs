@@ -1,0 +1,86 @@
+//! Proposers: what turns the current prompt into an iteration's candidates, behind one
+//! [`Proposer`] trait. [`demos::DemosProposer`] adds worked examples (no LLM);
+//! [`llm::LlmProposer`] asks the optimizer model (`rewrite`, `opro`) and owns its client, its
+//! spend and its caps. [`meta_prompt`] builds what the optimizer model reads.
+
+pub mod demos;
+pub mod llm;
+pub mod meta_prompt;
+
+use std::time::{Duration, Instant};
+
+use super::events::Observer;
+use super::log::RunLog;
+use super::prompt::Prompt;
+use super::OptimizeError;
+use crate::config::ProposerKind;
+use crate::eval::ExampleRecord;
+use crate::task::{Example, Task};
+
+/// What a proposer sees of an iteration.
+pub struct Context<'a> {
+    pub iteration: usize,
+    /// Which proposer of the schedule this iteration runs (an LLM proposer serves two).
+    pub kind: ProposerKind,
+    pub task: &'a Task,
+    pub current: &'a Prompt,
+    pub train: &'a [Example],
+    /// The current prompt's records of `train`, in order.
+    pub current_train: &'a [ExampleRecord],
+    pub clock: Clock,
+}
+
+/// One candidate prompt, and the optimizer call it came from (LLM proposers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub prompt: Prompt,
+    pub request_sha256: Option<String>,
+}
+
+/// An iteration's candidates, and whether a cap cut the iteration short.
+#[derive(Debug, Default)]
+pub struct Proposed {
+    pub candidates: Vec<Candidate>,
+    /// Why proposing stopped early (a cap, the time budget): the loop ends after this iteration.
+    pub stop: Option<String>,
+    /// Optimizer calls that gave no candidate.
+    pub failed: usize,
+}
+
+/// Makes candidates from the current prompt.
+pub trait Proposer {
+    /// This iteration's candidates. Optimizer calls go to (and come back from) `log`.
+    fn propose(&mut self, ctx: &Context<'_>, log: &mut RunLog, obs: &mut dyn Observer) -> Result<Proposed, OptimizeError>;
+
+    /// Why an empty proposal ends the loop, or `None` when the loop goes on.
+    fn exhausted(&self, _proposed: &Proposed) -> Option<String> {
+        None
+    }
+
+    /// A prompt of this proposer was scored on train (all of it, or a racing rung).
+    fn scored(&mut self, _prompt: &Prompt, _train_mean: f64) {}
+}
+
+/// The wall-clock budget of one process.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    started: Instant,
+    budget_s: Option<f64>,
+}
+
+impl Clock {
+    pub fn start(budget_s: Option<f64>) -> Self {
+        Clock { started: Instant::now(), budget_s }
+    }
+
+    pub fn elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Why the budget is spent, when it is.
+    pub fn time_up(&self) -> Option<String> {
+        let budget = self.budget_s?;
+        (self.elapsed_s() >= budget)
+            .then(|| format!("time budget {} used", humantime::format_duration(Duration::from_secs(budget as u64))))
+    }
+}

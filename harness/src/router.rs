@@ -1,0 +1,188 @@
+//! The router: which engine runs a pass, and with what context. `--engine` is an
+//! [`EngineChoice`]; `auto` reads the routing table that `promptloop calibrate` wrote and picks
+//! the engine predicted fastest among those compiled in that fit, capping the context so the
+//! batch fits the memory budget. Takes plain values, no command-line types.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use engines::memory::Machine;
+use engines::{EngineKind, WeightFormat};
+
+use crate::calibrate::{self, RoutingTable};
+use crate::fingerprint::model_fingerprint;
+
+/// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
+/// or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    Auto,
+    Kind(EngineKind),
+    Variant(EngineKind, WeightFormat),
+}
+
+impl EngineChoice {
+    /// The weight format asked for (`gguf` unless a variant names another).
+    pub fn weights(self) -> WeightFormat {
+        match self {
+            EngineChoice::Variant(_, w) => w,
+            _ => WeightFormat::Gguf,
+        }
+    }
+}
+
+impl FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(EngineChoice::Auto);
+        }
+        let Some((kind, variant)) = s.split_once(':') else {
+            return s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"));
+        };
+        let kind: EngineKind = kind.parse()?;
+        let weights: WeightFormat = variant.parse()?;
+        if !kind.weight_formats().contains(&weights) {
+            let names: Vec<String> =
+                EngineKind::ALL.iter().flat_map(|k| k.weight_formats().iter().skip(1).map(move |w| format!("{k}:{w}"))).collect();
+            return Err(format!("engine `{kind}` has no variant `{weights}` (the variants: {})", names.join(", ")));
+        }
+        Ok(EngineChoice::Variant(kind, weights))
+    }
+}
+
+impl fmt::Display for EngineChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineChoice::Auto => f.write_str("auto"),
+            EngineChoice::Kind(k) => write!(f, "{k}"),
+            EngineChoice::Variant(k, w) => write!(f, "{k}:{w}"),
+        }
+    }
+}
+
+/// What to route.
+#[derive(Debug, Clone)]
+pub struct RouteRequest<'a> {
+    pub choice: EngineChoice,
+    /// The routing table (`None`: the model's default one, when it exists).
+    pub table: Option<&'a Path>,
+    /// `--ctx`, when given.
+    pub ctx: Option<u32>,
+    pub model_path: &'a Path,
+    /// Sequences decoded together.
+    pub batch: u32,
+}
+
+/// The engine and context a choice resolves to, and what the routing table said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub kind: EngineKind,
+    /// Context per sequence: `--ctx`, else capped so the predicted peak fits the table's
+    /// budget with its margin.
+    pub ctx: Option<u32>,
+    pub note: Option<String>,
+}
+
+/// A routing failure; always the user's input (a bad table, a budget nothing fits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RouteError(pub String);
+
+/// Resolves an engine choice for `req.batch` sequences. `auto` reads the routing table: a
+/// stale table is reported and ignored; a valid one picks the engine predicted fastest among
+/// those compiled in that fit a typical input, and caps the context so the batch fits the
+/// budget. Without a table, `auto` is llama.
+///
+/// # Errors
+/// The model file cannot be read, the table is bad, or nothing fits its budget.
+pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
+    let kind = match req.choice {
+        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None }),
+        EngineChoice::Auto => EngineKind::Llama,
+    };
+    let fingerprint = model_fingerprint(req.model_path).map_err(|e| RouteError(format!("reading the model: {e}")))?;
+    let path: PathBuf = if let Some(p) = req.table {
+        p.to_path_buf()
+    } else {
+        let p = calibrate::default_table_path(&fingerprint);
+        if !p.exists() {
+            return Ok(Routed { kind, ctx: req.ctx, note: None });
+        }
+        p
+    };
+    let table = RoutingTable::load(&path).map_err(|err| RouteError(format!("--routing: {err}")))?;
+    let versions: Vec<(EngineKind, String)> =
+        engines::compiled_engines().into_iter().filter_map(|k| engines::backend_version(k).map(|v| (k, v.to_owned()))).collect();
+    let stale = table.stale_reasons(&fingerprint, &Machine::current(), &versions);
+    if !stale.is_empty() {
+        let note = format!(
+            "routing table {} is stale ({}); ignoring it: run `promptloop calibrate` again",
+            path.display(),
+            stale.join("; ")
+        );
+        return Ok(Routed { kind, ctx: req.ctx, note: Some(note) });
+    }
+    let available = engines::compiled_engines();
+    let typical = 1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0));
+    let calibrate::Route::Engine(kind) = table.route(typical, &available) else {
+        return Err(RouteError(format!(
+            "routing table {}: no engine compiled into this build fits the {} MiB budget",
+            path.display(),
+            table.budget_bytes >> 20
+        )));
+    };
+    let entry = table.engine(kind).expect("routed engines are in the table");
+    let total = calibrate::max_ctx_for_budget(&entry.memory, table.budget_bytes, table.margin);
+    let batch = req.batch.max(1);
+    let per_seq = (total / batch as usize).min(16_384);
+    if per_seq < 256 {
+        return Err(RouteError(format!(
+            "routing table {}: a batch of {batch} leaves {per_seq} context tokens per sequence in the {} MiB budget; lower --batch-size",
+            path.display(),
+            table.budget_bytes >> 20
+        )));
+    }
+    let ctx = req.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32));
+    let note = format!(
+        "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
+        path.display(),
+        ctx,
+        table.budget_bytes >> 20,
+        table.margin * 100.0
+    );
+    Ok(Routed { kind, ctx: Some(ctx), note: Some(note) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_print_back() {
+        for s in ["auto", "llama", "candle", "candle:q8_0", "mlx:f32"] {
+            assert_eq!(s.parse::<EngineChoice>().unwrap().to_string(), s);
+        }
+        assert_eq!("candle:q8_0".parse::<EngineChoice>().unwrap().weights(), WeightFormat::Q8_0);
+        assert!("llama:q8_0".parse::<EngineChoice>().unwrap_err().contains("no variant"));
+        assert!("vllm".parse::<EngineChoice>().unwrap_err().contains("or auto"));
+    }
+
+    #[test]
+    fn an_explicit_engine_is_not_routed_and_a_bad_table_is_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.gguf");
+        std::fs::write(&model, b"GGUF").unwrap();
+        let req = |choice, table| RouteRequest { choice, table, ctx: Some(512), model_path: &model, batch: 2 };
+        let r = route(&req(EngineChoice::Kind(EngineKind::Candle), None)).unwrap();
+        assert_eq!(r, Routed { kind: EngineKind::Candle, ctx: Some(512), note: None });
+        let bad = dir.path().join("routing.toml");
+        std::fs::write(&bad, "not = [valid").unwrap();
+        let err = route(&req(EngineChoice::Auto, Some(&bad))).unwrap_err();
+        assert!(err.0.starts_with("--routing:"), "{err}");
+        let missing = dir.path().join("missing.gguf");
+        let err = route(&RouteRequest { choice: EngineChoice::Auto, table: None, ctx: None, model_path: &missing, batch: 1 });
+        assert!(err.unwrap_err().0.contains("missing.gguf"));
+    }
+}
