@@ -31,5 +31,9 @@ case "$(uname -s)-$(uname -m)" in
         FEATURES="$FEATURES,engines/mlx" ;;
     Darwin-arm64) FEATURES="$FEATURES,engines/mlx" ;;
 esac
+# Habits before tests: formatting (rustfmt.toml) and clippy (pedantic, as configured in the
+# workspace lints) on every target, warnings as errors. Either failing fails the run.
+cargo fmt --all -- --check
+cargo clippy "${CONFIG[@]}" --release --workspace --all-targets --features "$FEATURES" -- -D warnings
 # --no-fail-fast: a failing test binary does not hide the results of the others.
 cargo test "${CONFIG[@]}" --release --workspace --all-targets --features "$FEATURES" --no-fail-fast "$@"
