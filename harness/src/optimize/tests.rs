@@ -2,6 +2,7 @@
 //! racing with partial means, LLM candidates rejected for leakage and duplicates, and a session
 //! started, killed and resumed through the library alone. Each runs in milliseconds.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use engines::{Request, ScriptedEngine};
@@ -29,7 +30,7 @@ impl Fixture {
         let mut toml = "name = \"labels\"\nschema = \"schema.json\"\nprompt = \"prompt.txt\"\n\n[splits]\n".to_owned();
         for (split, n) in [("train", train), ("dev", dev), ("test", test)] {
             if n > 0 {
-                toml.push_str(&format!("{split} = \"{split}.jsonl\"\n"));
+                let _ = writeln!(toml, "{split} = \"{split}.jsonl\"");
             }
         }
         std::fs::write(p.join("task.toml"), toml).unwrap();
