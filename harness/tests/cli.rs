@@ -1,6 +1,9 @@
 //! `promptloop eval` end to end: constrained outputs, records, summaries, errors and exit codes.
 
-use crate::support::{cuad_mini, promptloop, records, require_model, stderr, stdout, summary, task_copy};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{cuad_mini, promptloop, promptloop_env, records, repo, require_model, stderr, stdout, summary, task_copy};
 
 /// Every output of the whole dev split parses and satisfies the task's schema under the default
 /// constraint (llguidance): `format` failures are 0 over the split.
@@ -173,4 +176,66 @@ fn a_second_pass_drafts_from_the_first_passes_records() {
     let out = promptloop(&[&base[..], &["--draft", bad.to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("bad.jsonl:2"), "{}", stderr(&out));
+}
+
+/// A run directory whose log ends in a torn line: `optimize --resume` warns through tracing that
+/// it drops the line, then stops with exit 2 because `--task` is not the run's task. No model is
+/// loaded, so the warning path costs milliseconds.
+fn torn_run(dir: &Path) -> [String; 5] {
+    let example = repo().join("reports/examples/cuad-mini-demos/run.jsonl");
+    let header = std::fs::read_to_string(&example).expect("example run log").lines().next().expect("header line").to_owned();
+    std::fs::write(dir.join("run.jsonl"), format!("{header}\n{{\"type\":\"eval\",\"split\":\"tr")).unwrap();
+    let task = dir.join("task");
+    std::fs::create_dir_all(&task).unwrap();
+    for f in ["task.toml", "schema.json", "prompt.txt", "train.jsonl", "dev.jsonl", "test.jsonl"] {
+        std::fs::copy(cuad_mini().join(f), task.join(f)).unwrap();
+    }
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    ["optimize".into(), "--resume".into(), s(dir), "--task".into(), s(&task)]
+}
+
+fn assert_warned(out: &Output, log: &str) {
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("dropped a torn last line") && log.contains("WARN"), "the warning is missing: {log}");
+}
+
+/// Logs sent to a pipe (or a file) are plain text: no ANSI escape, with or without `NO_COLOR`.
+#[test]
+fn warnings_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = torn_run(dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for envs in [&[][..], &[("NO_COLOR", "1")][..]] {
+        let out = promptloop_env(&args, envs);
+        let log = stderr(&out);
+        assert_warned(&out, &log);
+        assert!(!out.stderr.windows(2).any(|w| w == b"\x1b["), "ANSI escape in piped stderr ({envs:?}): {log:?}");
+        // the torn line was truncated away; put it back for the next round
+        let _ = torn_run(dir.path());
+    }
+}
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`) warnings are coloured, unless
+/// `NO_COLOR` is set to a non-empty value; an empty `NO_COLOR` does not count.
+#[test]
+fn no_color_turns_colour_off_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
+        let args = torn_run(dir.path());
+        let line = std::iter::once(env!("CARGO_BIN_EXE_promptloop").to_owned())
+            .chain(args)
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).current_dir(repo()).env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("`script` (util-linux; apt-get install bsdutils) runs: {e}"));
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_warned(&out, &log);
+        let escaped = out.stdout.windows(2).any(|w| w == b"\x1b[");
+        assert_eq!(escaped, coloured, "NO_COLOR={no_color:?}: colour expected {coloured}: {log:?}");
+    }
 }

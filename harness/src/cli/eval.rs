@@ -1,6 +1,6 @@
 //! `promptloop eval`: one pass of a prompt over one split, with a table or JSON summary.
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -151,7 +151,7 @@ impl CliReporter {
             }
             None => None,
         };
-        let show = !hide_bar && std::io::stderr().is_terminal();
+        let show = !hide_bar && super::stderr_is_terminal();
         Ok(Self { bar: show.then(ProgressBar::hidden), out })
     }
 }

@@ -8,6 +8,8 @@ mod eval;
 mod optimize;
 mod report;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 
 /// promptloop: optimize prompts for small in-process models, measured.
@@ -85,7 +87,23 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Whether stderr is a terminal: progress bars are drawn only then.
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// Whether log lines on stderr carry ANSI colour: only on a terminal, and never when `NO_COLOR`
+/// is set to a non-empty value (<https://no-color.org>).
+pub fn stderr_colour() -> bool {
+    colour_allowed(std::env::var_os("NO_COLOR").as_deref(), stderr_is_terminal())
+}
+
+fn colour_allowed(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 /// Installs the tracing subscriber on stderr; llama.cpp's own log lines arrive through it.
+/// Colour follows [`stderr_colour`], so a log sent to a file or pipe is plain text.
 pub fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
@@ -102,5 +120,21 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},llama-cpp-2={llama},llama_cpp_2={llama}")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(stderr_colour()).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour_allowed;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(None, true));
+        assert!(colour_allowed(Some(OsStr::new("")), true), "an empty NO_COLOR does not count");
+        assert!(!colour_allowed(Some(OsStr::new("1")), true));
+        assert!(!colour_allowed(Some(OsStr::new("0")), true), "any non-empty value turns colour off");
+        assert!(!colour_allowed(None, false));
+    }
 }
