@@ -4,27 +4,19 @@
 
 use std::collections::HashMap;
 
-use engines::Engine;
-use serde_json::Value;
-
 use super::cache::CacheKey;
 use super::events::{Event, Observer};
 use super::log::{LogError, RunLog};
 use super::prompt::{sha256_hex, Prompt};
 use super::records::EvalEntry;
+use super::search::Setup;
 use super::OptimizeError;
 use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
-use crate::overflow::Overflow;
-use crate::task::{Example, Task};
+use crate::task::Example;
 
 /// Cached, logged evaluation of prompts on one engine.
 pub struct Evaluator<'a> {
-    task: &'a Task,
-    engine: &'a dyn Engine,
-    constraint: Option<&'a Value>,
-    validator: &'a jsonschema::Validator,
-    max_tokens: u32,
-    overflow: Overflow,
+    s: &'a Setup<'a>,
     engine_key: String,
     batch: usize,
     /// By split, each example's latest output: the draft of its next eval (the documents stay,
@@ -34,18 +26,11 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator whose records are keyed by `engine_key` (the run header's).
-    pub fn new(
-        task: &'a Task,
-        engine: &'a dyn Engine,
-        constraint: Option<&'a Value>,
-        validator: &'a jsonschema::Validator,
-        max_tokens: u32,
-        overflow: Overflow,
-        engine_key: String,
-    ) -> Self {
-        let batch = engine.info().capabilities.max_batch.max(1);
-        Evaluator { task, engine, constraint, validator, max_tokens, overflow, engine_key, batch, drafts: HashMap::new() }
+    /// An evaluator of `setup`'s task on its engine, its records keyed by `engine_key` (the run
+    /// header's).
+    pub fn new(setup: &'a Setup<'a>, engine_key: String) -> Self {
+        let batch = setup.engine.info().capabilities.max_batch.max(1);
+        Evaluator { s: setup, engine_key, batch, drafts: HashMap::new() }
     }
 
     /// Sequences the engine decodes together.
@@ -88,13 +73,14 @@ impl<'a> Evaluator<'a> {
                 if todo.is_empty() {
                     continue;
                 }
+                let s = self.s;
                 let spec = EvalSpec {
-                    prompt: PromptSpec { instruction: text, layout: self.task.layout },
-                    fields: &self.task.fields,
-                    constraint: self.constraint,
-                    validator: self.validator,
-                    max_tokens: self.max_tokens,
-                    overflow: self.overflow,
+                    prompt: PromptSpec { instruction: text, layout: s.task.layout },
+                    fields: &s.task.fields,
+                    constraint: s.constraint,
+                    validator: s.validator,
+                    max_tokens: s.max_tokens,
+                    overflow: s.config.engine.on_overflow,
                     drafts: self.drafts.get(split),
                 };
                 let mut rep = LogReporter {
@@ -105,7 +91,7 @@ impl<'a> Evaluator<'a> {
                     engine_key: &self.engine_key,
                     error: None,
                 };
-                let result = eval::run(self.engine, &spec, &todo, &mut rep);
+                let result = eval::run(s.engine, &spec, &todo, &mut rep);
                 if let Some(e) = rep.error {
                     return Err(e.into());
                 }

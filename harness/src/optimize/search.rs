@@ -65,15 +65,7 @@ pub fn run(
 ) -> Result<Outcome, OptimizeError> {
     let search = &setup.config.search;
     let engine_key = log.header().engine_key.clone();
-    let evaluator = Evaluator::new(
-        setup.task,
-        setup.engine,
-        setup.constraint,
-        setup.validator,
-        setup.max_tokens,
-        setup.config.engine.on_overflow,
-        engine_key,
-    );
+    let evaluator = Evaluator::new(setup, engine_key);
     let train_texts = setup.task.split("train")?.examples.iter().map(|e| e.text.as_str());
     let llm = search.needs_llm().then(|| LlmProposer::new(optimizer, setup.price, search));
     let mut lp = Loop {
