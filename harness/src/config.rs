@@ -79,6 +79,14 @@ pub struct SearchOptions {
     pub seed: u64,
     pub accept: Accept,
     pub confidence: f64,
+    /// Dev (held out): how far a candidate's mean may fall below the current prompt's and
+    /// still be accepted (non-inferiority margin; 0: not at all).
+    pub dev_margin: f64,
+    /// Cap on evaluations (rollouts: one example scored under one prompt, logged or run): the
+    /// loop stops before an iteration that could cross it, keeping room for the test split.
+    pub max_evals: Option<usize>,
+    /// Candidates whose instruction takes more prompt tokens are rejected before any eval.
+    pub max_prompt_tokens: Option<usize>,
     /// How candidates are evaluated on train. Logs written before racing existed did not race.
     #[serde(default = "Racing::off")]
     pub racing: Racing,
@@ -106,6 +114,9 @@ impl Default for SearchOptions {
             seed: 0,
             accept: Accept::Bootstrap,
             confidence: 0.9,
+            dev_margin: 0.0,
+            max_evals: None,
+            max_prompt_tokens: None,
             racing: Racing::Halving,
             limit_train: None,
             limit_dev: None,
@@ -144,6 +155,12 @@ impl SearchOptions {
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return bad("--confidence must be between 0 and 1 (exclusive)".into());
         }
+        if !(0.0..=1.0).contains(&self.dev_margin) {
+            return bad("--dev-margin must be between 0 and 1 (a drop in mean dev score)".into());
+        }
+        if self.max_prompt_tokens == Some(0) {
+            return bad("--max-prompt-tokens must be at least 1".into());
+        }
         if !(0.0..=1.0).contains(&self.leak_threshold) {
             return bad("--leak-threshold must be between 0 and 1".into());
         }
@@ -163,6 +180,44 @@ impl SearchOptions {
                     self.optimizer, prices.source
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Evaluations a run needs at most, by the sizes of its splits (after the limits): the
+/// baseline on train and dev, `iterations` iterations of every candidate on all of train plus
+/// one finalist on dev, and baseline and best on test. Racing and the eval cache only lower it.
+pub fn evals_needed(train: usize, dev: usize, test: usize, candidates: usize, iterations: usize) -> usize {
+    train + dev + iterations * (candidates * train + dev) + 2 * test
+}
+
+impl SearchOptions {
+    /// How many iterations `--max-evals` allows on splits of these sizes (all when uncapped).
+    pub fn iterations_within_budget(&self, train: usize, dev: usize, test: usize) -> usize {
+        let Some(cap) = self.max_evals else { return self.max_iterations };
+        let fixed = evals_needed(train, dev, test, self.candidates, 0);
+        let per = self.candidates * train + dev;
+        if cap < fixed || per == 0 {
+            return 0;
+        }
+        ((cap - fixed) / per).min(self.max_iterations)
+    }
+
+    /// With `--max-evals`: an error when the budget allows fewer than 3 proposals (candidates
+    /// evaluated) on splits of these sizes, naming the budget it needs.
+    ///
+    /// # Errors
+    /// The budget is too small.
+    pub fn check_budget(&self, train: usize, dev: usize, test: usize) -> Result<(), ConfigError> {
+        let Some(cap) = self.max_evals else { return Ok(()) };
+        let iterations = 3usize.div_ceil(self.candidates.max(1));
+        let needed = evals_needed(train, dev, test, self.candidates, iterations);
+        if cap < needed {
+            return Err(ConfigError(format!(
+                "--max-evals {cap} allows fewer than 3 proposals here (train {train}, dev {dev}, test {test}, {} candidates per iteration); it needs at least {needed}",
+                self.candidates
+            )));
         }
         Ok(())
     }
@@ -429,6 +484,22 @@ mod tests {
         assert!(!c.engine.fast_forward && !c.engine.speculative, "older logs neither forwarded nor drafted");
         let back: RunConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn an_eval_budget_is_counted_in_rollouts_and_refused_below_three_proposals() {
+        let mut s = SearchOptions { candidates: 2, max_iterations: 10, ..SearchOptions::default() };
+        // Baseline 8 + 4, test 2 x 3, one iteration 2 x 8 + 4 = 20.
+        assert_eq!(evals_needed(8, 4, 3, 2, 1), 8 + 4 + 20 + 6);
+        assert_eq!(s.iterations_within_budget(8, 4, 3), 10);
+        s.max_evals = Some(18 + 2 * 20 + 5);
+        assert_eq!(s.iterations_within_budget(8, 4, 3), 2);
+        assert_eq!(s.check_budget(8, 4, 3), Ok(()), "2 iterations of 2 candidates: 4 proposals");
+        s.max_evals = Some(18 + 20);
+        let err = s.check_budget(8, 4, 3).unwrap_err().0;
+        assert!(err.contains("fewer than 3 proposals") && err.contains("it needs at least 58"), "{err}");
+        s.max_evals = Some(10);
+        assert_eq!(s.iterations_within_budget(8, 4, 3), 0);
     }
 
     #[test]

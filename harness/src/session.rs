@@ -154,8 +154,14 @@ impl Session {
     /// # Errors
     /// A bad configuration, task or model, or `out` already holds a run.
     pub fn start(task: Task, out: &Path, config: RunConfig) -> Result<Session, SetupError> {
-        task.split("train")?;
-        task.split("dev")?;
+        let s = &config.search;
+        let size = |split: &str, lim: Option<usize>| -> Result<usize, TaskError> {
+            let n = task.split(split)?.examples.len();
+            Ok(lim.map_or(n, |l| l.min(n)))
+        };
+        let (train, dev) = (size("train", s.limit_train)?, size("dev", s.limit_dev)?);
+        let test = if task.splits.contains_key("test") { size("test", s.limit_test)? } else { 0 };
+        s.check_budget(train, dev, test)?;
         let prepared = prepare(&task, &config.engine)?;
         let header = Header {
             format: FORMAT_VERSION,

@@ -91,6 +91,17 @@ pub struct OptimizeArgs {
     /// Confidence of the bootstrap interval.
     #[arg(long, default_value_t = 0.9)]
     pub confidence: f64,
+    /// Held-out gate: how far a candidate's mean dev score may fall below the current prompt's
+    /// (non-inferiority margin). 0: a prompt that scores lower on dev is overfit.
+    #[arg(long, default_value_t = 0.0, value_name = "DELTA")]
+    pub dev_margin: f64,
+    /// Cap on evaluations (rollouts: one example under one prompt), so strategies compare at
+    /// equal cost; refused when it allows fewer than 3 proposals.
+    #[arg(long, value_name = "N")]
+    pub max_evals: Option<usize>,
+    /// Reject candidates whose instruction (demos included) takes more prompt tokens.
+    #[arg(long, value_name = "N")]
+    pub max_prompt_tokens: Option<usize>,
     /// Candidates on train: halving (all on a quarter of train, the better half on twice as
     /// many examples, and so on until one covers all of it) or off (all on all of train).
     #[arg(long, default_value = "halving")]
@@ -138,6 +149,9 @@ impl OptimizeArgs {
             seed: self.seed,
             accept: self.accept,
             confidence: self.confidence,
+            dev_margin: self.dev_margin,
+            max_evals: self.max_evals,
+            max_prompt_tokens: self.max_prompt_tokens,
             racing: self.racing,
             limit_train: self.limit_train,
             limit_dev: self.limit_dev,
@@ -317,9 +331,11 @@ fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> 
     };
     let (train, dev) = (n("train", o.limit_train)?, n("dev", o.limit_dev)?);
     let test = if task.splits.contains_key("test") { n("test", o.limit_test)? } else { 0 };
-    let llm_iterations = (0..o.max_iterations).filter(|&i| o.proposer.at(i).needs_llm()).count();
+    o.check_budget(train, dev, test).map_err(|e| InputError(e.0))?;
+    let iterations = o.iterations_within_budget(train, dev, test);
+    let llm_iterations = (0..iterations).filter(|&i| o.proposer.at(i).needs_llm()).count();
     // Upper bounds: every candidate scored on train, every iteration's best on dev.
-    let evals = train + dev + o.max_iterations * (o.candidates * train + dev) + 2 * test;
+    let evals = harness::config::evals_needed(train, dev, test, o.candidates, iterations);
     let calls = llm_iterations * o.candidates;
     // Input tokens of one call: the rewrite meta-prompt with `worst` failures of full size.
     let req = meta_prompt::rewrite_request(task, &task.prompt, &[], &[], o.temperature, o.optimizer_max_tokens, 0);
@@ -339,6 +355,9 @@ fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> 
             "iterations": o.max_iterations,
             "examples": {"train": train, "dev": dev, "test": test},
             "candidate_evaluations_max": evals,
+            "max_evals": o.max_evals,
+            "iterations_within_budget": iterations,
+            "dev_margin": o.dev_margin,
             "optimizer_calls_max": calls + canary,
             "optimizer_input_tokens_max": tokens_in,
             "optimizer_output_tokens_max": tokens_out,
@@ -354,6 +373,10 @@ fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> 
     );
     println!("examples          train {train}, dev {dev}, test {test}");
     println!("evaluations       at most {evals} (baseline train+dev, every candidate on train, each iteration's best on dev, baseline and best on test)");
+    if let Some(cap) = o.max_evals {
+        println!("eval budget       {cap} (--max-evals): at most {iterations} of {} iterations, {} proposals", o.max_iterations, iterations * o.candidates);
+    }
+    println!("held-out gate     reject a candidate whose dev mean falls below the current prompt's by more than {} (--dev-margin)", o.dev_margin);
     println!("optimizer calls   at most {} ({calls} proposals + {canary} canary)", calls + canary);
     println!("optimizer tokens  at most ~{tokens_in} in, {tokens_out} out (input estimated from the meta-prompt, output at --optimizer-max-tokens)");
     match (cost, price) {
@@ -475,6 +498,10 @@ impl Observer for Printer {
                 None => self.line(&format!("iteration {iteration} candidate {index} ({proposer}): train mean {train_mean:.3}")),
             },
             Event::Decision { iteration, reason, .. } => self.line(&format!("iteration {iteration}: {reason}")),
+            Event::Power { train, min_detectable_gain } => self.line(&match min_detectable_gain {
+                Some(g) => format!("the gate can detect a mean train gain of {g:.3} or more on these {train} train examples"),
+                None => format!("the gate cannot detect any gain on these {train} train examples: add train examples or use --accept mean"),
+            }),
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum OptimizeError {
     Task(#[from] crate::task::TaskError),
     #[error("writing {path}: {error}")]
     Write { path: std::path::PathBuf, error: std::io::Error },
+    /// The engine could not count a prompt's tokens.
+    #[error("counting prompt tokens: {0}")]
+    Engine(engines::EngineError),
     #[error("no record for example `{id}` after evaluating it (split {split})")]
     Missing { id: String, split: String },
     /// The optimizer cannot go on (bad credentials, unknown model, unreachable for several

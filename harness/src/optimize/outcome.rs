@@ -15,6 +15,8 @@ pub enum Rejection {
     Leakage { fraction: f64, ngram: usize, threshold: f64 },
     /// Its instruction is the current prompt's (never evaluated).
     Duplicate,
+    /// Its instruction takes more prompt tokens than `--max-prompt-tokens` (never evaluated).
+    PromptTooLong { tokens: usize, max: usize },
     /// Dropped by racing after `evaluated` of the `train` examples: its `train_mean` and
     /// `scores` cover those. `gain` is its mean gain over the current prompt on them; `went_on`
     /// of the rung's `rung` candidates went on.
@@ -70,6 +72,9 @@ impl fmt::Display for Rejection {
                 threshold * 100.0
             ),
             Rejection::Duplicate => f.write_str("rejected: duplicate of the current prompt"),
+            Rejection::PromptTooLong { tokens, max } => {
+                write!(f, "rejected: the instruction takes {tokens} prompt tokens, more than --max-prompt-tokens {max}")
+            }
             Rejection::Raced { evaluated, train, gain, went_on, rung } => write!(
                 f,
                 "racing: dropped after {evaluated} of {train} train examples (mean gain {gain:+.4} over the current prompt on them; {went_on} of {rung} went on)"

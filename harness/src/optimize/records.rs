@@ -153,6 +153,10 @@ pub struct CandidateEntry {
     pub rejected: Option<Rejection>,
     /// N-gram overlap with train documents (LLM proposers).
     pub overlap: Option<super::leakage::Overlap>,
+    /// Tokens its instruction (demos included) adds to every example's prompt; absent in logs
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<usize>,
     pub train_mean: f64,
     pub scores: Vec<IdScore>,
 }
@@ -169,6 +173,8 @@ struct CandidateWire {
     request_sha256: Option<String>,
     rejected: Option<RejectionWire>,
     overlap: Option<super::leakage::Overlap>,
+    #[serde(default)]
+    prompt_tokens: Option<usize>,
     train_mean: f64,
     scores: Vec<IdScore>,
 }
@@ -195,6 +201,7 @@ impl From<CandidateWire> for CandidateEntry {
                 RejectionWire::Text(text) => Rejection::from_text(&text),
             }),
             overlap: w.overlap,
+            prompt_tokens: w.prompt_tokens,
             train_mean: w.train_mean,
             scores: w.scores,
         }
@@ -293,6 +300,13 @@ pub struct FinalEntry {
     pub best_demo_ids: Vec<String>,
     /// Why the loop ended: `max iterations`, a cap, or no candidates left.
     pub stopped_by: String,
+    /// The smallest mean train gain the accept rule could detect on this train split (a
+    /// candidate fixing k of n examples gains k/n); absent in logs written before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_detectable_gain: Option<f64>,
+    /// The prompt tokens of the baseline's and the best prompt's instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<(usize, usize)>,
     pub spend: Spend,
     pub rows: Vec<SplitRow>,
 }

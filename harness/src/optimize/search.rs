@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use engines::Engine;
+use engines::{ChatMessage, Engine};
 use serde_json::Value;
 
 use super::evaluator::{exact, mean_score, scores, Evaluator};
@@ -76,9 +76,10 @@ pub fn run(
         demos: DemosProposer { candidates: search.candidates, k: search.demos, seed: search.seed },
         llm,
         guard: Guard::new(train_texts, search.leak_ngram, search.leak_threshold),
-        rule: GateRule { accept: search.accept, confidence: search.confidence, seed: search.seed },
+        rule: GateRule { accept: search.accept, confidence: search.confidence, seed: search.seed, dev_margin: search.dev_margin },
         idle_spend: Spend { cost_usd: setup.price.map(|_| 0.0), ..Spend::default() },
         clock: Clock::start(search.time_budget_s),
+        empty_prompt_tokens: None,
     };
     lp.run()
 }
@@ -95,6 +96,8 @@ struct Loop<'a, 'l> {
     /// The spend when no LLM proposer runs.
     idle_spend: Spend,
     clock: Clock,
+    /// Tokens of the chat template around an empty message.
+    empty_prompt_tokens: Option<usize>,
 }
 
 /// The current prompt and its records.
@@ -121,11 +124,24 @@ impl Loop<'_, '_> {
         let mut cur = Current { prompt: baseline.clone(), train: base_train.clone(), dev: base_dev.clone() };
         let (mut iterations, mut accepted) = (0, 0);
         let mut stopped_by = "max iterations".to_owned();
+        let min_detectable_gain = gate::min_detectable_gain(&self.rule, train.len());
+        tracing::info!(train = train.len(), ?min_detectable_gain, "the gate's power");
+        self.obs.event(&Event::Power { train: train.len(), min_detectable_gain });
+        let test_len = task.splits.get("test").map_or(0, |t| limit(&t.examples, opts.limit_test).len());
+        let budget_iterations = opts.iterations_within_budget(train.len(), dev.len(), test_len);
 
         for it in 0..opts.max_iterations {
             self.progress(it, &cur);
             if let Some(reason) = self.clock.time_up() {
                 stopped_by = reason;
+                break;
+            }
+            if let (Some(cap), true) = (opts.max_evals, it >= budget_iterations) {
+                stopped_by = format!(
+                    "eval budget {cap} (another iteration could take {} evaluations, and baseline and best on test {})",
+                    opts.candidates * train.len() + dev.len(),
+                    2 * test_len
+                );
                 break;
             }
             iterations = it + 1;
@@ -180,9 +196,9 @@ impl Loop<'_, '_> {
             if gate::gains(&train_gate) {
                 let cand_dev = self.evaluate(&cand, "dev", dev)?;
                 let dev_gate = gate::compare(&self.rule, &scores(&cand_dev), &scores(&cur.dev), "dev-gate", it);
-                if gate::overfits(&dev_gate) {
+                if gate::overfits(&dev_gate, self.rule.dev_margin) {
                     decision.verdict = Verdict::Overfit;
-                    decision.reason = gate::overfit_reason(&dev_gate);
+                    decision.reason = gate::overfit_reason(&dev_gate, self.rule.dev_margin);
                 } else {
                     decision.verdict = Verdict::Accepted;
                     decision.accepted = true;
@@ -215,6 +231,8 @@ impl Loop<'_, '_> {
             best_sha256: cur.prompt.sha256(),
             best_demo_ids: cur.prompt.demo_ids(),
             stopped_by,
+            min_detectable_gain,
+            prompt_tokens: Some((self.prompt_tokens(&baseline)?, self.prompt_tokens(&cur.prompt)?)),
             spend: self.spend().clone(),
             rows,
         };
@@ -255,6 +273,7 @@ impl Loop<'_, '_> {
                 request_sha256: c.request_sha256.clone(),
                 rejected: None,
                 overlap: None,
+                prompt_tokens: Some(self.prompt_tokens(cand)?),
                 train_mean: 0.0,
                 scores: Vec::new(),
             };
@@ -264,6 +283,11 @@ impl Loop<'_, '_> {
                 entry.rejected = leak;
                 if entry.rejected.is_none() && cand.base.trim() == cur.prompt.base.trim() {
                     entry.rejected = Some(Rejection::Duplicate);
+                }
+            }
+            if let (None, Some(max), Some(tokens)) = (&entry.rejected, self.s.config.search.max_prompt_tokens, entry.prompt_tokens) {
+                if tokens > max {
+                    entry.rejected = Some(Rejection::PromptTooLong { tokens, max });
                 }
             }
             entries.push((entry, cand.clone()));
@@ -301,6 +325,21 @@ impl Loop<'_, '_> {
             }
         }
         Ok(best)
+    }
+
+    /// Tokens the prompt's instruction (demos included) adds to a prompt: the chat template
+    /// applied to it alone, less the template applied to nothing.
+    fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, OptimizeError> {
+        let count = |text: String| self.s.engine.count_tokens(&[ChatMessage::user(text)]);
+        let empty = match self.empty_prompt_tokens {
+            Some(n) => n,
+            None => {
+                let n = count(String::new()).map_err(OptimizeError::Engine)?;
+                self.empty_prompt_tokens = Some(n);
+                n
+            }
+        };
+        Ok(count(prompt.text()).map_err(OptimizeError::Engine)?.saturating_sub(empty))
     }
 
     fn evaluate(&mut self, prompt: &Prompt, split: &str, examples: &[Example]) -> Result<Vec<ExampleRecord>, OptimizeError> {

@@ -333,3 +333,45 @@ fn engine_errors_are_scored_not_fatal() {
     let row = out.unwrap().summary.rows.into_iter().find(|r| r.split == "train").unwrap();
     assert!((row.baseline_mean - 0.5).abs() < 1e-12, "{}", row.baseline_mean);
 }
+
+#[test]
+fn an_eval_budget_stops_the_loop_and_too_small_a_budget_is_refused() {
+    let fx = Fixture::new(4, 2, 2);
+    let mut config = fx.config();
+    config.search.max_iterations = 5;
+    config.search.candidates = 2;
+    // Baseline 4 + 2, test 2 x 2, an iteration 2 x 4 + 2: room for 2 iterations, not 3.
+    config.search.max_evals = Some(6 + 4 + 2 * 10 + 9);
+    let engine = ScriptedEngine::new(|r| Ok(answer(if label(r) == "L0" { "L0" } else { "none" })));
+    let (out, _) = run(&fx, config.clone(), &engine, "budget");
+    let out = out.unwrap();
+    assert_eq!(out.summary.iterations, 2);
+    assert!(out.summary.stopped_by.starts_with("eval budget 39"), "{}", out.summary.stopped_by);
+    let evals = records(&fx.out("budget")).iter().filter(|r| matches!(r, LogRecord::Eval(_))).count();
+    assert!(evals <= 39, "{evals}");
+
+    config.search.max_evals = Some(20);
+    let err = Session::start(fx.task(), &fx.out("tiny"), config).unwrap_err();
+    assert!(err.is_input() && err.to_string().contains("it needs at least"), "{err}");
+}
+
+#[test]
+fn prompt_tokens_are_recorded_and_capped() {
+    let fx = Fixture::new(4, 2, 0);
+    let mut config = fx.config();
+    config.search.max_iterations = 1;
+    // The scripted engine counts words: the task's prompt is 5, a demo adds about 20.
+    config.search.max_prompt_tokens = Some(12);
+    let engine = ScriptedEngine::new(demos_help(false));
+    let (out, events) = run(&fx, config, &engine, "tokens");
+    let out = out.unwrap();
+    let cands = candidates(&fx.out("tokens"));
+    assert!(!cands.is_empty());
+    for c in &cands {
+        let tokens = c.prompt_tokens.unwrap();
+        assert!(tokens > 12, "{tokens}");
+        assert_eq!(c.rejected, Some(Rejection::PromptTooLong { tokens, max: 12 }));
+    }
+    assert_eq!(out.summary.prompt_tokens, Some((5, 5)), "nothing longer was accepted");
+    assert!(events.iter().any(|e| matches!(e, Event::Power { train: 4, min_detectable_gain: Some(g) } if (g - 0.25).abs() < 1e-12)));
+}

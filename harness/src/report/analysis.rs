@@ -62,6 +62,8 @@ pub struct CandPoint {
     pub prompt_sha256: String,
     pub demo_ids: Vec<String>,
     pub train_mean: f64,
+    /// Tokens its instruction adds to every prompt (when logged).
+    pub prompt_tokens: Option<usize>,
     /// Its dev mean, when it reached the dev gate.
     pub dev_mean: Option<f64>,
     pub status: CandStatus,
@@ -150,6 +152,10 @@ pub struct Analysis {
     pub iterations: Vec<Iteration>,
     pub accepted: usize,
     pub stopped_by: Option<String>,
+    /// The smallest mean train gain the accept rule could detect (from the final record).
+    pub min_detectable_gain: Option<f64>,
+    /// Prompt tokens of the baseline's and the best prompt's instructions.
+    pub prompt_tokens: Option<(usize, usize)>,
     pub baseline_train: Option<f64>,
     pub baseline_dev: Option<f64>,
     pub splits: Vec<SplitCompare>,
@@ -343,6 +349,8 @@ pub fn analyze(run: &RunData, routing: Option<(PathBuf, RoutingTable)>) -> Analy
         best_demo_ids,
         accepted: iterations.iter().filter(|i| i.decision.as_ref().is_some_and(|d| d.accepted)).count(),
         stopped_by: fin.map(|f| f.stopped_by.clone()),
+        min_detectable_gain: fin.and_then(|f| f.min_detectable_gain),
+        prompt_tokens: fin.and_then(|f| f.prompt_tokens),
         iterations,
         baseline_train,
         baseline_dev,
@@ -461,6 +469,7 @@ fn trajectory(run: &RunData, base_train: Option<f64>, base_dev: Option<f64>) -> 
                         prompt_sha256: c.prompt_sha256.clone(),
                         demo_ids: c.demo_ids.clone(),
                         train_mean: c.train_mean,
+                        prompt_tokens: c.prompt_tokens,
                         dev_mean: chosen.and_then(|d| d.dev.as_ref()).map(|g| g.candidate_mean),
                         status,
                     }

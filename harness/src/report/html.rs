@@ -154,7 +154,24 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
                 opts.worst
             ),
         ),
-        ("acceptance", format!("{} at confidence {}, seed {}", opts.accept, opts.confidence, opts.seed)),
+        (
+            "acceptance",
+            format!(
+                "{} at confidence {}, seed {}; dev may fall by at most {}{}",
+                opts.accept,
+                opts.confidence,
+                opts.seed,
+                opts.dev_margin,
+                a.min_detectable_gain.map_or_else(String::new, |g| format!(
+                    "; the smallest train gain it can detect here: {g:.3} (a candidate fixing {:.0}% of train)",
+                    g * 100.0
+                ))
+            ),
+        ),
+        (
+            "prompt tokens",
+            a.prompt_tokens.map_or_else(|| "-".into(), |(b, best)| format!("baseline {b}, best {best} (each example's prompt carries them)")),
+        ),
         ("caps", escape(&caps)),
         ("example limits", escape(&limits)),
         ("spend", escape(&spend_text)),
@@ -293,7 +310,7 @@ fn splits_table(a: &Analysis) -> String {
 
 fn candidates_table(a: &Analysis) -> String {
     let mut s = String::from(
-        "<h3>Candidates</h3>\n<table>\n<tr><th class=\"num\">iteration</th><th class=\"num\">candidate</th><th>proposer</th><th>demos</th><th class=\"num\">train mean</th><th class=\"num\">dev mean</th><th>outcome</th></tr>\n",
+        "<h3>Candidates</h3>\n<table>\n<tr><th class=\"num\">iteration</th><th class=\"num\">candidate</th><th>proposer</th><th>demos</th><th class=\"num\">prompt tokens</th><th class=\"num\">train mean</th><th class=\"num\">dev mean</th><th>outcome</th></tr>\n",
     );
     for c in a.candidates() {
         let (class, text) = match &c.status {
@@ -304,11 +321,12 @@ fn candidates_table(a: &Analysis) -> String {
         };
         let _ = writeln!(
             s,
-            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"badge {class}\">{}</span></td></tr>",
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"badge {class}\">{}</span></td></tr>",
             c.iteration + 1,
             c.index + 1,
             escape(&c.proposer),
             escape(&c.demo_ids.join(", ")),
+            c.prompt_tokens.map_or_else(|| "-".into(), |t| t.to_string()),
             match &c.status {
                 CandStatus::Unscored(_) => "-".into(),
                 CandStatus::Raced { evaluated, train, .. } => format!("{} <span class=\"muted\">({evaluated} of {train})</span>", f3(c.train_mean)),

@@ -84,6 +84,7 @@ fn candidate(it: usize, index: usize, p: &Prompt, proposer: &str, scores: &[(&st
         request_sha256: None,
         rejected: rejected.map(crate::optimize::Rejection::from_text),
         overlap: None,
+        prompt_tokens: Some(10 + 40 * p.demos.len()),
         train_mean: mean,
         scores: scores.iter().map(|(id, s)| IdScore { id: (*id).into(), score: *s }).collect(),
     })
@@ -192,6 +193,8 @@ fn synthetic(baseline_prompt: Option<&str>) -> (Vec<LogRecord>, Prompt, Prompt) 
         best_sha256: c1.sha256(),
         best_demo_ids: vec!["a".into()],
         stopped_by: "max iterations".into(),
+        min_detectable_gain: Some(0.5),
+        prompt_tokens: Some((12, 60)),
         spend: Spend { calls: 1, failed_calls: 0, input_tokens: 1000, output_tokens: 50, cost_usd: Some(0.01) },
         rows: vec![
             SplitRow {
