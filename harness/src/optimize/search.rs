@@ -180,7 +180,7 @@ impl Loop<'_, '_, '_> {
         let train = limit(&task.split("train")?.examples, opts.limit_train);
         let dev = limit(&task.split("dev")?.examples, opts.limit_dev);
 
-        let baseline = Prompt::new(task.prompt.clone());
+        let baseline = Prompt::new(task.prompt.clone(), task.framing.clone());
         let mut current = baseline.clone();
         self.write_best(&current)?;
         let mut cur_train = self.evaluate(&current, "train", train)?;
@@ -632,7 +632,7 @@ impl Loop<'_, '_, '_> {
                     continue;
                 }
                 let spec = EvalSpec {
-                    prompt: PromptSpec { instruction: text, layout: self.s.task.layout },
+                    prompt: PromptSpec { instruction: text, layout: self.s.task.layout, framing: &self.s.task.framing },
                     fields: &self.s.task.fields,
                     constraint: self.s.constraint,
                     validator: self.s.validator,
