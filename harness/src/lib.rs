@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bounds;
 pub mod calibrate;
 pub mod eval;
+pub mod init;
 pub mod models;
 pub mod optimize;
 pub mod optimizer;

@@ -292,7 +292,7 @@ pub fn compile_schema(schema: &Value, path: &Path) -> Result<jsonschema::Validat
 }
 
 /// Reads and checks the schema; returns it with its property names in document order.
-fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
+pub(crate) fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
     let text = read_text(path, "schema")?;
     let schema: Value = serde_json::from_str(&text).map_err(|err| {
         let message = err.to_string();
