@@ -3,6 +3,8 @@
 //! the same messages, prefix boundaries and demo texts, hence the same cache keys. The legacy
 //! renderings are spelled out below as they were.
 
+use std::fmt::Write as _;
+
 use harness::eval::PromptSpec;
 use harness::optimize::prompt::{Demo, Prompt};
 use harness::task::{Layout, Task};
@@ -27,7 +29,7 @@ fn legacy_text(base: &str, demos: &[Demo]) -> String {
     let mut out = base.trim_end().to_owned();
     out.push_str("\n\nWorked examples (a contract excerpt, then the JSON to output for that contract):\n");
     for (i, d) in demos.iter().enumerate() {
-        out.push_str(&format!("\nExample {}\nContract (excerpt):\n{}\nJSON: {}\n", i + 1, d.excerpt, d.expected));
+        let _ = write!(out, "\nExample {}\nContract (excerpt):\n{}\nJSON: {}\n", i + 1, d.excerpt, d.expected);
     }
     out.push('\n');
     out
