@@ -300,6 +300,55 @@ mod with_feature {
         }
     }
 
+    /// Document first under a task's own framing (harness `PromptSpec` with `document-label`):
+    /// `head` (`"{label}:\n\n"`, or empty for no label) before the document, the boundary right
+    /// after the document, as the harness computes it (`head.len() + doc.len()`).
+    fn framed_doc_first(id: &str, head: &str, doc: &str, instruction: &str) -> Request {
+        let content = format!("{head}{doc}\n\n---\n\n{instruction}");
+        let boundary = head.len() + doc.len();
+        assert_eq!(&content[..boundary], format!("{head}{doc}"), "the prefix is the head and the whole document");
+        assert!(content[boundary..].starts_with("\n\n---\n\n"), "the instruction starts after the boundary");
+        Request::new(id, vec![ChatMessage::user(content)], 64).with_schema(schema()).with_prefix_boundary(0, boundary)
+    }
+
+    /// With a head other than "Contract:" (and with none), the restored document gives the outputs
+    /// of a cold pass, and the cached prefix ends exactly at the document's end: a new instruction
+    /// after it is a hit, one character changed at the document's very end is a miss.
+    #[test]
+    fn a_custom_document_head_caches_exactly_the_document() {
+        let doc: String = contracts(1)[0].chars().take(1500).collect();
+        let plain = cached_engine(None, 1);
+        let heads = ["Support ticket #:\n\n", ""];
+        let cold: Vec<[String; 2]> =
+            heads.iter().map(|h| [I1, I2].map(|i| run_one(plain.as_ref(), framed_doc_first("cold", h, &doc, i)).text)).collect();
+        drop(plain);
+
+        let mut cached_tokens = Vec::new();
+        for (head, cold) in heads.iter().zip(&cold) {
+            let e = cached_engine(Some(memory_cache()), 1);
+            let first = run_one(e.as_ref(), framed_doc_first("a", head, &doc, I1));
+            let miss = first.prefix_cache.expect("a boundary uses the cache");
+            assert_eq!(miss.tier, engines::CacheTier::Miss, "{head:?}");
+            assert_eq!(first.text, cold[0], "{head:?}: stored pass equals the cold pass");
+
+            let second = run_one(e.as_ref(), framed_doc_first("b", head, &doc, I2));
+            let hit = second.prefix_cache.expect("cache used");
+            assert_eq!(hit.tier, engines::CacheTier::Memory, "{head:?}: the instruction is not part of the prefix");
+            assert_eq!(hit.tokens, miss.tokens);
+            assert_eq!(second.text, cold[1], "{head:?}: restored pass equals the cold pass");
+            assert_valid(&second.text);
+
+            // The document's last character is inside the prefix.
+            let mut changed = doc.clone();
+            let last = changed.pop().expect("a document");
+            changed.push(if last == '.' { ',' } else { '.' });
+            let third = run_one(e.as_ref(), framed_doc_first("c", head, &changed, I1));
+            assert_eq!(third.prefix_cache.expect("cache used").tier, engines::CacheTier::Miss, "{head:?}");
+            cached_tokens.push(miss.tokens);
+        }
+        assert!(cached_tokens[0] > cached_tokens[1], "the head's tokens are part of the prefix: {cached_tokens:?}");
+    }
+
     #[test]
     fn the_disk_spill_stays_within_its_budget_and_serves_hits() {
         let docs = contracts(4);

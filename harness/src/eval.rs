@@ -10,37 +10,37 @@ use serde_json::Value;
 
 use crate::overflow::{self, Overflow};
 use crate::score::{score_example, ExampleScore, FieldVerdict};
-use crate::task::{Example, FieldSpec, Layout};
+use crate::task::{Example, FieldSpec, Framing, Layout};
 
-/// How the model is asked: the instruction being optimized and where the document goes.
+/// How the model is asked: the instruction being optimized, where the document goes and how it
+/// is introduced (the task's [`Framing`]).
 #[derive(Debug, Clone)]
 pub struct PromptSpec<'a> {
     pub instruction: &'a str,
     pub layout: Layout,
+    pub framing: &'a Framing,
 }
 
 impl PromptSpec<'_> {
     /// Chat messages for one document.
     pub fn messages(&self, document: &str) -> Vec<ChatMessage> {
+        let framed = self.framing.document(document);
         match self.layout {
-            Layout::InstructionFirst => {
-                vec![ChatMessage::system(self.instruction), ChatMessage::user(format!("Contract:\n\n{document}"))]
-            }
-            Layout::DocumentFirst => vec![ChatMessage::user(format!("{DOC_HEAD}{document}\n\n---\n\n{}", self.instruction))],
+            Layout::InstructionFirst => vec![ChatMessage::system(self.instruction), ChatMessage::user(framed)],
+            Layout::DocumentFirst => vec![ChatMessage::user(format!("{framed}\n\n---\n\n{}", self.instruction))],
         }
     }
 
     /// Where the part of [`Self::messages`] that does not depend on the instruction ends (a
-    /// message index and a byte offset in its content): the document, with document-first.
+    /// message index and a byte offset in its content): the end of the document (its head
+    /// included), with document-first.
     pub fn reusable_prefix(&self, document: &str) -> Option<(usize, usize)> {
         match self.layout {
             Layout::InstructionFirst => None,
-            Layout::DocumentFirst => Some((0, DOC_HEAD.len() + document.len())),
+            Layout::DocumentFirst => Some((0, self.framing.head_len() + document.len())),
         }
     }
 }
-
-const DOC_HEAD: &str = "Contract:\n\n";
 
 /// Everything one eval pass needs besides the engine and the examples.
 pub struct EvalSpec<'a> {
@@ -344,5 +344,32 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 prefix_cache: None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reusable_prefix_ends_with_the_document_for_any_framing() {
+        let doc = "Ticket: printer on fire.\nPlease help.";
+        for label in ["Document", "Support ticket #", "Résumé", ""] {
+            let framing = Framing::new(label).unwrap();
+            let spec = PromptSpec { instruction: "Extract.", layout: Layout::DocumentFirst, framing: &framing };
+            let messages = spec.messages(doc);
+            let (message, byte) = spec.reusable_prefix(doc).unwrap();
+            let content = &messages[message].content;
+            assert_eq!(&content[..byte], framing.document(doc), "{label:?}");
+            assert_eq!(&content[byte..], "\n\n---\n\nExtract.", "{label:?}");
+
+            let first = PromptSpec { layout: Layout::InstructionFirst, ..spec };
+            let messages = first.messages(doc);
+            assert_eq!(messages[1].content, framing.document(doc));
+            assert_eq!(first.reusable_prefix(doc), None);
+        }
+        let none = Framing::new("").unwrap();
+        let spec = PromptSpec { instruction: "Extract.", layout: Layout::DocumentFirst, framing: &none };
+        assert_eq!(spec.messages(doc)[0].content, format!("{doc}\n\n---\n\nExtract."));
     }
 }

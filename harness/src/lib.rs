@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod config;
 pub mod eval;
 pub mod fingerprint;
+pub mod init;
 pub mod llm;
 pub mod models;
 pub mod optimize;

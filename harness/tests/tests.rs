@@ -5,6 +5,8 @@
 mod bench;
 mod calibrate;
 mod cli;
+mod framing;
+mod init;
 mod optimize;
 mod optimize_llm;
 mod optimizer_http;

@@ -114,7 +114,7 @@ impl ConstrainedDecode {
     /// # Errors
     /// When the texts cannot make the prompt.
     pub fn new(engine: Arc<dyn Engine>, inputs: &Inputs, backend: ConstraintBackend, plan: &Plan) -> Result<Self, BenchError> {
-        let prompt = PromptSpec { instruction: &inputs.task.prompt, layout: inputs.task.layout };
+        let prompt = PromptSpec { instruction: &inputs.task.prompt, layout: inputs.task.layout, framing: &inputs.task.framing };
         let messages = fit_prefix(engine.as_ref(), &inputs.prefill_text, plan.constraint_prompt_tokens, &|t| prompt.messages(t))?;
         let mut request = Request::new("constraint", messages, plan.constraint_max_tokens);
         if backend == ConstraintBackend::None {
@@ -202,7 +202,7 @@ impl Workload for EvalPass {
     fn run(&self) -> Result<Measured, BenchError> {
         let task = &self.inputs.task;
         let spec = EvalSpec {
-            prompt: PromptSpec { instruction: &task.prompt, layout: task.layout },
+            prompt: PromptSpec { instruction: &task.prompt, layout: task.layout, framing: &task.framing },
             fields: &task.fields,
             constraint: Some(&self.inputs.constraint),
             validator: &self.inputs.validator,

@@ -151,7 +151,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let mut need = 0;
         for instruction in [&prompt1, &prompt2] {
             for layout in [Layout::InstructionFirst, args.layout] {
-                let msgs = PromptSpec { instruction, layout }.messages(&ex.text);
+                let msgs = PromptSpec { instruction, layout, framing: &task.framing }.messages(&ex.text);
                 need = need.max(engine.count_tokens(&msgs).with_context(|| format!("counting the tokens of {}", ex.id))?);
             }
         }
@@ -182,7 +182,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let peer_pass = peer.pass(&task, examples, instruction, schema.as_ref(), max_tokens, &validator);
         say(&format!("pass {pass}: peer {:.1} s; promptloop…", peer_pass.wall_s));
         let spec = EvalSpec {
-            prompt: PromptSpec { instruction, layout: args.layout },
+            prompt: PromptSpec { instruction, layout: args.layout, framing: &task.framing },
             fields: &task.fields,
             constraint: schema.as_ref(),
             validator: &validator,
@@ -328,7 +328,7 @@ impl Peer {
                 "model": "peer",
                 "messages": [
                     {"role": "system", "content": instruction},
-                    {"role": "user", "content": format!("Contract:\n\n{}", ex.text)},
+                    {"role": "user", "content": task.framing.document(&ex.text)},
                 ],
                 "temperature": 0.0,
                 "max_tokens": max_tokens,

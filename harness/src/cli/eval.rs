@@ -75,7 +75,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let info = engine.info();
 
     let spec = EvalSpec {
-        prompt: PromptSpec { instruction: &instruction, layout: args.layout.unwrap_or(task.layout) },
+        prompt: PromptSpec { instruction: &instruction, layout: args.layout.unwrap_or(task.layout), framing: &task.framing },
         fields: &task.fields,
         constraint: constraint_schema.as_ref(),
         validator: &validator,

@@ -5,6 +5,7 @@ mod calibrate;
 mod compare;
 mod engine_args;
 mod eval;
+mod init;
 mod optimize;
 mod report;
 
@@ -55,6 +56,10 @@ pub enum Command {
     /// compare with one (exit 3 when a metric is slower beyond --threshold).
     #[command(after_help = bench::EXIT_CODES)]
     Bench(bench::BenchArgs),
+    /// Make a task directory from a JSONL or CSV file of examples (text + gold object): infer
+    /// the schema and matchers, split train/dev/test, check it as `eval` would.
+    #[command(after_help = EXIT_CODES)]
+    Init(init::InitArgs),
 }
 
 /// Errors that mean "the user's input is wrong" (exit code 2).
@@ -71,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args),
         Command::Probe(args) => calibrate::probe(&args),
         Command::Bench(args) => bench::run(&args, cli.quiet),
+        Command::Init(args) => init::run(&args, cli.quiet),
     }
 }
 

@@ -374,9 +374,16 @@ fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> 
     println!("examples          train {train}, dev {dev}, test {test}");
     println!("evaluations       at most {evals} (baseline train+dev, every candidate on train, each iteration's best on dev, baseline and best on test)");
     if let Some(cap) = o.max_evals {
-        println!("eval budget       {cap} (--max-evals): at most {iterations} of {} iterations, {} proposals", o.max_iterations, iterations * o.candidates);
+        println!(
+            "eval budget       {cap} (--max-evals): at most {iterations} of {} iterations, {} proposals",
+            o.max_iterations,
+            iterations * o.candidates
+        );
     }
-    println!("held-out gate     reject a candidate whose dev mean falls below the current prompt's by more than {} (--dev-margin)", o.dev_margin);
+    println!(
+        "held-out gate     reject a candidate whose dev mean falls below the current prompt's by more than {} (--dev-margin)",
+        o.dev_margin
+    );
     println!("optimizer calls   at most {} ({calls} proposals + {canary} canary)", calls + canary);
     println!("optimizer tokens  at most ~{tokens_in} in, {tokens_out} out (input estimated from the meta-prompt, output at --optimizer-max-tokens)");
     match (cost, price) {
@@ -500,7 +507,9 @@ impl Observer for Printer {
             Event::Decision { iteration, reason, .. } => self.line(&format!("iteration {iteration}: {reason}")),
             Event::Power { train, min_detectable_gain } => self.line(&match min_detectable_gain {
                 Some(g) => format!("the gate can detect a mean train gain of {g:.3} or more on these {train} train examples"),
-                None => format!("the gate cannot detect any gain on these {train} train examples: add train examples or use --accept mean"),
+                None => format!(
+                    "the gate cannot detect any gain on these {train} train examples: add train examples or use --accept mean"
+                ),
             }),
         }
     }

@@ -75,7 +75,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let s = self.s;
                 let spec = EvalSpec {
-                    prompt: PromptSpec { instruction: text, layout: s.task.layout },
+                    prompt: PromptSpec { instruction: text, layout: s.task.layout, framing: &s.task.framing },
                     fields: &s.task.fields,
                     constraint: s.constraint,
                     validator: s.validator,

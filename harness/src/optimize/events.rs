@@ -45,7 +45,10 @@ pub enum Event {
         reason: String,
     },
     /// After the baseline pass: the smallest mean gain on train the accept rule can detect.
-    Power { train: usize, min_detectable_gain: Option<f64> },
+    Power {
+        train: usize,
+        min_detectable_gain: Option<f64>,
+    },
     /// At the start of each iteration and at the end of the loop.
     Progress {
         iteration: usize,

@@ -4,13 +4,15 @@
 //! A demo is never shown with the example it came from: [`Prompt::render_for`] drops the demo
 //! whose id is the example being scored, so that example sees a slightly different instruction
 //! (and gets its own cache key).
+//!
+//! The demos' header and excerpt lines name the document by the task's [`Framing`] label.
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::fingerprint::sha256_hex;
-use crate::task::Example;
+use crate::task::{Example, Framing};
 
-/// Characters of a contract a demo shows.
+/// Characters of a document a demo shows.
 pub const EXCERPT_CHARS: usize = 1200;
 
 /// One worked example: a train example's id, an excerpt of its text and its gold JSON.
@@ -42,26 +44,29 @@ pub fn excerpt(text: &str, max: usize) -> String {
     }
 }
 
-/// An instruction: the task's prompt plus accumulated demos.
+/// An instruction: the task's prompt plus accumulated demos, framed as the task frames its
+/// documents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
     pub base: String,
     pub demos: Vec<Demo>,
+    pub framing: Framing,
 }
 
 impl Prompt {
-    pub fn new(base: impl Into<String>) -> Self {
-        Prompt { base: base.into(), demos: Vec::new() }
+    /// `base` without demos; demos added later render under `framing` (the task's).
+    pub fn new(base: impl Into<String>, framing: Framing) -> Self {
+        Prompt { base: base.into(), demos: Vec::new(), framing }
     }
 
     /// The full text, every demo included (what `best_prompt.txt` holds).
     pub fn text(&self) -> String {
-        render(&self.base, self.demos.iter())
+        render(&self.base, &self.framing, self.demos.iter())
     }
 
     /// The instruction shown when scoring example `id`: its own demo left out.
     pub fn render_for(&self, id: &str) -> String {
-        render(&self.base, self.demos.iter().filter(|d| d.id != id))
+        render(&self.base, &self.framing, self.demos.iter().filter(|d| d.id != id))
     }
 
     /// SHA-256 of [`Prompt::text`].
@@ -77,44 +82,64 @@ impl Prompt {
     /// The prompt whose [`Prompt::text`] is `text`, given its demos' ids in order (what a
     /// `candidate` record holds): the inverse of rendering, checked by rendering back. `None`
     /// when `text` is not such a rendering. The base comes back with its trailing whitespace
-    /// trimmed (rendering drops it when there are demos).
+    /// trimmed (rendering drops it when there are demos). The framing is read from the first
+    /// demo's excerpt line; without demos it is the default one (it does not show in the text).
     pub fn parse(text: &str, demo_ids: &[String]) -> Option<Prompt> {
         if demo_ids.is_empty() {
-            return Some(Prompt::new(text));
+            return Some(Prompt::new(text, Framing::default()));
         }
         let body = text.strip_suffix('\n')?;
-        let start = body.find(DEMOS_HEADER)?;
-        let base = &body[..start];
-        let mut rest = &body[start + DEMOS_HEADER.len()..];
-        let mut demos = Vec::with_capacity(demo_ids.len());
-        for (i, id) in demo_ids.iter().enumerate() {
-            rest = rest.strip_prefix(demo_marker(i + 1).as_str())?;
-            // A demo's block ends with its newline; the next block starts with one.
-            let end = if i + 1 == demo_ids.len() { rest.len() } else { rest.find(&format!("\n{}", demo_marker(i + 2)))? + 1 };
-            let block = rest[..end].strip_suffix('\n')?;
-            rest = &rest[end..];
-            // Compact JSON holds no newline, so the last "\nJSON: " starts it.
-            let cut = block.rfind("\nJSON: ")?;
-            demos.push(Demo { id: id.clone(), excerpt: block[..cut].to_owned(), expected: block[cut + 7..].to_owned() });
+        // The header names the framing, which the first demo's excerpt line gives: try each
+        // "\nExample 1\n" in turn (a base may hold one too).
+        let first = "\nExample 1\n";
+        let mut from = 0;
+        while let Some(at) = body[from..].find(first).map(|i| from + i) {
+            from = at + 1;
+            let after = &body[at + first.len()..];
+            let Some(framing) = after.split_once('\n').and_then(|(line, _)| Framing::from_excerpt_head(line)) else {
+                continue;
+            };
+            let header = framing.demos_header();
+            let Some(base) = body[..at].strip_suffix(header.as_str()) else {
+                continue;
+            };
+            if let Some(prompt) = parse_demos(text, base, &body[at..], demo_ids, framing) {
+                return Some(prompt);
+            }
         }
-        // More demos than ids: the last block would hold the next one's marker.
-        let more = format!("\n{}", demo_marker(demo_ids.len() + 1));
-        if demos.last().is_some_and(|d| d.excerpt.contains(&more)) {
-            return None;
-        }
-        let prompt = Prompt { base: base.to_owned(), demos };
-        (rest.is_empty() && prompt.text() == text).then_some(prompt)
+        None
     }
 }
 
-const DEMOS_HEADER: &str = "\n\nWorked examples (a contract excerpt, then the JSON to output for that contract):\n";
+/// The demos of a rendering whose base is `base` and whose demo blocks are `rest`.
+fn parse_demos(text: &str, base: &str, mut rest: &str, demo_ids: &[String], framing: Framing) -> Option<Prompt> {
+    let marker = |n: usize| demo_marker(&framing, n);
+    let mut demos = Vec::with_capacity(demo_ids.len());
+    for (i, id) in demo_ids.iter().enumerate() {
+        rest = rest.strip_prefix(marker(i + 1).as_str())?;
+        // A demo's block ends with its newline; the next block starts with one.
+        let end = if i + 1 == demo_ids.len() { rest.len() } else { rest.find(&format!("\n{}", marker(i + 2)))? + 1 };
+        let block = rest[..end].strip_suffix('\n')?;
+        rest = &rest[end..];
+        // Compact JSON holds no newline, so the last "\nJSON: " starts it.
+        let cut = block.rfind("\nJSON: ")?;
+        demos.push(Demo { id: id.clone(), excerpt: block[..cut].to_owned(), expected: block[cut + 7..].to_owned() });
+    }
+    // More demos than ids: the last block would hold the next one's marker.
+    let more = format!("\n{}", marker(demo_ids.len() + 1));
+    if demos.last().is_some_and(|d| d.excerpt.contains(&more)) {
+        return None;
+    }
+    let prompt = Prompt { base: base.to_owned(), demos, framing };
+    (rest.is_empty() && prompt.text() == text).then_some(prompt)
+}
 
-fn demo_marker(n: usize) -> String {
-    format!("\nExample {n}\nContract (excerpt):\n")
+fn demo_marker(framing: &Framing, n: usize) -> String {
+    format!("\nExample {n}\n{}\n", framing.excerpt_head())
 }
 
 /// The base unchanged when there is no demo (so the baseline is exactly the task's prompt).
-fn render<'a>(base: &str, demos: impl Iterator<Item = &'a Demo>) -> String {
+fn render<'a>(base: &str, framing: &Framing, demos: impl Iterator<Item = &'a Demo>) -> String {
     use std::fmt::Write as _;
     let mut demos = demos.peekable();
     if demos.peek().is_none() {
@@ -123,9 +148,9 @@ fn render<'a>(base: &str, demos: impl Iterator<Item = &'a Demo>) -> String {
     let mut out = base.trim_end().to_owned();
     for (i, d) in demos.enumerate() {
         if i == 0 {
-            out.push_str(DEMOS_HEADER);
+            out.push_str(&framing.demos_header());
         }
-        let _ = write!(out, "{}{}\nJSON: {}\n", demo_marker(i + 1), d.excerpt, d.expected);
+        let _ = write!(out, "{}{}\nJSON: {}\n", demo_marker(framing, i + 1), d.excerpt, d.expected);
     }
     out.push('\n');
     out
@@ -149,7 +174,7 @@ mod tests {
 
     #[test]
     fn rendering_leaves_out_the_scored_example() {
-        let mut p = Prompt::new("Extract.");
+        let mut p = Prompt::new("Extract.", Framing::default());
         p.demos = vec![Demo::from_example(&ex("a", "alpha text")), Demo::from_example(&ex("b", "beta text"))];
         let full = p.text();
         assert!(full.contains("alpha text") && full.contains("beta text") && full.contains(r#"{"a":"b"}"#));
@@ -157,15 +182,15 @@ mod tests {
         assert!(!for_a.contains("alpha text") && for_a.contains("beta text"));
         assert_ne!(sha256_hex(for_a.as_bytes()), sha256_hex(full.as_bytes()));
         assert_eq!(p.render_for("zzz"), full);
-        assert_eq!(Prompt::new("Extract. ").render_for("a"), "Extract. ");
+        assert_eq!(Prompt::new("Extract. ", Framing::default()).render_for("a"), "Extract. ");
     }
 
     #[test]
     fn parsing_inverts_rendering() {
-        let mut p = Prompt::new("Extract.\n");
+        let mut p = Prompt::new("Extract.\n", Framing::default());
         let tricky = Example {
             id: "c".into(),
-            text: "x\nJSON: no\nExample 2\nContract (excerpt):\nnot a marker".into(),
+            text: "x\nJSON: no\nExample 2\nDocument (excerpt):\nnot a marker".into(),
             expected: serde_json::json!({"a": "line\nbreak"}),
             line: 1,
         };
@@ -180,5 +205,26 @@ mod tests {
         assert_eq!(Prompt::parse("plain", &[]).unwrap().text(), "plain");
         assert!(Prompt::parse("plain\n", &ids).is_none());
         assert!(Prompt::parse(&p.text(), &ids[..2]).is_none());
+    }
+
+    #[test]
+    fn demos_render_and_parse_under_any_framing() {
+        for label in ["Support ticket #", "", "Excerpt", "Document"] {
+            let framing = Framing::new(label).unwrap();
+            let mut p = Prompt::new("Extract.\nExample 1\nNot a demo.", framing.clone());
+            p.demos = vec![Demo::from_example(&ex("a", "alpha")), Demo::from_example(&ex("b", "beta"))];
+            let text = p.text();
+            assert!(text.contains(&format!("\nExample 2\n{}\nbeta\nJSON: ", framing.excerpt_head())), "{text}");
+            assert!(text.contains(&framing.demos_header()), "{text}");
+            let back = Prompt::parse(&text, &p.demo_ids()).unwrap_or_else(|| panic!("{label:?}: {text}"));
+            assert_eq!(back, p, "{label:?}");
+        }
+        let none = Framing::new("").unwrap();
+        let mut p = Prompt::new("Extract.", none);
+        p.demos = vec![Demo::from_example(&ex("a", "alpha"))];
+        assert_eq!(
+            p.text(),
+            "Extract.\n\nWorked examples (an excerpt, then the JSON to output for it):\n\nExample 1\nExcerpt:\nalpha\nJSON: {\"a\":\"a\"}\n\n"
+        );
     }
 }

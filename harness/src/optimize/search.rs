@@ -114,7 +114,7 @@ impl Loop<'_, '_> {
         let train = limit(&task.split("train")?.examples, opts.limit_train);
         let dev = limit(&task.split("dev")?.examples, opts.limit_dev);
 
-        let baseline = Prompt::new(task.prompt.clone());
+        let baseline = Prompt::new(task.prompt.clone(), task.framing.clone());
         self.write_best(&baseline)?;
         let base_train = self.evaluate(&baseline, "train", train)?;
         let base_dev = self.evaluate(&baseline, "dev", dev)?;
@@ -285,7 +285,9 @@ impl Loop<'_, '_> {
                     entry.rejected = Some(Rejection::Duplicate);
                 }
             }
-            if let (None, Some(max), Some(tokens)) = (&entry.rejected, self.s.config.search.max_prompt_tokens, entry.prompt_tokens) {
+            if let (None, Some(max), Some(tokens)) =
+                (&entry.rejected, self.s.config.search.max_prompt_tokens, entry.prompt_tokens)
+            {
                 if tokens > max {
                     entry.rejected = Some(Rejection::PromptTooLong { tokens, max });
                 }
@@ -331,13 +333,12 @@ impl Loop<'_, '_> {
     /// applied to it alone, less the template applied to nothing.
     fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, OptimizeError> {
         let count = |text: String| self.s.engine.count_tokens(&[ChatMessage::user(text)]);
-        let empty = match self.empty_prompt_tokens {
-            Some(n) => n,
-            None => {
-                let n = count(String::new()).map_err(OptimizeError::Engine)?;
-                self.empty_prompt_tokens = Some(n);
-                n
-            }
+        let empty = if let Some(n) = self.empty_prompt_tokens {
+            n
+        } else {
+            let n = count(String::new()).map_err(OptimizeError::Engine)?;
+            self.empty_prompt_tokens = Some(n);
+            n
         };
         Ok(count(prompt.text()).map_err(OptimizeError::Engine)?.saturating_sub(empty))
     }

@@ -373,5 +373,7 @@ fn prompt_tokens_are_recorded_and_capped() {
         assert_eq!(c.rejected, Some(Rejection::PromptTooLong { tokens, max: 12 }));
     }
     assert_eq!(out.summary.prompt_tokens, Some((5, 5)), "nothing longer was accepted");
-    assert!(events.iter().any(|e| matches!(e, Event::Power { train: 4, min_detectable_gain: Some(g) } if (g - 0.25).abs() < 1e-12)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Power { train: 4, min_detectable_gain: Some(g) } if (g - 0.25).abs() < 1e-12)));
 }

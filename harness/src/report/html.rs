@@ -170,7 +170,10 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         ),
         (
             "prompt tokens",
-            a.prompt_tokens.map_or_else(|| "-".into(), |(b, best)| format!("baseline {b}, best {best} (each example's prompt carries them)")),
+            a.prompt_tokens.map_or_else(
+                || "-".into(),
+                |(b, best)| format!("baseline {b}, best {best} (each example's prompt carries them)"),
+            ),
         ),
         ("caps", escape(&caps)),
         ("example limits", escape(&limits)),

@@ -120,7 +120,7 @@ fn header(baseline_prompt: Option<&str>) -> Header {
 fn synthetic(baseline_prompt: Option<&str>) -> (Vec<LogRecord>, Prompt, Prompt) {
     use FailureClass::{Format, Missed, Wrong};
     let (a, b) = (example("a"), example("b"));
-    let base = Prompt::new(BASE);
+    let base = Prompt::new(BASE, crate::task::Framing::default());
     let mut c1 = base.clone();
     c1.demos.push(Demo::from_example(&a));
     let mut c2 = base.clone();

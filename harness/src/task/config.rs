@@ -28,6 +28,8 @@ pub(super) struct RawTask {
     pub prompt: Spanned<String>,
     pub max_tokens: Option<Spanned<u32>>,
     pub layout: Option<Layout>,
+    /// The label before the document in prompts; see `super::Framing`.
+    pub document_label: Option<Spanned<String>>,
     pub splits: Spanned<BTreeMap<String, Spanned<String>>>,
     pub bounds: Option<Spanned<RawBounds>>,
     #[serde(default)]

@@ -8,6 +8,7 @@
 //! prompt = "prompt.txt"
 //! max-tokens = 256              # optional
 //! layout = "instruction-first"  # or "document-first"
+//! document-label = "Invoice"    # optional, default "Document"; "" = no head
 //!
 //! [splits]
 //! train = "train.jsonl"
@@ -26,6 +27,7 @@
 
 mod config;
 mod error;
+mod framing;
 mod jsonl;
 pub(crate) mod read;
 #[cfg(test)]
@@ -39,6 +41,7 @@ use serde_json::Value;
 
 pub use config::{DEFAULT_FUZZY, DEFAULT_MAX_TOKENS, DEFAULT_TOLERANCE};
 pub use error::{ExampleSite, TaskError};
+pub use framing::{Framing, DEFAULT_DOCUMENT_LABEL};
 
 use config::{bounds_config, field_specs, toml_error, RawTask, TomlDoc};
 use read::{read_text, shorten};
@@ -61,6 +64,8 @@ pub struct Task {
     /// Output token cap per example.
     pub max_tokens: u32,
     pub layout: Layout,
+    /// How the document is introduced in prompts (`document-label`).
+    pub framing: Framing,
     pub bounds: BoundsConfig,
     /// One entry per schema property, in schema order.
     pub fields: Vec<FieldSpec>,
@@ -201,6 +206,11 @@ impl Task {
             Some(max) => *max.get_ref(),
             None => DEFAULT_MAX_TOKENS,
         };
+        let framing = match &raw.document_label {
+            Some(label) => Framing::new(label.get_ref().as_str())
+                .map_err(|message| doc.error(Some(label.span()), "document-label", message))?,
+            None => Framing::default(),
+        };
         if raw.splits.get_ref().is_empty() {
             return Err(doc.error(
                 Some(raw.splits.span()),
@@ -243,6 +253,7 @@ impl Task {
             prompt_path,
             max_tokens,
             layout: raw.layout.unwrap_or_default(),
+            framing,
             bounds,
             fields,
             splits,
@@ -281,7 +292,7 @@ pub fn compile_schema(schema: &Value, path: &Path) -> Result<jsonschema::Validat
 }
 
 /// Reads and checks the schema; returns it with its property names in document order.
-fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
+pub(crate) fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError> {
     let text = read_text(path, "schema")?;
     let schema: Value = serde_json::from_str(&text).map_err(|err| {
         let message = err.to_string();

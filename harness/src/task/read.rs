@@ -45,7 +45,7 @@ pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// "a string", "an array", ... for messages.
-pub(super) fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -70,14 +70,26 @@ pub(crate) fn shorten(message: &str, max: usize) -> String {
 /// is read from the text. Returns an empty list when the text has no such object; the caller
 /// falls back to the map order.
 pub(super) fn property_order(json: &str) -> Vec<String> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    de.deserialize_map(TopLevel).unwrap_or_default()
+    member_keys(json, "properties")
 }
 
-/// Visits the top-level object, collecting the keys of its `properties` member.
-struct TopLevel;
+/// The keys of the object `member` of the top-level object of a JSON document, in document
+/// order (empty when there is no such object).
+pub(crate) fn member_keys(json: &str, member: &str) -> Vec<String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(TopLevel(member)).unwrap_or_default()
+}
 
-impl<'de> Visitor<'de> for TopLevel {
+/// The keys of a JSON object in document order (empty when `json` is not an object).
+pub(crate) fn object_keys(json: &str) -> Vec<String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    de::Deserialize::deserialize(&mut de).map(|k: KeyOrder| k.0).unwrap_or_default()
+}
+
+/// Visits the top-level object, collecting the keys of its member named by the field.
+struct TopLevel<'m>(&'m str);
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
     type Value = Vec<String>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -87,7 +99,7 @@ impl<'de> Visitor<'de> for TopLevel {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
         let mut order = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
-            if key == "properties" {
+            if key == self.0 {
                 order = map.next_value::<KeyOrder>()?.0;
             } else {
                 map.next_value::<IgnoredAny>()?;

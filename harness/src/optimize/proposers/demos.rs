@@ -71,6 +71,7 @@ pub fn propose(current: &Prompt, pool: &[&Example], count: usize, k: usize, seed
 pub(crate) mod tests {
     use super::*;
     use crate::eval::ExampleRecord;
+    use crate::task::Framing;
     use engines::{Timings, TokenCounts};
 
     pub(crate) fn example(id: &str) -> Example {
@@ -105,7 +106,7 @@ pub(crate) mod tests {
     fn demos_come_only_from_failing_train_examples() {
         let train: Vec<Example> = ["t1", "t2", "t3", "t4"].map(example).to_vec();
         let records = vec![record("t1", 1.0), record("t2", 0.5), record("t3", 0.0), record("t4", 0.75)];
-        let mut current = Prompt::new("Extract.");
+        let mut current = Prompt::new("Extract.", Framing::default());
         current.demos.push(Demo::from_example(&train[3]));
         let pool = failing_pool(&current, &train, &records);
         let ids: Vec<&str> = pool.iter().map(|e| e.id.as_str()).collect();
@@ -124,7 +125,7 @@ pub(crate) mod tests {
     fn a_candidate_never_shows_the_scored_example_its_own_demo() {
         let train: Vec<Example> = (0..6).map(|i| example(&format!("t{i}"))).collect();
         let pool: Vec<&Example> = train.iter().collect();
-        for c in propose(&Prompt::new("Extract."), &pool, 8, 2, 42, 1) {
+        for c in propose(&Prompt::new("Extract.", Framing::default()), &pool, 8, 2, 42, 1) {
             for ex in &train {
                 let text = c.render_for(&ex.id);
                 assert!(!text.contains(&ex.text), "{} shown its own text", ex.id);
@@ -137,7 +138,7 @@ pub(crate) mod tests {
     fn proposals_are_deterministic_per_seed_and_iteration() {
         let train: Vec<Example> = (0..10).map(|i| example(&format!("t{i}"))).collect();
         let pool: Vec<&Example> = train.iter().collect();
-        let p = Prompt::new("Extract.");
+        let p = Prompt::new("Extract.", Framing::default());
         let ids = |v: Vec<Prompt>| v.iter().map(Prompt::demo_ids).collect::<Vec<_>>();
         assert_eq!(ids(propose(&p, &pool, 4, 2, 9, 0)), ids(propose(&p, &pool, 4, 2, 9, 0)));
         assert_ne!(ids(propose(&p, &pool, 4, 2, 9, 0)), ids(propose(&p, &pool, 4, 2, 9, 1)));

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 mod file_errors;
 mod toml_errors;
 
-use super::{BoundsConfig, Layout, MatchRule, Task, TaskError};
+use super::{BoundsConfig, Framing, Layout, MatchRule, Task, TaskError};
 
 pub(super) const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -39,7 +39,7 @@ dev = "dev.jsonl"
 pub(super) fn line(id: &str) -> String {
     json!({
         "id": id,
-        "text": format!("Contract {id} between A and B."),
+        "text": format!("Agreement {id} between A and B."),
         "expected": {"title": "T", "parties": ["A Inc.", "B"], "start_date": "2010-01-01", "amount": 5, "flag": "Yes"}
     })
     .to_string()
@@ -106,6 +106,8 @@ fn loads_with_defaults() {
     assert_eq!(task.description, None);
     assert_eq!(task.max_tokens, 256);
     assert_eq!(task.layout, Layout::InstructionFirst);
+    assert_eq!(task.framing, Framing::default());
+    assert_eq!(task.framing.label(), "Document");
     assert_eq!(task.bounds, BoundsConfig::default());
     assert_eq!(task.prompt, "Extract the fields as JSON.\n");
     assert!(task.dir.is_absolute());
@@ -141,6 +143,7 @@ schema = "schema.json"
 prompt = "prompt.txt"
 max-tokens = 512
 layout = "document-first"
+document-label = "Support ticket #"
 
 [splits]
 dev = "dev.jsonl"
@@ -168,6 +171,7 @@ match = "enum"
     assert_eq!(task.description.as_deref(), Some("a small task"));
     assert_eq!(task.max_tokens, 512);
     assert_eq!(task.layout, Layout::DocumentFirst);
+    assert_eq!(task.framing.document("x"), "Support ticket #:\n\nx");
     let bounds = BoundsConfig { enabled: false, quantile: 0.75, headroom: 2.0, min_max_length: 8, from_split: "dev".into() };
     assert_eq!(task.bounds, bounds);
     assert_eq!(task.field("parties").unwrap().rule, MatchRule::List { fuzzy: 0.9 });
@@ -200,6 +204,24 @@ fn accepts_crlf_bom_and_blank_lines() {
     assert_eq!(task.prompt, "Line one.\nLine two.\n");
     let lines: Vec<usize> = task.splits["train"].examples.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![1, 4]);
+}
+
+#[test]
+fn an_empty_document_label_means_no_head() {
+    let f = Fixture::new();
+    f.write("task.toml", format!("document-label = \"\"\n{TOML}"));
+    let task = f.load().unwrap();
+    assert_eq!(task.framing.label(), "");
+    assert_eq!(task.framing.document("x"), "x");
+}
+
+#[test]
+fn the_cuad_tasks_frame_contracts() {
+    let evals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals");
+    for name in ["cuad", "cuad-mini"] {
+        let task = Task::load(&evals.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(task.framing, Framing::new("Contract").unwrap(), "{name}");
+    }
 }
 
 #[test]

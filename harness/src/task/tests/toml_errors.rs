@@ -156,3 +156,17 @@ fn unknown_key_in_bounds() {
     f.toml_with("\n[bounds]\nheadroom = 2.0\nmax = 3\n");
     f.error("task.toml", &["task.toml:10:", "max"]);
 }
+
+#[test]
+fn document_label_of_wrong_type() {
+    let f = Fixture::new();
+    f.write("task.toml", format!("document-label = 3\n{TOML}"));
+    f.error("task.toml", &["task.toml:1:18", "`document-label`", "expected a string"]);
+}
+
+#[test]
+fn document_label_with_a_line_break() {
+    let f = Fixture::new();
+    f.write("task.toml", format!("# how documents are introduced\ndocument-label = \"Two\\nlines\"\n{TOML}"));
+    f.error("task.toml", &["task.toml:2", "`document-label`", "line break"]);
+}
