@@ -78,8 +78,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(<dyn std::error::Error>::is::<bench::Regressed>) {
         return 3;
     }
-    let input =
-        err.chain().any(|e| e.is::<InputError>() || e.is::<harness::task::TaskError>() || e.is::<harness::models::ModelError>());
+    let input = err.chain().any(|e| {
+        e.is::<InputError>()
+            || e.is::<harness::task::TaskError>()
+            || e.is::<harness::models::ModelError>()
+            || e.downcast_ref::<harness::session::SetupError>().is_some_and(harness::session::SetupError::is_input)
+    });
     if input {
         2
     } else {
