@@ -98,7 +98,14 @@ pub fn tokenize_body(prompt: &str) -> Value {
 
 /// The `/completion` body for `req` on prompt `tokens`: greedy (temperature 0, top-k 1) or
 /// the request's seeded sampling, `n_predict` = `max_tokens`, the constraint as `json_schema`,
-/// the prompt cache on and the slot pinned when given.
+/// and the slot pinned when given.
+///
+/// `cache_prompt` is on only for a request with a document prefix (`prefix_boundary`): that is
+/// the KV worth keeping across passes. llama-server's README warns that reusing cached KV can
+/// change logits (prompt batches of another size), and on a real server it flipped a greedy
+/// token of one cuad-mini example between a fleet and one server whose caches held different
+/// earlier prompts; without a document prefix, every request is prefilled whole, so outputs do
+/// not depend on routing or on what a server ran before.
 pub fn completion_body(req: &Request, tokens: &[i64], id_slot: Option<usize>) -> Value {
     let s = req.sampling;
     let mut body = json!({
@@ -108,7 +115,7 @@ pub fn completion_body(req: &Request, tokens: &[i64], id_slot: Option<usize>) ->
         "top_p": if s.is_greedy() { 1.0 } else { f64::from(s.top_p) },
         "min_p": 0.0,
         "seed": s.seed,
-        "cache_prompt": true,
+        "cache_prompt": req.prefix_boundary.is_some(),
         "stream": false,
         "ignore_eos": req.ignore_eos,
         "repeat_penalty": 1.0,
@@ -229,7 +236,9 @@ mod tests {
 
     #[test]
     fn greedy_requests_pin_argmax_and_carry_the_schema() {
-        let req = Request::new("a", vec![ChatMessage::user("hi")], 32).with_schema(json!({"type": "object"}));
+        let req = Request::new("a", vec![ChatMessage::user("hi")], 32)
+            .with_schema(json!({"type": "object"}))
+            .with_prefix_boundary(0, 1);
         let body = completion_body(&req, &[1, 2, 3], Some(2));
         assert_eq!(body["temperature"], 0.0);
         assert_eq!(body["top_k"], 1);
@@ -241,6 +250,7 @@ mod tests {
         let free = completion_body(&Request::new("b", vec![], 8), &[], None);
         assert_eq!(free["id_slot"], -1);
         assert!(free.get("json_schema").is_none());
+        assert_eq!(free["cache_prompt"], false, "no document prefix: prefilled whole, reproducibly");
     }
 
     #[test]

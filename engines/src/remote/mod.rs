@@ -12,7 +12,8 @@
 //! sides agree on the prompt), `POST /tokenize` (so the prompt plus `max_tokens` is checked
 //! against the slot's context before decoding, as in-process engines do, and the prompt sent is
 //! exactly the tokens counted), then `POST /completion` with the token ids, the constraint as
-//! `json_schema`, greedy settings, `cache_prompt` and the slot the document's prefix hashes to.
+//! `json_schema`, greedy settings, and for a request with a document prefix `cache_prompt` and
+//! the slot the prefix hashes to (see [`api::completion_body`] for why only then).
 //! Routing (`fleet.rs`) and the pass (`pass.rs`) are client-side only: least busy, document
 //! affinity, a window of the endpoint's slots, failover. Engines are synchronous: the network
 //! edge runs on a current-thread tokio runtime the engine owns and blocks on.
@@ -178,15 +179,21 @@ impl RemoteEngine {
         pass::lock(&self.fleet).endpoints.iter().map(|e| (e.url.clone(), e.served)).collect()
     }
 
-    /// Probes endpoints that are out; those healthy again and serving the same come back.
+    /// Probes endpoints taken out during a pass; those healthy again and serving the same come
+    /// back. One left out at connect stays out (its slots and context were never known).
     fn recheck_down(&self) {
-        let down: Vec<usize> =
-            pass::lock(&self.fleet).endpoints.iter().enumerate().filter(|(_, e)| e.down.is_some()).map(|(i, _)| i).collect();
+        let down: Vec<usize> = pass::lock(&self.fleet)
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.down.is_some() && self.targets[*i].n_ctx > 0)
+            .map(|(i, _)| i)
+            .collect();
         for i in down {
             let url = &self.targets[i].url;
             let p = self.runtime.block_on(probe(&self.client, url, &self.local, &self.model_name));
             if let Ok(p) = p {
-                if format!("{} {}", p.props.build_info, p.model) == self.identity && self.targets[i].n_ctx > 0 {
+                if format!("{} {}", p.props.build_info, p.model) == self.identity {
                     tracing::info!(endpoint = %url, "llama-server back in the fleet");
                     pass::lock(&self.fleet).bring_back(i);
                 }
