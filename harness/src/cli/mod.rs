@@ -27,7 +27,7 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 run failed (engine, I/O), 2 bad input \
-(arguments, task files, model path).";
+(arguments, task files, model path, an engine set-up such as llama-servers that serve another model or do not answer at start).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
