@@ -5,6 +5,7 @@
 mod bench;
 mod calibrate;
 mod cli;
+mod fleet;
 mod optimize;
 mod optimize_llm;
 mod optimizer_http;
