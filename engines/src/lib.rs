@@ -123,5 +123,8 @@ pub fn server_identity(config: &EngineConfig) -> Result<String, EngineError> {
     #[cfg(feature = "remote")]
     return remote::identity(config);
     #[cfg(not(feature = "remote"))]
-    Err(EngineError::NotCompiled { kind: EngineKind::Server, feature: EngineKind::Server.feature() })
+    {
+        let _ = config;
+        Err(EngineError::NotCompiled { kind: EngineKind::Server, feature: EngineKind::Server.feature() })
+    }
 }
