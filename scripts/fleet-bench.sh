@@ -27,14 +27,16 @@ BIN="$(scripts/build-llama-cpp.sh llama-server)/llama-server"
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Starts a server and sets URL; not in a $(...) subshell, so the EXIT trap sees its pid.
 start_server() {
     local port; port="$(free_port)"
     "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$port" -np 1 -t 1 -c 8192 --no-jinja --no-webui \
         >"$(mktemp -t fleet-bench-XXXX.log)" 2>&1 &
     PIDS+=($!)
+    URL="http://127.0.0.1:$port"
     for _ in $(seq 1 240); do
-        if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2)" 2>/dev/null; then
-            echo "http://127.0.0.1:$port"; return 0
+        if python3 -c "import urllib.request; urllib.request.urlopen('$URL/health', timeout=2)" 2>/dev/null; then
+            return 0
         fi
         sleep 0.5
     done
@@ -50,8 +52,8 @@ wall = s['speed']['wall_ms'] / 1000
 print(f'{sys.argv[1]:<28} {s[\"examples\"] / wall:8.3f} ex/s  {wall:7.1f} s  score {s[\"mean_score\"]:.3f}')
 " "$label"
 }
-A="$(start_server)"; B="$(start_server)"
-echo "cuad-mini dev, $N examples, SmolLM2-135M Q4_1; $(nproc) cores"
+start_server; A="$URL"; start_server; B="$URL"
+echo "cuad-mini dev, $N examples, SmolLM2-135M Q4_1; $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg)"
 pass "in-process llama, 1 thread" --engine llama --threads 1 --batch-size 1 --prefix-cache off
 pass "1 llama-server (-t 1)" --engine "server:$A"
 pass "2 llama-servers (-t 1 each)" --engine "server:$A,$B"
