@@ -18,8 +18,9 @@ export PROMPTLOOP_LLAMA_SERVER
 # of several engines spinning on 2 cores slow each other down by an order of magnitude.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"
 # The candle engine is compiled in for the tests too (candle-core, candle-transformers, gemm and
-# tokenizers add several minutes to a cold build on 2 cores).
-FEATURES="engines/candle"
+# tokenizers add several minutes to a cold build on 2 cores), and the remote one (llama-servers
+# over HTTP; harness has it by default, the engines crate's own tests need it named).
+FEATURES="engines/candle,engines/remote"
 # The MLX engine where MLX runs: macOS builds mlx-sys itself; Linux x86_64 needs the set-up step
 # (mlx-cpu wheel, mlx-c, bindings, and the links override cargo reads with --config; ~3 minutes
 # cold on 2 cores, seconds after).

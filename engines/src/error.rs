@@ -52,4 +52,33 @@ pub enum EngineError {
     /// A configuration value is out of range.
     #[error("invalid engine configuration: {0}")]
     Config(String),
+
+    /// A llama-server answered with an error, garbage or not at all (after the retries).
+    #[error("llama-server at {url}: {reason}")]
+    Server { url: String, reason: String },
+
+    /// A llama-server is not what the run is configured for (another model, another build, a
+    /// different context): its results must not mix with the others'.
+    #[error("{0}")]
+    ServerMismatch(String),
+
+    /// Every llama-server of the fleet is down; names each and why.
+    #[error("no llama-server of the fleet is usable: {0}")]
+    NoServer(String),
+}
+
+impl EngineError {
+    /// Whether the user's set-up is at fault (a bad value, a model file, a fleet serving
+    /// something else or not there at all) rather than the machine while running.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            EngineError::NotCompiled { .. }
+                | EngineError::ModelFile { .. }
+                | EngineError::NoChatTemplate { .. }
+                | EngineError::Config(_)
+                | EngineError::ServerMismatch(_)
+                | EngineError::NoServer(_)
+        )
+    }
 }

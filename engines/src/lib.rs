@@ -1,5 +1,6 @@
 //! Inference engines for promptloop: the [`Engine`] trait and one backend per file, each behind
-//! a cargo feature (`llama` on by default, `candle`, `mlx`).
+//! a cargo feature (`llama` on by default, `candle`, `mlx`, and `remote`: llama-servers over
+//! HTTP behind the same trait).
 //!
 //! Engines are synchronous and own their threads: a backend runs its model on a worker thread
 //! fed by a channel, so callers only ever hold a `Send + Sync` handle. A backend that was not
@@ -31,6 +32,8 @@ pub mod candle;
 pub mod llama;
 #[cfg(feature = "mlx")]
 pub mod mlx;
+#[cfg(feature = "remote")]
+pub mod remote;
 
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
@@ -79,6 +82,8 @@ pub fn load(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, 
         EngineKind::Candle => Ok(Box::new(candle::CandleEngine::load(config)?)),
         #[cfg(feature = "mlx")]
         EngineKind::Mlx => Ok(Box::new(mlx::MlxEngine::load(config)?)),
+        #[cfg(feature = "remote")]
+        EngineKind::Server => Ok(Box::new(remote::RemoteEngine::connect(config)?)),
         // Reachable unless every backend is compiled in.
         #[allow(unreachable_patterns)]
         other => Err(EngineError::NotCompiled { kind: other, feature: other.feature() }),
@@ -95,6 +100,8 @@ pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
         EngineKind::Candle => Some(candle::BACKEND_VERSION),
         #[cfg(feature = "mlx")]
         EngineKind::Mlx => Some(mlx::BACKEND_VERSION),
+        #[cfg(feature = "remote")]
+        EngineKind::Server => Some(remote::BACKEND_VERSION),
         #[allow(unreachable_patterns)]
         _ => None,
     }
@@ -103,4 +110,21 @@ pub fn backend_version(kind: EngineKind) -> Option<&'static str> {
 /// The engines compiled into this build.
 pub fn compiled_engines() -> Vec<EngineKind> {
     EngineKind::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+}
+
+/// What the llama-servers of `config.servers` serve (their build and model, as identified at
+/// connect): part of the engine key of `server` runs, so results of different servers never
+/// mix.
+///
+/// # Errors
+/// [`EngineError::NotCompiled`] without the `remote` feature; otherwise as
+/// `remote::RemoteEngine::connect`.
+pub fn server_identity(config: &EngineConfig) -> Result<String, EngineError> {
+    #[cfg(feature = "remote")]
+    return remote::identity(config);
+    #[cfg(not(feature = "remote"))]
+    {
+        let _ = config;
+        Err(EngineError::NotCompiled { kind: EngineKind::Server, feature: EngineKind::Server.feature() })
+    }
 }

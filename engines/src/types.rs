@@ -16,6 +16,10 @@ pub enum EngineKind {
     Candle,
     /// MLX through `mlx-rs`.
     Mlx,
+    /// llama-server processes over HTTP (`--engine server:URL[,URL...]`, feature `remote`): the
+    /// same llama.cpp and GGUF, run elsewhere. Not in [`EngineKind::ALL`]: it needs URLs, so
+    /// `auto` and calibration never pick it.
+    Server,
 }
 
 impl EngineKind {
@@ -28,6 +32,15 @@ impl EngineKind {
             EngineKind::Llama => "llama",
             EngineKind::Candle => "candle",
             EngineKind::Mlx => "mlx",
+            EngineKind::Server => "remote",
+        }
+    }
+
+    /// The name `--engine` takes and logs show (the serialized name).
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Server => "server",
+            other => other.feature(),
         }
     }
 
@@ -37,7 +50,7 @@ impl EngineKind {
     /// `quantized_matmul` runs on one thread, f32 matmuls on every core through BLAS).
     pub fn weight_formats(self) -> &'static [WeightFormat] {
         match self {
-            EngineKind::Llama => &[WeightFormat::Gguf],
+            EngineKind::Llama | EngineKind::Server => &[WeightFormat::Gguf],
             EngineKind::Candle => &WeightFormat::ALL,
             EngineKind::Mlx => &[WeightFormat::Gguf, WeightFormat::F32],
         }
@@ -49,13 +62,14 @@ impl EngineKind {
             EngineKind::Llama => cfg!(feature = "llama"),
             EngineKind::Candle => cfg!(feature = "candle"),
             EngineKind::Mlx => cfg!(feature = "mlx"),
+            EngineKind::Server => cfg!(feature = "remote"),
         }
     }
 }
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.feature())
+        f.write_str(self.name())
     }
 }
 
@@ -66,7 +80,8 @@ impl FromStr for EngineKind {
             "llama" | "llama.cpp" | "llamacpp" => Ok(EngineKind::Llama),
             "candle" => Ok(EngineKind::Candle),
             "mlx" => Ok(EngineKind::Mlx),
-            other => Err(format!("unknown engine `{other}` (expected llama, candle or mlx)")),
+            "server" => Ok(EngineKind::Server),
+            other => Err(format!("unknown engine `{other}` (expected llama, candle, mlx or server:URL)")),
         }
     }
 }
@@ -469,6 +484,10 @@ pub struct EngineConfig {
     /// decode step and kept while they are the model's own greedy choice.
     #[serde(default = "yes")]
     pub speculative: bool,
+    /// Base URLs of the llama-servers the `server` engine routes over (empty for in-process
+    /// engines, and then not written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -511,6 +530,7 @@ impl EngineConfig {
             prefix_cache: None,
             fast_forward: true,
             speculative: true,
+            servers: Vec::new(),
         }
     }
 }

@@ -253,6 +253,9 @@ pub struct EngineSetup {
     /// written before it existed drafted nothing (`false`), so a resumed run keeps its key.
     #[serde(default)]
     pub speculative: bool,
+    /// The llama-servers of `--engine server:URL,...` (empty otherwise, and then not written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 impl Default for EngineSetup {
@@ -272,6 +275,7 @@ impl Default for EngineSetup {
             prefix_cache: None,
             fast_forward: true,
             speculative: true,
+            servers: Vec::new(),
         }
     }
 }
@@ -290,6 +294,7 @@ impl EngineSetup {
         cfg.prefix_cache.clone_from(&self.prefix_cache);
         cfg.fast_forward = self.fast_forward;
         cfg.speculative = self.speculative;
+        cfg.servers.clone_from(&self.servers);
         cfg
     }
 

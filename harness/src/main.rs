@@ -1,7 +1,8 @@
 //! The `promptloop` binary: parses the command line, installs logging, runs a subcommand.
 //!
 //! Exit codes: 0 success; 1 a run failed (engine, I/O); 2 bad input (arguments, task files,
-//! model paths). Errors name the file, line and field at fault.
+//! model paths, an engine set-up such as `--engine server:URL` servers that serve another model
+//! or do not answer at start). Errors name the file, line and field at fault.
 
 mod cli;
 

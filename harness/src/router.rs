@@ -14,20 +14,30 @@ use crate::calibrate::{self, RoutingTable};
 use crate::fingerprint::model_fingerprint;
 
 /// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
-/// or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `auto`, or a fleet of llama-servers (`server:URL[,URL...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineChoice {
     Auto,
     Kind(EngineKind),
     Variant(EngineKind, WeightFormat),
+    /// The `server` engine over these base URLs (checked when it connects).
+    Servers(Vec<String>),
 }
 
 impl EngineChoice {
     /// The weight format asked for (`gguf` unless a variant names another).
-    pub fn weights(self) -> WeightFormat {
+    pub fn weights(&self) -> WeightFormat {
         match self {
-            EngineChoice::Variant(_, w) => w,
+            EngineChoice::Variant(_, w) => *w,
             _ => WeightFormat::Gguf,
+        }
+    }
+
+    /// The llama-servers' URLs (empty unless `server:...`).
+    pub fn servers(&self) -> &[String] {
+        match self {
+            EngineChoice::Servers(urls) => urls,
+            _ => &[],
         }
     }
 }
@@ -37,6 +47,16 @@ impl FromStr for EngineChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(EngineChoice::Auto);
+        }
+        if let Some(urls) = s.strip_prefix("server:") {
+            let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            if urls.is_empty() {
+                return Err("server: needs at least one URL (server:http://HOST:PORT[,URL...])".into());
+            }
+            return Ok(EngineChoice::Servers(urls));
+        }
+        if s.eq_ignore_ascii_case("server") {
+            return Err("server needs URLs: server:http://HOST:PORT[,URL...]".into());
         }
         let Some((kind, variant)) = s.split_once(':') else {
             return s.parse().map(EngineChoice::Kind).map_err(|e| format!("{e}, or auto"));
@@ -58,6 +78,7 @@ impl fmt::Display for EngineChoice {
             EngineChoice::Auto => f.write_str("auto"),
             EngineChoice::Kind(k) => write!(f, "{k}"),
             EngineChoice::Variant(k, w) => write!(f, "{k}:{w}"),
+            EngineChoice::Servers(urls) => write!(f, "server:{}", urls.join(",")),
         }
     }
 }
@@ -100,6 +121,7 @@ pub struct RouteError(pub String);
 pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
     let kind = match req.choice {
         EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None }),
+        EngineChoice::Servers(_) => return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None }),
         EngineChoice::Auto => EngineKind::Llama,
     };
     let fingerprint = model_fingerprint(req.model_path).map_err(|e| RouteError(format!("reading the model: {e}")))?;
@@ -161,12 +183,17 @@ mod tests {
 
     #[test]
     fn choices_parse_and_print_back() {
-        for s in ["auto", "llama", "candle", "candle:q8_0", "mlx:f32"] {
+        for s in ["auto", "llama", "candle", "candle:q8_0", "mlx:f32", "server:http://127.0.0.1:8081,http://127.0.0.1:8082"] {
             assert_eq!(s.parse::<EngineChoice>().unwrap().to_string(), s);
         }
         assert_eq!("candle:q8_0".parse::<EngineChoice>().unwrap().weights(), WeightFormat::Q8_0);
         assert!("llama:q8_0".parse::<EngineChoice>().unwrap_err().contains("no variant"));
         assert!("vllm".parse::<EngineChoice>().unwrap_err().contains("or auto"));
+        let fleet = "server:http://a:1, http://b:2,".parse::<EngineChoice>().unwrap();
+        assert_eq!(fleet.servers(), ["http://a:1", "http://b:2"]);
+        assert_eq!(fleet.weights(), WeightFormat::Gguf);
+        assert!("server".parse::<EngineChoice>().unwrap_err().contains("needs URLs"));
+        assert!("server:".parse::<EngineChoice>().unwrap_err().contains("at least one URL"));
     }
 
     #[test]
@@ -179,6 +206,8 @@ mod tests {
         assert_eq!(r, Routed { kind: EngineKind::Candle, ctx: Some(512), note: None });
         let bad = dir.path().join("routing.toml");
         std::fs::write(&bad, "not = [valid").unwrap();
+        let r = route(&req(EngineChoice::Servers(vec!["http://a:1".into()]), None)).unwrap();
+        assert_eq!(r.kind, EngineKind::Server);
         let err = route(&req(EngineChoice::Auto, Some(&bad))).unwrap_err();
         assert!(err.0.starts_with("--routing:"), "{err}");
         let missing = dir.path().join("missing.gguf");

@@ -48,7 +48,10 @@ impl SetupError {
         match self {
             SetupError::Config(_) | SetupError::Task(_) | SetupError::Model(_) | SetupError::Run(_) => true,
             SetupError::Log(e) => e.is_input(),
-            SetupError::Io { .. } | SetupError::Engine { .. } => false,
+            // A bad engine set-up (a fleet serving another model, no server there, a value out
+            // of range) is input; a backend failing to load is the machine's.
+            SetupError::Engine { error, .. } => error.is_setup(),
+            SetupError::Io { .. } => false,
         }
     }
 }
@@ -67,10 +70,11 @@ pub struct Prepared {
 }
 
 /// Resolves `setup` for `task`: the model file, the engine configuration, the constraint and
-/// the engine key.
+/// the engine key. For the `server` engine this asks the servers what they serve.
 ///
 /// # Errors
-/// The model name or file is bad, or the task lacks the split the bounds come from.
+/// The model name or file is bad, the task lacks the split the bounds come from, or the
+/// servers are not usable or serve something else.
 pub fn prepare(task: &Task, setup: &EngineSetup) -> Result<Prepared, SetupError> {
     let model_path = crate::models::resolve(&setup.model)?;
     let model = model_fingerprint(&model_path).map_err(|error| SetupError::Io { what: "reading the model".into(), error })?;
@@ -78,6 +82,12 @@ pub fn prepare(task: &Task, setup: &EngineSetup) -> Result<Prepared, SetupError>
     let (constraint, bounds_note) = constraint_schema(task, setup.constraint, setup.no_bounds)?;
     let max_tokens = setup.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));
+    // A fleet's results are keyed by what its servers serve (build and model), not by URL.
+    let server = if setup.engine == EngineKind::Server {
+        Some(engines::server_identity(&config).map_err(|error| SetupError::Engine { path: model_path.clone(), error })?)
+    } else {
+        None
+    };
     let engine_key = engine_key(&EngineKeyParts {
         model: &model,
         kind: setup.engine,
@@ -86,6 +96,7 @@ pub fn prepare(task: &Task, setup: &EngineSetup) -> Result<Prepared, SetupError>
         constraint_schema_sha256: schema_sha.as_deref(),
         max_tokens,
         config: &config,
+        server: server.as_deref(),
     });
     Ok(Prepared { model, config, constraint, bounds_note, max_tokens, engine_key })
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod calibrate;
 mod cli;
+mod fleet;
 mod framing;
 mod init;
 mod optimize;

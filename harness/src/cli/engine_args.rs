@@ -19,7 +19,8 @@ pub struct EngineArgs {
     pub model: String,
     /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
     /// candle (its variants `candle:q4_0`, `candle:q8_0`, `candle:f16`, `candle:f32` re-quantize the
-    /// weights at load) and mlx (`mlx:f32` dequantizes them) when compiled in.
+    /// weights at load) and mlx (`mlx:f32` dequantizes them) when compiled in, or
+    /// `server:URL[,URL...]`: llama-servers serving --model (see docs/fleet.md).
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
@@ -113,7 +114,7 @@ impl EngineArgs {
     pub fn setup_with_note(&self) -> anyhow::Result<(EngineSetup, Option<String>)> {
         let model_path = harness::models::resolve(&self.model)?;
         let routed = route(&RouteRequest {
-            choice: self.engine,
+            choice: self.engine.clone(),
             table: self.routing.as_deref(),
             ctx: self.ctx,
             model_path: &model_path,
@@ -135,6 +136,7 @@ impl EngineArgs {
             prefix_cache: self.prefix_cache()?,
             fast_forward: self.fast_forward(),
             speculative: self.speculative(),
+            servers: self.engine.servers().to_vec(),
         };
         Ok((setup, routed.note))
     }

@@ -28,7 +28,7 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 run failed (engine, I/O), 2 bad input \
-(arguments, task files, model path).";
+(arguments, task files, model path, an engine set-up such as llama-servers that serve another model or do not answer at start).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -84,8 +84,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(<dyn std::error::Error>::is::<bench::Regressed>) {
         return 3;
     }
-    let input =
-        err.chain().any(|e| e.is::<InputError>() || e.is::<harness::task::TaskError>() || e.is::<harness::models::ModelError>());
+    let input = err.chain().any(|e| {
+        e.is::<InputError>()
+            || e.is::<harness::task::TaskError>()
+            || e.is::<harness::models::ModelError>()
+            || e.downcast_ref::<harness::session::SetupError>().is_some_and(harness::session::SetupError::is_input)
+    });
     if input {
         2
     } else {

@@ -52,6 +52,9 @@ pub struct EngineKeyParts<'a> {
     pub constraint_schema_sha256: Option<&'a str>,
     pub max_tokens: u32,
     pub config: &'a EngineConfig,
+    /// What a fleet of llama-servers serves (`build model`, see `engines::server_identity`);
+    /// `None` for in-process engines.
+    pub server: Option<&'a str>,
 }
 
 /// SHA-256 over the parts, as canonical JSON.
@@ -89,6 +92,10 @@ pub fn engine_key(p: &EngineKeyParts<'_>) -> String {
     if c.speculative {
         canon["speculative"] = json!(true);
     }
+    // Only for the server engine (whose kind already differs): the servers' build and model.
+    if let Some(server) = p.server {
+        canon["server"] = json!(server);
+    }
     sha256_hex(canon.to_string().as_bytes())
 }
 
@@ -105,6 +112,7 @@ mod tests {
             constraint_schema_sha256: Some("abc"),
             max_tokens: 192,
             config,
+            server: None,
         }
     }
 
@@ -135,6 +143,13 @@ mod tests {
         let mut plain = cfg.clone();
         plain.speculative = false;
         assert_ne!(base, engine_key(&parts(&model, &plain)), "verified drafts may move logits");
+        let mut remote = parts(&model, &cfg);
+        remote.kind = EngineKind::Server;
+        remote.server = Some("b100 sha256:00");
+        let fleet = engine_key(&remote);
+        assert_ne!(base, fleet, "remote results never mix with in-process ones");
+        remote.server = Some("b101 sha256:00");
+        assert_ne!(fleet, engine_key(&remote), "nor with another build's");
     }
 
     #[test]

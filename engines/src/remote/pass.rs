@@ -1,0 +1,222 @@
+//! One pass over the fleet: every request answered exactly once. A dispatcher loop on the
+//! engine's own tokio runtime owns the [`Fleet`] bookkeeping; each request runs as a task on one
+//! endpoint (`/apply-template`, `/tokenize`, `/completion`). A task that fails for the
+//! endpoint's sake (transport error, 5xx, garbage) puts its request back in the queue, to run
+//! elsewhere or after the endpoint's backoff; one the server turns down for its own sake (4xx,
+//! too long) is answered with that error. When every endpoint is out, the requests left are
+//! answered with an error naming them all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+use tokio::task::JoinSet;
+
+use super::api::{self, Completion};
+use super::fleet::{slot_for, Fleet, Pick};
+use crate::{EngineError, Request, Response};
+
+/// How a call ended, seen from the router.
+#[derive(Debug)]
+pub enum Failure {
+    /// The endpoint's fault (transport, 5xx, garbage): retry elsewhere.
+    Endpoint(String),
+    /// The request's own (4xx, too long): answer it with this.
+    Request(EngineError),
+}
+
+/// What one endpoint needs to run a request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    /// Context per slot.
+    pub n_ctx: usize,
+    pub slots: usize,
+}
+
+/// Runs `requests` over the fleet; results in request order.
+pub async fn run(
+    client: &Client,
+    fleet: &Mutex<Fleet>,
+    targets: &[Target],
+    requests: &[Request],
+    keys: &[Option<u64>],
+    batch_id: u64,
+) -> Vec<Result<Response, EngineError>> {
+    let n = requests.len();
+    let mut answers: Vec<Option<Result<Response, EngineError>>> = (0..n).map(|_| None).collect();
+    let mut queue: VecDeque<usize> = (0..n).collect();
+    let mut attempts = vec![0usize; n];
+    // Each endpoint can fail a request at most MAX_FAILURES times before it is out.
+    let max_attempts = super::fleet::MAX_FAILURES as usize * targets.len() + 1;
+    let mut tasks = JoinSet::new();
+    let mut running: HashMap<tokio::task::Id, (usize, usize)> = HashMap::new();
+    loop {
+        let mut waiting = VecDeque::new();
+        let mut all_down = false;
+        while let Some(i) = queue.pop_front() {
+            let pick = lock(fleet).pick(keys[i], Instant::now());
+            match pick {
+                Pick::Endpoint(e) => {
+                    let target = targets[e].clone();
+                    let slot = keys[i].map(|k| slot_for(k, target.slots));
+                    let (client, req) = (client.clone(), requests[i].clone());
+                    let handle = tasks.spawn(async move { call(&client, &target, &req, slot, batch_id).await });
+                    running.insert(handle.id(), (e, i));
+                }
+                Pick::Wait => waiting.push_back(i),
+                Pick::AllDown => {
+                    all_down = true;
+                    waiting.push_back(i);
+                }
+            }
+        }
+        queue = waiting;
+        if tasks.is_empty() {
+            if queue.is_empty() {
+                break;
+            }
+            if all_down {
+                let report = lock(fleet).down_report();
+                for i in queue.drain(..) {
+                    answers[i] = Some(Err(EngineError::NoServer(report.clone())));
+                }
+                break;
+            }
+        }
+        let ready = lock(fleet).next_ready(Instant::now());
+        let joined = if tasks.is_empty() {
+            // Waiting on a backoff, or on windows another pass holds.
+            let until = ready.unwrap_or_else(|| Instant::now() + Duration::from_millis(20));
+            tokio::time::sleep_until(until.into()).await;
+            None
+        } else if let Some(at) = ready.filter(|_| !queue.is_empty()) {
+            tokio::select! {
+                j = tasks.join_next_with_id() => j,
+                () = tokio::time::sleep_until(at.into()) => None,
+            }
+        } else {
+            tasks.join_next_with_id().await
+        };
+        let Some(joined) = joined else { continue };
+        let (id, outcome) = match joined {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => (e.id(), Err(Failure::Endpoint(format!("request task failed: {e}")))),
+        };
+        let Some((e, i)) = running.remove(&id) else { continue };
+        match outcome {
+            Ok(resp) => {
+                lock(fleet).succeeded(e);
+                answers[i] = Some(Ok(resp));
+            }
+            Err(Failure::Request(err)) => {
+                lock(fleet).released(e);
+                answers[i] = Some(Err(err));
+            }
+            Err(Failure::Endpoint(reason)) => {
+                let url = &targets[e].url;
+                let out = lock(fleet).failed(e, &reason, Instant::now());
+                attempts[i] += 1;
+                if out {
+                    tracing::warn!(endpoint = %url, %reason, "llama-server taken out of the fleet; its requests run elsewhere");
+                } else {
+                    tracing::warn!(endpoint = %url, %reason, "llama-server failed a request; backing off");
+                }
+                if attempts[i] >= max_attempts {
+                    answers[i] = Some(Err(EngineError::Server { url: url.clone(), reason }));
+                } else {
+                    queue.push_front(i);
+                }
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(EngineError::Decode("the fleet left a request unanswered".into()))))
+        .collect()
+}
+
+/// Locks the fleet; a poisoned lock (a panic elsewhere while holding it) still holds valid
+/// bookkeeping, so it is used as is.
+pub fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
+    fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The prompt `requests` messages become on `target` (its chat template), as token ids.
+///
+/// # Errors
+/// [`Failure::Endpoint`] when the endpoint fails; [`Failure::Request`] when it rejects them.
+pub async fn tokens(client: &Client, url: &str, messages: &[crate::ChatMessage]) -> Result<Vec<i64>, Failure> {
+    let bytes = post(client, url, "/apply-template", &api::apply_template_body(messages), 0).await?;
+    let prompt = api::parse_prompt(&bytes).map_err(Failure::Endpoint)?;
+    let bytes = post(client, url, "/tokenize", &api::tokenize_body(&prompt), 0).await?;
+    api::parse_tokens(&bytes).map_err(Failure::Endpoint)
+}
+
+async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, batch_id: u64) -> Result<Response, Failure> {
+    let t0 = Instant::now();
+    let tokens = tokens(client, &t.url, &req.messages).await?;
+    let max_tokens = req.max_tokens as usize;
+    if tokens.len() + max_tokens > t.n_ctx {
+        return Err(Failure::Request(EngineError::InputTooLong {
+            tokens: tokens.len(),
+            max: t.n_ctx.saturating_sub(max_tokens),
+            context: t.n_ctx,
+            max_tokens,
+        }));
+    }
+    let client_ms = ms(t0);
+    let body = api::completion_body(req, &tokens, slot);
+    let bytes = post(client, &t.url, "/completion", &body, req.max_tokens).await?;
+    let c: Completion = api::parse(&bytes, "the /completion reply").map_err(Failure::Endpoint)?;
+    let constrained = matches!(req.constraint, crate::Constraint::JsonSchema(_));
+    let (tokens, timings) = api::counts_and_timings(&c, tokens.len(), client_ms, ms(t0));
+    Ok(Response {
+        id: req.id.clone(),
+        stop: api::stop_reason(&c, constrained),
+        text: c.content.clone(),
+        tokens,
+        timings,
+        peak_rss_bytes: 0,
+        batch_size: 1,
+        batch_id,
+        prefix_cache: req.prefix_boundary.map(|_| api::prefix_cache_use(&c)),
+    })
+}
+
+/// POSTs JSON; a 2xx body comes back. Transport errors and 5xx are the endpoint's failures,
+/// other statuses the request's.
+async fn post(client: &Client, url: &str, path: &str, body: &serde_json::Value, max_tokens: u32) -> Result<Vec<u8>, Failure> {
+    let reply =
+        client.post(format!("{url}{path}")).json(body).send().await.map_err(|e| Failure::Endpoint(transport(path, &e)))?;
+    let status = reply.status();
+    let bytes = reply.bytes().await.map_err(|e| Failure::Endpoint(transport(path, &e)))?;
+    if status.is_success() {
+        return Ok(bytes.to_vec());
+    }
+    let err = api::error_reply(url, status.as_u16(), &bytes, max_tokens);
+    if status.is_server_error() {
+        Err(Failure::Endpoint(format!("{path}: {err}")))
+    } else {
+        Err(Failure::Request(err))
+    }
+}
+
+/// A transport error in words, with its cause (reqwest's own message is only "error sending
+/// request").
+pub fn transport(path: &str, e: &reqwest::Error) -> String {
+    use std::error::Error;
+    use std::fmt::Write;
+    let mut msg = format!("{path}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(msg, ": {s}");
+        source = s.source();
+    }
+    msg
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1000.0
+}
