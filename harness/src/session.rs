@@ -204,6 +204,10 @@ impl Session {
             return Err(SetupError::Run(format!("--resume {}: no {LOG_FILE} there (not a run directory)", dir.display())));
         }
         let (log, warnings) = RunLog::resume(dir)?;
+        // Said at once: what recovery did stands even if the checks below refuse the run.
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         let h = log.header().clone();
         if h.format != FORMAT_VERSION {
             return Err(SetupError::Run(format!(

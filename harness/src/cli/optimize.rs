@@ -188,7 +188,6 @@ pub fn run(args: &OptimizeArgs, quiet: bool) -> anyhow::Result<()> {
     let (mut session, connected) = if let Some(dir) = &args.resume {
         let session = Session::resume(dir, args.task.as_deref()).map_err(setup_error)?;
         for w in &session.warnings {
-            tracing::warn!("{w}");
             eprintln!("warning: {w}");
         }
         session.config().validate(&prices).map_err(|e| InputError(e.0))?;
