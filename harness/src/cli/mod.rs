@@ -20,7 +20,7 @@ pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace; `RUST_LOG` overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// No progress bars, warnings only.
+    /// No progress bars; errors only (warnings and progress notes are dropped).
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
