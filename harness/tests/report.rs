@@ -1,7 +1,7 @@
 //! `promptloop report` end to end: a real (small) optimize run on SmolLM2-135M, its HTML report
 //! rendered by headless Chromium (screenshot and DOM), checked for every section, plots with
 //! data points, and no console error; the Markdown summary; a routing table on its own; and
-//! the errors that exit 2. Chromium comes from `scripts/setup.sh` (Debian's `chromium`); a
+//! the errors that exit 2. Chromium comes from `scripts/setup.sh test` (Debian's `chromium`); a
 //! missing browser fails the test with the command that installs it, it never skips.
 
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ fn require_chromium() -> PathBuf {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("chromium"))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("chromium is not installed: run `scripts/setup.sh` (or `sudo apt-get install -y chromium`)"))
+    found.unwrap_or_else(|| panic!("chromium is not installed: run `scripts/setup.sh test` (or `sudo apt-get install -y chromium`)"))
 }
 
 /// Headless Chromium on `page` with `extra` flags; its own profile in `profile`; every request
