@@ -76,6 +76,10 @@ pub struct SearchOptions {
     pub candidates: usize,
     /// Demos added per candidate (K).
     pub demos: usize,
+    /// What part of its document a demo shows. Logs written before this existed used the head.
+    pub demo_excerpt: DemoExcerpt,
+    /// Where each iteration's proposals start from: the incumbent, or a Pareto-frontier member.
+    pub search: SearchMode,
     pub seed: u64,
     pub accept: Accept,
     pub confidence: f64,
@@ -111,6 +115,8 @@ impl Default for SearchOptions {
             max_iterations: 4,
             candidates: 4,
             demos: 2,
+            demo_excerpt: DemoExcerpt::Head,
+            search: SearchMode::Greedy,
             seed: 0,
             accept: Accept::Bootstrap,
             confidence: 0.9,
@@ -372,6 +378,69 @@ impl FromStr for Racing {
     }
 }
 
+/// Where an iteration's proposals start from (`--search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchMode {
+    /// Always the incumbent (the best prompt kept so far).
+    #[default]
+    Greedy,
+    /// A member of the Pareto frontier over train examples, drawn by the examples it leads
+    /// (see `optimize::frontier`); the gate still compares with the incumbent.
+    Pareto,
+}
+
+impl fmt::Display for SearchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SearchMode::Greedy => "greedy",
+            SearchMode::Pareto => "pareto",
+        })
+    }
+}
+
+impl FromStr for SearchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "greedy" => Ok(SearchMode::Greedy),
+            "pareto" => Ok(SearchMode::Pareto),
+            other => Err(format!("unknown search `{other}` (expected greedy or pareto)")),
+        }
+    }
+}
+
+/// What part of a train document a demo shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemoExcerpt {
+    /// The first characters of the document.
+    #[default]
+    Head,
+    /// The head and a window around each gold value where the document states it.
+    Evidence,
+}
+
+impl fmt::Display for DemoExcerpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DemoExcerpt::Head => "head",
+            DemoExcerpt::Evidence => "evidence",
+        })
+    }
+}
+
+impl FromStr for DemoExcerpt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "head" => Ok(DemoExcerpt::Head),
+            "evidence" => Ok(DemoExcerpt::Evidence),
+            other => Err(format!("unknown demo excerpt `{other}` (expected head or evidence)")),
+        }
+    }
+}
+
 /// A way of making candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -382,6 +451,11 @@ pub enum ProposerKind {
     Opro,
     /// Worked examples from failing train examples (no LLM).
     Demos,
+    /// Field-guidance edits driven by the scorer's failure classes and evidence (no LLM).
+    Edits,
+    /// Two Pareto-frontier members combined: one's instruction with the other's field
+    /// guidance and demos added (no LLM).
+    Merge,
 }
 
 impl ProposerKind {
@@ -390,10 +464,12 @@ impl ProposerKind {
             ProposerKind::Rewrite => "rewrite",
             ProposerKind::Opro => "opro",
             ProposerKind::Demos => "demos",
+            ProposerKind::Edits => "edits",
+            ProposerKind::Merge => "merge",
         }
     }
     pub fn needs_llm(self) -> bool {
-        !matches!(self, ProposerKind::Demos)
+        !matches!(self, ProposerKind::Demos | ProposerKind::Edits | ProposerKind::Merge)
     }
 }
 
@@ -425,10 +501,12 @@ impl FromStr for Schedule {
                 "rewrite" => ProposerKind::Rewrite,
                 "opro" => ProposerKind::Opro,
                 "demos" => ProposerKind::Demos,
+                "edits" => ProposerKind::Edits,
+                "merge" => ProposerKind::Merge,
                 "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
                 other => {
                     return Err(format!(
-                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro or demos (or a comma-separated schedule of them)"
+                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro, demos, edits or merge (or a comma-separated schedule of them)"
                     ))
                 }
             });

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::overflow::{self, Overflow};
-use crate::score::{score_example, ExampleScore, FieldVerdict};
+use crate::score::{feedback, score_example, ExampleScore, FieldVerdict};
 use crate::task::{Example, FieldSpec, Framing, Layout};
 
 /// How the model is asked: the instruction being optimized, where the document goes and how it
@@ -264,7 +264,8 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
     }
     let keys: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
     let merged = overflow::merge(&outputs, &keys).to_string();
-    let s = score_example(spec.fields, &merged, false, &ex.expected, Some(spec.validator));
+    let mut s = score_example(spec.fields, &merged, false, &ex.expected, Some(spec.validator));
+    feedback::attach(&mut s, &ex.text);
     ExampleRecord {
         id: ex.id.clone(),
         line: ex.line,
@@ -291,7 +292,8 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
 fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) -> ExampleRecord {
     match res {
         Ok(r) => {
-            let s = score_example(spec.fields, &r.text, r.truncated(), &ex.expected, Some(spec.validator));
+            let mut s = score_example(spec.fields, &r.text, r.truncated(), &ex.expected, Some(spec.validator));
+            feedback::attach(&mut s, &ex.text);
             ExampleRecord {
                 id: ex.id.clone(),
                 line: ex.line,
@@ -321,7 +323,8 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 }
                 _ => ("engine", TokenCounts::default()),
             };
-            let failed = ExampleScore::failed(spec.fields, &ex.expected, None, &|_| Value::Null);
+            let mut failed = ExampleScore::failed(spec.fields, &ex.expected, None, &|_| Value::Null);
+            feedback::attach(&mut failed, &ex.text);
             ExampleRecord {
                 id: ex.id.clone(),
                 line: ex.line,

@@ -24,7 +24,9 @@ fn require_chromium() -> PathBuf {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("chromium"))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("chromium is not installed: run `scripts/setup.sh test` (or `sudo apt-get install -y chromium`)"))
+    found.unwrap_or_else(|| {
+        panic!("chromium is not installed: run `scripts/setup.sh test` (or `sudo apt-get install -y chromium`)")
+    })
 }
 
 /// Headless Chromium on `page` with `extra` flags; its own profile in `profile`; every request
@@ -205,7 +207,7 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     let log_text = stderr(&dump);
     assert!(console_errors(&log_text).is_empty(), "console errors: {:?}", console_errors(&log_text));
     let dom = stdout(&dump);
-    for id in ["summary", "scores", "fields", "failures", "prompt-diff", "speed", "slowest"] {
+    for id in ["summary", "scores", "frontier", "fields", "failures", "prompt-diff", "speed", "slowest"] {
         assert!(dom.contains(&format!("<section id=\"{id}\">")), "section `{id}` missing from the DOM");
     }
     // Plots with their data: one marker per point, labelled axes.
@@ -213,6 +215,15 @@ fn a_real_runs_report_renders_in_headless_chromium_with_every_section() {
     assert!(count(scores, "circle") >= 2 * (iterations + 1) + candidates, "score markers: {}", count(scores, "circle"));
     assert!(count(scores, "polyline") >= 2, "train and dev lines");
     assert!(has_text(scores, "mean score") && has_text(scores, "iteration (0 = baseline)") && has_text(scores, "baseline"));
+    // Quality against prompt cost: the baseline and each scored candidate, tokens on x.
+    let cost = plot(&dom, "prompt-cost");
+    assert!(count(cost, "circle") >= 2, "prompt-cost markers: {}", count(cost, "circle"));
+    assert!(
+        has_text(cost, "mean train score") && has_text(cost, "prompt tokens (instruction and demos, added to every example)")
+    );
+    let frontier = &dom[dom.find("<section id=\"frontier\">").unwrap()..];
+    let frontier = &frontier[..frontier.find("</section>").unwrap()];
+    assert!(frontier.contains("train examples it is best on") || frontier.contains("the frontier is empty"), "{frontier}");
     let fields = plot(&dom, "fields");
     assert!(count(fields, "rect") >= 2 * 4, "field bars: {}", count(fields, "rect"));
     for f in ["document_name", "parties", "agreement_date", "governing_law"] {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use harness::config::{Accept, Racing, RunConfig, Schedule, SearchOptions};
+use harness::config::{Accept, DemoExcerpt, Racing, RunConfig, Schedule, SearchMode, SearchOptions};
 use harness::llm::http::{Api, HttpOptimizer, RetryPolicy};
 use harness::llm::local::LocalOptimizer;
 use harness::llm::prices::{Price, PriceTable};
@@ -31,8 +31,9 @@ pub struct OptimizeArgs {
     /// (`ANTHROPIC_API_KEY`), `local:PATH-or-known-name` (in-process), or `none`.
     #[arg(long, default_value = "none")]
     pub optimizer: OptimizerSpec,
-    /// How candidates are made: rewrite, opro, demos, or a schedule used in turn
-    /// (e.g. rewrite,rewrite,demos). Default: rewrite with an optimizer, demos without.
+    /// How candidates are made: rewrite, opro, demos, edits (field guidance from the scorer's
+    /// feedback, no LLM), merge (two Pareto-frontier prompts combined), or a schedule used in
+    /// turn (e.g. rewrite,rewrite,demos). Default: rewrite with an optimizer, demos without.
     #[arg(long)]
     pub proposer: Option<Schedule>,
     /// Run directory to create (`run.jsonl`, `best_prompt.txt`).
@@ -49,6 +50,15 @@ pub struct OptimizeArgs {
     /// Demos added per candidate (demos proposer).
     #[arg(long, default_value_t = 2)]
     pub demos: usize,
+    /// What part of its document a demo shows: head (the first 1200 characters) or evidence
+    /// (the head's first third and a window around each gold value the document states).
+    #[arg(long, default_value = "head")]
+    pub demo_excerpt: DemoExcerpt,
+    /// Where each iteration's proposals start: greedy (the best prompt kept so far) or pareto
+    /// (a prompt best on some train example, drawn by how many it leads; GEPA's selection).
+    /// The gate is the same either way.
+    #[arg(long, default_value = "greedy")]
+    pub search: SearchMode,
     /// Worst train examples shown to the optimizer.
     #[arg(long, default_value_t = 5)]
     pub worst: usize,
@@ -146,6 +156,8 @@ impl OptimizeArgs {
             max_iterations: self.max_iterations,
             candidates: self.candidates,
             demos: self.demos,
+            demo_excerpt: self.demo_excerpt,
+            search: self.search,
             seed: self.seed,
             accept: self.accept,
             confidence: self.confidence,

@@ -17,6 +17,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod evaluator;
 pub mod events;
+pub mod frontier;
 pub mod gate;
 pub mod leakage;
 pub mod log;

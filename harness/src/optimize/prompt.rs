@@ -36,6 +36,83 @@ impl Demo {
     }
 }
 
+/// Characters of context kept on each side of a gold value in an evidence excerpt.
+pub const EVIDENCE_PAD_CHARS: usize = 160;
+
+impl Demo {
+    /// A demo of `example` whose excerpt is centred on its evidence (see [`evidence_excerpt`]),
+    /// at most [`EXCERPT_CHARS`] characters of the document.
+    pub fn around_evidence(example: &Example) -> Self {
+        Demo {
+            id: example.id.clone(),
+            excerpt: evidence_excerpt(&example.text, &example.expected, EXCERPT_CHARS),
+            expected: serde_json::to_string(&example.expected).unwrap_or_else(|_| "null".into()),
+        }
+    }
+}
+
+/// At most `max` characters of `text` that show where the gold values are: the head of the
+/// document (a third of `max`: titles and parties are usually there) and a window of
+/// [`EVIDENCE_PAD_CHARS`] on each side of the first place each gold value occurs (see
+/// [`crate::score::feedback::find`]), taken in field order until `max` is used, then put in
+/// document order, overlapping windows merged, gaps shown as "[...]". The whole text when it
+/// is short enough; the head alone when no gold value is in it.
+pub fn evidence_excerpt(text: &str, expected: &serde_json::Value, max: usize) -> String {
+    let starts: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+    let n = starts.len();
+    if n <= max {
+        return text.to_owned();
+    }
+    let char_at = |byte: usize| starts.partition_point(|&b| b < byte);
+    let byte_at = |ch: usize| starts.get(ch).copied().unwrap_or(text.len());
+    let mut wanted = vec![(0, max / 3)];
+    for value in crate::score::feedback::strings(expected) {
+        if value.trim().chars().count() < crate::score::feedback::MIN_NEEDLE_CHARS {
+            continue;
+        }
+        if let Some((s, e)) = crate::score::feedback::find(text, &value) {
+            wanted.push((char_at(s).saturating_sub(EVIDENCE_PAD_CHARS), (char_at(e) + EVIDENCE_PAD_CHARS).min(n)));
+        }
+    }
+    // Budget in field order (the head first), counting only characters not already taken.
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    let mut used = 0;
+    for (s, e) in wanted {
+        let new = (s..e).filter(|&c| !taken.iter().any(|&(ts, te)| (ts..te).contains(&c))).count();
+        if new == 0 {
+            continue;
+        }
+        if used + new > max {
+            let room = max - used;
+            if room >= EVIDENCE_PAD_CHARS {
+                taken.push((s, (s + room).min(e)));
+            }
+            break;
+        }
+        taken.push((s, e));
+        used += new;
+    }
+    taken.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (s, e) in taken {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let mut out = String::new();
+    for (i, (s, e)) in merged.iter().enumerate() {
+        if i > 0 || *s > 0 {
+            out.push_str(if i == 0 { "[...]\n" } else { "\n[...]\n" });
+        }
+        out.push_str(text[byte_at(*s)..byte_at(*e)].trim());
+    }
+    if merged.last().is_some_and(|(_, e)| *e < n) {
+        out.push_str("\n[...]");
+    }
+    out
+}
+
 /// The first `max` characters of `text`, cut on a char boundary, "[...]" when cut.
 pub fn excerpt(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -162,6 +239,32 @@ mod tests {
 
     fn ex(id: &str, text: &str) -> Example {
         Example { id: id.into(), text: text.into(), expected: serde_json::json!({"a": id}), line: 1 }
+    }
+
+    #[test]
+    fn an_evidence_excerpt_shows_the_head_and_each_gold_value_in_document_order() {
+        let filler = |c: char| std::iter::repeat_n(c, 3000).collect::<String>();
+        let text = format!(
+            "TITLE AGREEMENT {} governed by the laws of Ohio. {} Dated é 2020. {}",
+            filler('a'),
+            filler('b'),
+            filler('c')
+        );
+        let expected = serde_json::json!({"law": "Ohio", "title": "Title Agreement", "none": null, "x": "zz"});
+        let e = evidence_excerpt(&text, &expected, EXCERPT_CHARS);
+        assert!(e.starts_with("TITLE AGREEMENT"), "{e}");
+        assert!(e.contains("governed by the laws of Ohio."), "{e}");
+        assert!(e.ends_with("\n[...]"));
+        // Head, one gap, the window around Ohio: two pieces.
+        assert_eq!(e.matches("[...]").count(), 2, "{e}");
+        assert!(e.chars().count() <= EXCERPT_CHARS + 20);
+        // Not found: the head alone, as a head excerpt would be but a third as long.
+        let head = evidence_excerpt(&text, &serde_json::json!({"law": "Texas"}), EXCERPT_CHARS);
+        assert_eq!(head.chars().count(), EXCERPT_CHARS / 3 + "\n[...]".len());
+        // Multibyte text near a window's edge stays on char boundaries; short text comes whole.
+        let accents = format!("{}Ohio{}", "é".repeat(500), "ü".repeat(2000));
+        assert!(evidence_excerpt(&accents, &serde_json::json!({"law": "Ohio"}), 900).contains("Ohio"));
+        assert_eq!(evidence_excerpt("short Ohio", &serde_json::json!({"law": "Ohio"}), 900), "short Ohio");
     }
 
     #[test]

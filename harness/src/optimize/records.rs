@@ -147,6 +147,10 @@ pub struct CandidateEntry {
     pub demo_ids: Vec<String>,
     /// The `proposal` record it came from (LLM proposers).
     pub request_sha256: Option<String>,
+    /// The prompt it was made from, when that is not the incumbent (`--search pareto`, and
+    /// the first of the two a `merge` combines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_sha256: Option<String>,
     /// Set when the candidate was not evaluated (leakage, duplicate; `train_mean` is then 0
     /// and `scores` empty) or was dropped by racing (`train_mean` and `scores` cover the
     /// examples it ran on).
@@ -171,6 +175,8 @@ struct CandidateWire {
     prompt: String,
     demo_ids: Vec<String>,
     request_sha256: Option<String>,
+    #[serde(default)]
+    parent_sha256: Option<String>,
     rejected: Option<RejectionWire>,
     overlap: Option<super::leakage::Overlap>,
     #[serde(default)]
@@ -196,6 +202,7 @@ impl From<CandidateWire> for CandidateEntry {
             prompt: w.prompt,
             demo_ids: w.demo_ids,
             request_sha256: w.request_sha256,
+            parent_sha256: w.parent_sha256,
             rejected: w.rejected.map(|r| match r {
                 RejectionWire::Typed(t) => t,
                 RejectionWire::Text(text) => Rejection::from_text(&text),

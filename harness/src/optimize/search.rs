@@ -10,18 +10,21 @@ use serde_json::Value;
 
 use super::evaluator::{exact, mean_score, scores, Evaluator};
 use super::events::{Event, Observer};
+use super::frontier::{self, Member};
 use super::gate::{self, GateRule};
 use super::leakage::Guard;
 use super::log::RunLog;
 use super::outcome::{Rejection, Verdict};
 use super::prompt::Prompt;
 use super::proposers::demos::DemosProposer;
+use super::proposers::edits::EditsProposer;
 use super::proposers::llm::LlmProposer;
+use super::proposers::merge::MergeProposer;
 use super::proposers::{Clock, Context, Proposed, Proposer};
 use super::racing;
 use super::records::{CandidateEntry, DecisionEntry, FinalEntry, IdScore, LogRecord, Spend, SplitRow};
 use super::OptimizeError;
-use crate::config::{ProposerKind, RunConfig};
+use crate::config::{ProposerKind, RunConfig, SearchMode};
 use crate::eval::ExampleRecord;
 use crate::llm::prices::Price;
 use crate::task::{Example, Task};
@@ -73,7 +76,16 @@ pub fn run(
         log,
         obs: observer,
         evaluator,
-        demos: DemosProposer { candidates: search.candidates, k: search.demos, seed: search.seed },
+        picks: Offline {
+            demos: DemosProposer {
+                candidates: search.candidates,
+                k: search.demos,
+                seed: search.seed,
+                excerpt: search.demo_excerpt,
+            },
+            edits: EditsProposer { candidates: search.candidates },
+            merge: MergeProposer,
+        },
         llm,
         guard: Guard::new(train_texts, search.leak_ngram, search.leak_threshold),
         rule: GateRule { accept: search.accept, confidence: search.confidence, seed: search.seed, dev_margin: search.dev_margin },
@@ -89,7 +101,7 @@ struct Loop<'a, 'l> {
     log: &'l mut RunLog,
     obs: &'l mut dyn Observer,
     evaluator: Evaluator<'a>,
-    demos: DemosProposer,
+    picks: Offline,
     llm: Option<LlmProposer>,
     guard: Guard,
     rule: GateRule,
@@ -99,6 +111,9 @@ struct Loop<'a, 'l> {
     /// Tokens of the chat template around an empty message.
     empty_prompt_tokens: Option<usize>,
 }
+
+/// An iteration's finalist: its index, prompt and train records.
+type Finalist = (usize, Prompt, Vec<ExampleRecord>);
 
 /// The current prompt and its records.
 struct Current {
@@ -122,6 +137,11 @@ impl Loop<'_, '_> {
             llm.scored(&baseline, mean_score(&base_train));
         }
         let mut cur = Current { prompt: baseline.clone(), train: base_train.clone(), dev: base_dev.clone() };
+        // Every prompt scored on all of train, the baseline first: the Pareto frontier's pool.
+        let mut pool = vec![Member { prompt: baseline.clone(), train: base_train.clone() }];
+        // Proposers of the schedule that found nothing to propose since the last acceptance:
+        // the loop stops when all of them have.
+        let mut exhausted: Vec<ProposerKind> = Vec::new();
         let (mut iterations, mut accepted) = (0, 0);
         let mut stopped_by = "max iterations".to_owned();
         let min_detectable_gain = gate::min_detectable_gain(&self.rule, train.len());
@@ -146,17 +166,45 @@ impl Loop<'_, '_> {
             }
             iterations = it + 1;
             let kind = opts.proposer.at(it);
-            let ctx =
-                Context { iteration: it, kind, task, current: &cur.prompt, train, current_train: &cur.train, clock: self.clock };
-            let proposed = pick(&mut self.demos, &mut self.llm, kind, self.s.config)?.propose(&ctx, self.log, self.obs)?;
-            let finalists = self.candidates(it, kind, &proposed, &cur, &baseline, train)?;
+            // With --search pareto the proposals start from a frontier member; the gate below
+            // still compares with the incumbent.
+            let parent = match opts.search {
+                SearchMode::Greedy => None,
+                SearchMode::Pareto => Some(frontier::pick_parent(&pool, opts.seed, it)).filter(|&m| pool[m].prompt != cur.prompt),
+            };
+            let (current, current_train) = match parent {
+                Some(m) => (&pool[m].prompt, pool[m].train.as_slice()),
+                None => (&cur.prompt, cur.train.as_slice()),
+            };
+            let ctx = Context { iteration: it, kind, task, current, current_train, pool: &pool, train, clock: self.clock };
+            let mut proposed = pick(&mut self.picks, &mut self.llm, kind, self.s.config)?.propose(&ctx, self.log, self.obs)?;
+            if let Some(m) = parent {
+                let sha = pool[m].prompt.sha256();
+                for c in &mut proposed.candidates {
+                    c.parent_sha256.get_or_insert_with(|| sha.clone());
+                }
+            }
+            let (finalists, scored_fully) = self.candidates(it, kind, &proposed, &cur, &baseline, train)?;
+            for m in scored_fully {
+                if pool.iter().all(|p| p.prompt != m.prompt) {
+                    pool.push(m);
+                }
+            }
             let Some((index, cand, cand_train)) = finalists else {
-                let exhausted = self.proposer(kind)?.exhausted(&proposed);
-                let (verdict, reason) = match exhausted {
-                    Some(why) => {
+                let why = self.proposer(kind)?.exhausted(&proposed);
+                if why.is_some() && !exhausted.contains(&kind) {
+                    exhausted.push(kind);
+                }
+                let all_exhausted = opts.proposer.0.iter().all(|k| exhausted.contains(k));
+                let (verdict, reason) = match why {
+                    Some(why) if all_exhausted => {
                         let reason = format!("stopped: {why}");
                         (Verdict::Stopped { by: proposed.stop.clone().unwrap_or_else(|| reason.clone()) }, reason)
                     }
+                    Some(why) => (
+                        Verdict::NoCandidate { failed_calls: proposed.failed },
+                        format!("rejected: no candidate ({why}); the other proposers of the schedule go on"),
+                    ),
                     None => (
                         Verdict::NoCandidate { failed_calls: proposed.failed },
                         format!("rejected: no usable candidate ({} optimizer calls failed)", proposed.failed),
@@ -205,6 +253,7 @@ impl Loop<'_, '_> {
                     decision.reason = "accepted".into();
                     cur = Current { prompt: cand, train: cand_train, dev: cand_dev };
                     accepted += 1;
+                    exhausted.clear();
                     self.write_best(&cur.prompt)?;
                 }
                 decision.dev = Some(dev_gate);
@@ -242,7 +291,7 @@ impl Loop<'_, '_> {
     }
 
     fn proposer(&mut self, kind: ProposerKind) -> Result<&mut dyn Proposer, OptimizeError> {
-        pick(&mut self.demos, &mut self.llm, kind, self.s.config)
+        pick(&mut self.picks, &mut self.llm, kind, self.s.config)
     }
 
     fn spend(&self) -> &Spend {
@@ -250,7 +299,8 @@ impl Loop<'_, '_> {
     }
 
     /// Screens the iteration's candidates (leakage, duplicates), races the rest on train, logs
-    /// every candidate, and returns the finalist with the best train mean and its records.
+    /// every candidate, and returns the finalist with the best train mean and its records, and
+    /// every candidate scored on all of train (for the frontier's pool).
     fn candidates(
         &mut self,
         it: usize,
@@ -259,7 +309,7 @@ impl Loop<'_, '_> {
         cur: &Current,
         baseline: &Prompt,
         train: &[Example],
-    ) -> Result<Option<(usize, Prompt, Vec<ExampleRecord>)>, OptimizeError> {
+    ) -> Result<(Option<Finalist>, Vec<Member>), OptimizeError> {
         let mut entries: Vec<(CandidateEntry, Prompt)> = Vec::new();
         for (index, c) in proposed.candidates.iter().enumerate() {
             let cand = &c.prompt;
@@ -271,6 +321,7 @@ impl Loop<'_, '_> {
                 prompt: cand.text(),
                 demo_ids: cand.demo_ids(),
                 request_sha256: c.request_sha256.clone(),
+                parent_sha256: c.parent_sha256.clone(),
                 rejected: None,
                 overlap: None,
                 prompt_tokens: Some(self.prompt_tokens(cand)?),
@@ -312,7 +363,8 @@ impl Loop<'_, '_> {
             entries[i].0.rejected = Some(why);
         }
 
-        let mut best: Option<(usize, Prompt, Vec<ExampleRecord>)> = None;
+        let mut best: Option<Finalist> = None;
+        let mut full = Vec::new();
         for (i, (entry, cand)) in entries.into_iter().enumerate() {
             let index = entry.index;
             if !entry.scores.is_empty() {
@@ -321,12 +373,15 @@ impl Loop<'_, '_> {
             self.candidate(entry)?;
             if result.finalists.contains(&i) {
                 let recs = last.remove(&i).unwrap_or_default();
+                if recs.len() == n {
+                    full.push(Member { prompt: cand.clone(), train: recs.clone() });
+                }
                 if best.as_ref().is_none_or(|b| mean_score(&recs) > mean_score(&b.2)) {
                     best = Some((index, cand, recs));
                 }
             }
         }
-        Ok(best)
+        Ok((best, full))
     }
 
     /// Tokens the prompt's instruction (demos included) adds to a prompt: the chat template
@@ -398,15 +453,24 @@ impl Loop<'_, '_> {
     }
 }
 
+/// The proposers that need no LLM.
+struct Offline {
+    demos: DemosProposer,
+    edits: EditsProposer,
+    merge: MergeProposer,
+}
+
 /// The proposer of `kind`: the LLM proposer serves `rewrite` and `opro`.
 fn pick<'p>(
-    demos: &'p mut DemosProposer,
+    offline: &'p mut Offline,
     llm: &'p mut Option<LlmProposer>,
     kind: ProposerKind,
     config: &RunConfig,
 ) -> Result<&'p mut dyn Proposer, OptimizeError> {
     match kind {
-        ProposerKind::Demos => Ok(demos),
+        ProposerKind::Demos => Ok(&mut offline.demos),
+        ProposerKind::Edits => Ok(&mut offline.edits),
+        ProposerKind::Merge => Ok(&mut offline.merge),
         ProposerKind::Rewrite | ProposerKind::Opro => match llm.as_mut() {
             Some(llm) => Ok(llm),
             None => Err(OptimizeError::Optimizer {

@@ -158,6 +158,35 @@ fn a_candidate_that_wins_on_train_and_holds_on_dev_is_accepted() {
 }
 
 #[test]
+fn edits_add_field_guidance_for_a_missed_field_and_the_gate_keeps_it() {
+    let fx = Fixture::new(4, 2, 2);
+    let mut config = fx.config();
+    config.search.proposer = "edits".parse().unwrap();
+    // Empty (a miss) until the prompt has field guidance for `label`, then right.
+    let engine = ScriptedEngine::new(|r| {
+        let guided = prompt_of(r).contains("Field guidance:\n- label:");
+        Ok(answer(if guided { label(r) } else { String::new() }.as_str()))
+    });
+    let (out, _) = run(&fx, config, &engine, "edits");
+    let out = out.unwrap();
+    let d = decisions(&fx.out("edits"));
+    assert_eq!(d[0].verdict, Verdict::Accepted, "{d:?}");
+    let c = &candidates(&fx.out("edits"))[0];
+    assert_eq!(c.proposer, "edits");
+    // The labels ("L0") are too short to search for, so the line says to read the whole text.
+    assert!(
+        c.prompt
+            .ends_with("Field guidance:\n- label: the document usually states it; read the whole text before answering null.\n"),
+        "{}",
+        c.prompt
+    );
+    // Nothing fails after the edit: the second iteration has no edit to make.
+    assert_eq!(d[1].verdict, Verdict::Stopped { by: "stopped: no field edit left to try".into() });
+    let test = out.summary.rows.iter().find(|r| r.split == "test").unwrap();
+    assert_eq!((test.baseline_mean, test.best_mean), (0.0, 1.0));
+}
+
+#[test]
 fn no_gain_on_train_is_rejected_and_the_loop_goes_on() {
     let fx = Fixture::new(4, 2, 0);
     let engine = ScriptedEngine::new(|r| Ok(answer(if label(r) == "L0" { "L0" } else { "none" })));
@@ -317,6 +346,90 @@ fn the_library_starts_and_resumes_a_run_that_ends_as_an_uninterrupted_one() {
     assert!(err.is_input() && err.to_string().contains("is a run of task"), "{err}");
     let err = Session::resume(&fx.out("nothing"), None).unwrap_err();
     assert!(err.is_input() && err.to_string().contains("not a run directory"), "{err}");
+}
+
+/// Right on document i when the prompt shows a demo of train document j != i with
+/// i % 3 == j % 3: each demo fixes other examples, so candidates lead different examples.
+fn demo_classes(r: &Request) -> String {
+    let text = prompt_of(r);
+    let own: usize = label(r)[1..].parse().unwrap();
+    let demos = text.split("Document (train) number ").skip(1).filter_map(|s| s.split(':').next()?.parse::<usize>().ok());
+    let scored = text.rfind("Document (").map_or("", |at| &text[at..]);
+    let is_train = scored.starts_with("Document (train)");
+    let right = demos.into_iter().any(|j| j % 3 == own % 3 && !(is_train && j == own));
+    answer(&if right { label(r) } else { "none".into() })
+}
+
+fn pareto_config(fx: &Fixture) -> RunConfig {
+    let mut config = fx.config();
+    config.search.search = crate::config::SearchMode::Pareto;
+    config.search.proposer = "demos,demos,merge".parse().unwrap();
+    config.search.racing = crate::config::Racing::Off;
+    config.search.max_iterations = 6;
+    config
+}
+
+#[test]
+fn a_pareto_run_draws_parents_from_the_frontier_and_merges_two_of_them() {
+    let fx = Fixture::new(6, 3, 3);
+    let engine = ScriptedEngine::new(|r| Ok(demo_classes(r)));
+    let (out, _) = run(&fx, pareto_config(&fx), &engine, "pareto");
+    out.unwrap();
+    let cands = candidates(&fx.out("pareto"));
+    let baseline = super::prompt::Prompt::new(fx.task().prompt.clone(), fx.task().framing.clone()).sha256();
+    for (i, c) in cands.iter().enumerate() {
+        // A parent is always a prompt scored on all of train before this candidate.
+        if let Some(p) = &c.parent_sha256 {
+            let known = *p == baseline || cands[..i].iter().any(|e| &e.prompt_sha256 == p && e.scores.len() == 6);
+            assert!(known, "candidate {i}: parent {p} was not scored on all of train before it");
+        }
+    }
+    // Iteration 1 started from a frontier member that was not the incumbent.
+    assert!(cands.iter().any(|c| c.iteration == 1 && c.proposer == "demos" && c.parent_sha256.is_some()));
+    // Iteration 2 merged iteration 1's two candidates (demos {5, 3} and {5, 4}) both ways: each
+    // carries the three demos, fixes three examples where its parents fixed two, and is kept.
+    let merges: Vec<_> = cands.iter().filter(|c| c.proposer == "merge").collect();
+    assert_eq!(merges.len(), 2);
+    for m in &merges {
+        assert!(m.parent_sha256.is_some());
+        assert_eq!(m.demo_ids.len(), 3, "a merge carries both parents' demos: {:?}", m.demo_ids);
+        assert!((m.train_mean - 0.5).abs() < 1e-12);
+    }
+    let d = decisions(&fx.out("pareto"));
+    assert_eq!(d[2].verdict, Verdict::Accepted);
+    // Then demos has nothing left to draw from, which does not stop the schedule until merge
+    // has nothing either.
+    assert!(d[3].reason.contains("the other proposers of the schedule go on"), "{}", d[3].reason);
+    assert!(matches!(&d.last().unwrap().verdict, Verdict::Stopped { by } if by.contains("no two frontier prompts")));
+}
+
+#[test]
+fn a_killed_pareto_run_resumes_to_the_same_log() {
+    let fx = Fixture::new(6, 3, 3);
+    let engine = ScriptedEngine::new(|r| Ok(demo_classes(r)));
+    let (whole, _) = run(&fx, pareto_config(&fx), &engine, "whole");
+    whole.unwrap();
+    let full = std::fs::read_to_string(fx.out("whole").join(LOG_FILE)).unwrap();
+    let outcome = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| ["candidate", "decision", "final"].contains(&v["type"].as_str().unwrap()))
+            .collect()
+    };
+    let n = full.lines().count();
+    // Killed at several points, each resumed to the end.
+    for keep in [n / 3, n / 2, 2 * n / 3] {
+        let name = format!("killed{keep}");
+        let (_, _) = run(&fx, pareto_config(&fx), &engine, &name);
+        let log = fx.out(&name).join(LOG_FILE);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&log, lines[..keep].join("\n") + "\n").unwrap();
+        let mut session = Session::resume(&fx.out(&name), Some(fx.dir.path())).unwrap();
+        session.run(&engine, None, None, &mut super::events::Quiet).unwrap();
+        let resumed = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(outcome(&resumed), outcome(&full), "killed after {keep} of {n} records");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::analysis::{Analysis, CandStatus, Failures, SplitCompare};
-use super::{diff, duration_text, escape, mib, plots, RunData};
+use super::{diff, duration_text, escape, frontier, mib, plots, RunData};
 use crate::calibrate::RoutingTable;
 use crate::score::FailureClass;
 use crate::summary::percentile;
@@ -14,9 +14,10 @@ use crate::summary::percentile;
 pub const TEMPLATE: &str = include_str!("../../../reports/template.html");
 
 /// Section ids of a run report, in order, with their titles. Every one is always present.
-pub const RUN_SECTIONS: [(&str, &str); 7] = [
+pub const RUN_SECTIONS: [(&str, &str); 8] = [
     ("summary", "Run summary"),
     ("scores", "Score over iterations"),
+    ("frontier", "Pareto frontier and prompt cost"),
     ("fields", "Baseline vs best per field"),
     ("failures", "Failure classes"),
     ("prompt-diff", "Prompt diff"),
@@ -215,6 +216,21 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
     inner.push_str(&candidates_table(a));
     section(&mut body, "scores", RUN_SECTIONS[1].1, &inner);
 
+    // The frontier and prompt cost.
+    let rows = frontier::rows(run, a);
+    let mut inner = String::from(
+        "<p>Prompts scored on all of train that are best on at least one train example (ties shared) and not dominated: \
+         what a Pareto search (<code>--search pareto</code>) draws parents from, and what <code>merge</code> combines.</p>\n",
+    );
+    inner.push_str(&frontier::table(&rows));
+    inner.push_str(&figure(
+        "prompt-cost",
+        &plots::prompt_cost(&frontier::cost_points(a, &rows)),
+        "Mean train score against the tokens each prompt's instruction (demos included) adds to every example: \
+         of two prompts within noise, the shorter one costs less on every pass.",
+    ));
+    section(&mut body, "frontier", RUN_SECTIONS[2].1, &inner);
+
     // Fields.
     let mut inner = fields_table(a);
     match a.headline() {
@@ -225,7 +241,7 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         )),
         None => inner.push_str("<p class=\"note\">No records to compare yet.</p>\n"),
     }
-    section(&mut body, "fields", RUN_SECTIONS[2].1, &inner);
+    section(&mut body, "fields", RUN_SECTIONS[3].1, &inner);
 
     // Failures.
     let mut inner = failures_table(&a.splits);
@@ -234,7 +250,7 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         &plots::failures(&a.splits),
         "Field verdicts by failure class (format, truncated, missed, hallucinated, wrong) and examples the engine could not run, before (baseline) and after (best).",
     ));
-    section(&mut body, "failures", RUN_SECTIONS[3].1, &inner);
+    section(&mut body, "failures", RUN_SECTIONS[4].1, &inner);
 
     // Prompt diff.
     let inner = match (&a.baseline_text, &a.best_text) {
@@ -256,13 +272,13 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         }
         _ => "<p class=\"note\">The prompt texts are not in this run's log (an older log: the baseline's text was not recorded, and the task's prompt file has changed since).</p>\n".to_owned(),
     };
-    section(&mut body, "prompt-diff", RUN_SECTIONS[4].1, &inner);
+    section(&mut body, "prompt-diff", RUN_SECTIONS[5].1, &inner);
 
     // Speed.
-    section(&mut body, "speed", RUN_SECTIONS[5].1, &speed_section(run, a));
+    section(&mut body, "speed", RUN_SECTIONS[6].1, &speed_section(run, a));
 
     // Slowest.
-    section(&mut body, "slowest", RUN_SECTIONS[6].1, &slowest_table(a, 10));
+    section(&mut body, "slowest", RUN_SECTIONS[7].1, &slowest_table(a, 10));
 
     if !run.proposals.is_empty() {
         body.push_str(&calls_section(run));

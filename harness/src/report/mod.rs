@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod diff;
+pub mod frontier;
 pub mod html;
 pub mod markdown;
 pub mod plots;

@@ -2,7 +2,7 @@
 //! is written as SVG `<text>` elements (no font files: plotters is built without `ttf`, so
 //! label sizes are estimated), rendered by the browser's own sans-serif.
 //!
-//! One piece at ~700 lines: every plot shares the palette, the SVG set-up, the keyed axis and
+//! One piece at ~750 lines: every plot shares the palette, the SVG set-up, the keyed axis and
 //! the legend placement, so the report's figures look alike.
 
 use std::error::Error;
@@ -15,6 +15,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::analysis::{Analysis, CandStatus, SplitCompare};
+use super::frontier::CostPoint;
 use super::mib;
 use crate::calibrate::probe::probe_ctx;
 use crate::calibrate::{EngineEntry, RoutingTable};
@@ -25,6 +26,8 @@ type PlotResult = Result<(), Box<dyn Error>>;
 /// A legend label, its points, their colour and marker (0 filled circle, 1 ring, 2 cross,
 /// 3 triangle).
 type MarkerGroup = (&'static str, Vec<(f64, f64)>, RGBColor, u8);
+/// A legend label, its points, their colour, and whether the markers are filled.
+type CostGroup<'a> = (&'a str, Vec<(f64, f64)>, RGBColor, bool);
 
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const DEV: RGBColor = RGBColor(255, 127, 14);
@@ -220,6 +223,67 @@ pub fn scores(a: &Analysis) -> String {
         chart
             .configure_series_labels()
             .position(legend_corner(&all, &(-0.5..n as f64 + 0.5), &(0.0..top)))
+            .label_font(SMALL)
+            .background_style(WHITE.mix(0.85))
+            .border_style(GREY)
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// Quality against prompt cost: every scored prompt's train mean (part of train for a raced
+/// one) against the tokens its instruction adds to every example; frontier members filled, the
+/// best ringed in green, the baseline grey.
+pub fn prompt_cost(points: &[CostPoint]) -> String {
+    let max_x = points.iter().map(|p| p.prompt_tokens).max().unwrap_or(1).max(1) as f64;
+    let top = points.iter().map(|p| p.train_mean).fold(0.0, f64::max);
+    let top = (top * headroom(4) + 0.02).clamp(0.1, 1.05);
+    let x_range = 0.0..max_x * 1.08 + 1.0;
+    svg(900, 380, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(46)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range.clone(), 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("prompt tokens (instruction and demos, added to every example)")
+            .y_desc("mean train score")
+            .y_label_formatter(&|y| format!("{y:.2}"))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(FONT)
+            .axis_desc_style(FONT)
+            .bold_line_style(GRID)
+            .light_line_style(WHITE)
+            .draw()?;
+        let at = |p: &CostPoint| (p.prompt_tokens as f64, p.train_mean);
+        let groups: [CostGroup<'_>; 3] = [
+            ("baseline", points.iter().filter(|p| p.baseline).map(at).collect(), BASELINE, true),
+            ("on the frontier", points.iter().filter(|p| !p.baseline && p.on_frontier).map(at).collect(), TRAIN, true),
+            ("other candidates", points.iter().filter(|p| !p.baseline && !p.on_frontier).map(at).collect(), GREY, false),
+        ];
+        let mut all = Vec::new();
+        for (name, pts, color, filled) in groups {
+            if pts.is_empty() {
+                continue;
+            }
+            all.extend(pts.iter().copied());
+            let style = if filled { color.filled() } else { color.stroke_width(2) };
+            chart
+                .draw_series(pts.iter().map(move |&p| Circle::new(p, 5, style)))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 9, y), 5, style));
+        }
+        let best: Vec<(f64, f64)> = points.iter().filter(|p| p.best).map(at).collect();
+        if !best.is_empty() {
+            chart
+                .draw_series(best.iter().map(|&p| Circle::new(p, 9, ACCEPTED.stroke_width(2))))?
+                .label("best prompt")
+                .legend(|(x, y)| Circle::new((x + 9, y), 7, ACCEPTED.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .position(legend_corner(&all, &x_range, &(0.0..top)))
             .label_font(SMALL)
             .background_style(WHITE.mix(0.85))
             .border_style(GREY)

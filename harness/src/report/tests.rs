@@ -27,6 +27,8 @@ fn verdict(field: &str, class: Option<FailureClass>) -> FieldVerdict {
         class,
         predicted: json!(null),
         expected: json!("x"),
+        feedback: String::new(),
+        evidence: None,
     }
 }
 
@@ -82,6 +84,7 @@ fn candidate(it: usize, index: usize, p: &Prompt, proposer: &str, scores: &[(&st
         prompt: p.text(),
         demo_ids: p.demo_ids(),
         request_sha256: None,
+        parent_sha256: None,
         rejected: rejected.map(crate::optimize::Rejection::from_text),
         overlap: None,
         prompt_tokens: Some(10 + 40 * p.demos.len()),
@@ -521,4 +524,36 @@ fn the_committed_example_of_a_real_run_agrees_with_its_final_record() {
     for (id, _) in html::RUN_SECTIONS {
         assert!(html.contains(&format!("<section id=\"{id}\">")), "{id}");
     }
+}
+
+#[test]
+fn the_frontier_keeps_the_undominated_prompts_and_the_cost_plot_shows_every_scored_one() {
+    // Train scores: baseline (0, 0.5), c1 (0, 1), c2 (0, 0.5): the baseline's, r1 (0.5, 1).
+    // r1 dominates the rest, so it alone is on the frontier, leading both examples.
+    let (log, ..) = synthetic(Some(BASE));
+    let run = load(&log);
+    let a = analyze(&run, None);
+    let rows = super::frontier::rows(&run, &a);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].label.as_str(), rows[0].proposer.as_str()), ("it2.c1", "rewrite"));
+    assert_eq!(rows[0].leads, vec!["a", "b"]);
+    assert!((rows[0].train_mean - 0.75).abs() < 1e-12 && !rows[0].best);
+    // Without r1 (the log cut before it) the baseline's twin c2 is left out and c1 leads b.
+    let run = load(&log[..10]);
+    let a = analyze(&run, None);
+    let rows = super::frontier::rows(&run, &a);
+    assert_eq!(
+        rows.iter().map(|r| (r.label.as_str(), r.leads.clone())).collect::<Vec<_>>(),
+        vec![("it1.c1", vec!["b".to_owned()])]
+    );
+    // Cost points: the baseline (12 tokens) and each scored candidate with its logged tokens.
+    let (log, ..) = synthetic(Some(BASE));
+    let a = analyze(&load(&log), None);
+    let points = super::frontier::cost_points(&a, &super::frontier::rows(&load(&log), &a));
+    assert_eq!(points.iter().filter(|p| p.baseline).count(), 1);
+    assert_eq!(points.len(), 1 + 3, "baseline, c1, c2, r1; the leaking candidate has no score");
+    assert!(points.iter().any(|p| p.label == "it2.c1" && p.on_frontier && p.prompt_tokens == 50));
+    assert!(points.iter().any(|p| p.label == "it1.c1" && p.best));
+    let svg = plots::prompt_cost(&points);
+    assert!(count(&svg, "circle") >= 4 && has_text(&svg, "mean train score"), "{svg}");
 }

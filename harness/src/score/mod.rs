@@ -8,6 +8,7 @@
 //! when its score is >= [`CORRECT_AT`]. Null, `""` and `[]` all mean "no answer".
 
 mod date;
+pub mod feedback;
 pub mod matchers;
 #[cfg(test)]
 #[allow(clippy::float_cmp)] // the scores compared are exact 0.0/1.0
@@ -77,6 +78,13 @@ pub struct FieldVerdict {
     /// The model's value (null when missing or unparseable).
     pub predicted: Value,
     pub expected: Value,
+    /// What went wrong, in one sentence a proposer can act on (empty when correct); see
+    /// [`feedback`]. Filled by [`feedback::attach`], which needs the document.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub feedback: String,
+    /// Where the gold value occurs in the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<feedback::Evidence>,
 }
 
 /// The score of one example.
@@ -115,6 +123,8 @@ impl ExampleScore {
                 class,
                 predicted: predicted(&spec.name),
                 expected: expected.get(&spec.name).cloned().unwrap_or(Value::Null),
+                feedback: String::new(),
+                evidence: None,
             })
             .collect();
         ExampleScore { score: 0.0, fields, format_ok: false, truncated: false, format_error: None }
@@ -183,7 +193,16 @@ fn judge(spec: &FieldSpec, predicted: Value, expected: Value) -> FieldVerdict {
             (score, (score < CORRECT_AT).then_some(FailureClass::Wrong))
         }
     };
-    FieldVerdict { field: spec.name.clone(), score, correct: class.is_none(), class, predicted, expected }
+    FieldVerdict {
+        field: spec.name.clone(),
+        score,
+        correct: class.is_none(),
+        class,
+        predicted,
+        expected,
+        feedback: String::new(),
+        evidence: None,
+    }
 }
 
 /// Per-field statistics over a set of examples.

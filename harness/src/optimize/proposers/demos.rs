@@ -7,6 +7,7 @@
 //! the function never sees dev or test.
 
 use super::{Candidate, Context, Proposed, Proposer};
+use crate::config::DemoExcerpt;
 use crate::eval::ExampleRecord;
 use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
@@ -21,14 +22,18 @@ pub struct DemosProposer {
     pub candidates: usize,
     pub k: usize,
     pub seed: u64,
+    pub excerpt: DemoExcerpt,
 }
 
 impl Proposer for DemosProposer {
     fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
         let pool = failing_pool(ctx.current, ctx.train, ctx.current_train);
-        let prompts = propose(ctx.current, &pool, self.candidates, self.k, self.seed, ctx.iteration);
+        let prompts = propose_with(ctx.current, &pool, self.candidates, self.k, self.seed, ctx.iteration, self.excerpt);
         Ok(Proposed {
-            candidates: prompts.into_iter().map(|prompt| Candidate { prompt, request_sha256: None }).collect(),
+            candidates: prompts
+                .into_iter()
+                .map(|prompt| Candidate { prompt, request_sha256: None, parent_sha256: None })
+                .collect(),
             ..Proposed::default()
         })
     }
@@ -51,6 +56,23 @@ pub fn failing_pool<'a>(current: &Prompt, train: &'a [Example], records: &[Examp
 /// `count` candidates, each `current` plus `k` demos drawn from `pool` (fewer when the pool is
 /// smaller). Empty when the pool is empty.
 pub fn propose(current: &Prompt, pool: &[&Example], count: usize, k: usize, seed: u64, iteration: usize) -> Vec<Prompt> {
+    propose_with(current, pool, count, k, seed, iteration, DemoExcerpt::Head)
+}
+
+/// [`propose`] with demos showing the `excerpt` part of their documents.
+pub fn propose_with(
+    current: &Prompt,
+    pool: &[&Example],
+    count: usize,
+    k: usize,
+    seed: u64,
+    iteration: usize,
+    excerpt: DemoExcerpt,
+) -> Vec<Prompt> {
+    let demo = match excerpt {
+        DemoExcerpt::Head => Demo::from_example,
+        DemoExcerpt::Evidence => Demo::around_evidence,
+    };
     if pool.is_empty() || k == 0 {
         return Vec::new();
     }
@@ -61,7 +83,7 @@ pub fn propose(current: &Prompt, pool: &[&Example], count: usize, k: usize, seed
             // Split order, so a candidate's text does not depend on draw order.
             picks.sort_unstable();
             let mut candidate = current.clone();
-            candidate.demos.extend(picks.into_iter().map(|i| Demo::from_example(pool[i])));
+            candidate.demos.extend(picks.into_iter().map(|i| demo(pool[i])));
             candidate
         })
         .collect()

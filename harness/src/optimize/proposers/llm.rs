@@ -210,7 +210,7 @@ impl Proposer for LlmProposer {
                 Some(text) => {
                     let mut prompt = ctx.current.clone();
                     prompt.base = text;
-                    out.candidates.push(Candidate { prompt, request_sha256: Some(request_sha256) });
+                    out.candidates.push(Candidate { prompt, request_sha256: Some(request_sha256), parent_sha256: None });
                 }
                 None => out.failed += 1,
             }

@@ -140,13 +140,19 @@ fn write_failure(out: &mut String, i: usize, f: &Failure<'_>) {
         out.push_str("Field verdicts:\n");
         for v in wrong {
             let class = v.class.map_or("wrong", FailureClass::as_str);
-            let _ = writeln!(
-                out,
-                "- {}: {class} (predicted {}, expected {})",
-                v.field,
-                cut(&compact(&v.predicted), 160),
-                cut(&compact(&v.expected), 160)
-            );
+            if v.feedback.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "- {}: {class} (predicted {}, expected {})",
+                    v.field,
+                    cut(&compact(&v.predicted), 160),
+                    cut(&compact(&v.expected), 160)
+                );
+            } else {
+                // The scorer's feedback: the values, and whether (and where) the expected
+                // value is in the document.
+                let _ = writeln!(out, "- {}: {class}: {}", v.field, cut(&v.feedback, 320));
+            }
         }
     }
     out.push('\n');

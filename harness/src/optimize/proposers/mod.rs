@@ -1,15 +1,20 @@
 //! Proposers: what turns the current prompt into an iteration's candidates, behind one
 //! [`Proposer`] trait. [`demos::DemosProposer`] adds worked examples (no LLM);
+//! [`edits::EditsProposer`] edits field guidance from the scorer's feedback (no LLM);
+//! [`merge::MergeProposer`] combines two Pareto-frontier prompts (no LLM);
 //! [`llm::LlmProposer`] asks the optimizer model (`rewrite`, `opro`) and owns its client, its
 //! spend and its caps. [`meta_prompt`] builds what the optimizer model reads.
 
 pub mod demos;
+pub mod edits;
 pub mod llm;
+pub mod merge;
 pub mod meta_prompt;
 
 use std::time::{Duration, Instant};
 
 use super::events::Observer;
+use super::frontier::Member;
 use super::log::RunLog;
 use super::prompt::Prompt;
 use super::OptimizeError;
@@ -27,14 +32,18 @@ pub struct Context<'a> {
     pub train: &'a [Example],
     /// The current prompt's records of `train`, in order.
     pub current_train: &'a [ExampleRecord],
+    /// Every prompt scored on all of train so far (the baseline first), for the frontier.
+    pub pool: &'a [Member],
     pub clock: Clock,
 }
 
-/// One candidate prompt, and the optimizer call it came from (LLM proposers).
+/// One candidate prompt, the optimizer call it came from (LLM proposers), and the prompt it
+/// was made from when the proposer chose one (`merge`; else the loop fills in the parent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub prompt: Prompt,
     pub request_sha256: Option<String>,
+    pub parent_sha256: Option<String>,
 }
 
 /// An iteration's candidates, and whether a cap cut the iteration short.
