@@ -40,7 +40,7 @@ pub use json_scan::JsonScanner;
 pub use scripted::ScriptedEngine;
 pub use types::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,
-    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, StopReason, Timings, TokenCounts, WeightFormat,
+    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, ServerApi, StopReason, Timings, TokenCounts, WeightFormat,
 };
 
 /// An in-process inference engine holding one loaded model.

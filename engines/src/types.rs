@@ -488,10 +488,33 @@ pub struct EngineConfig {
     /// engines, and then not written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
+    /// The API `servers` speak (native unless `openai:`; then not written).
+    #[serde(default, skip_serializing_if = "ServerApi::is_native")]
+    pub server_api: ServerApi,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// The API a `server` engine speaks to its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerApi {
+    /// llama-server's native API (`--engine server:URL`): prompts as token ids, GBNF from the
+    /// JSON Schema, slots pinned by document.
+    #[default]
+    Native,
+    /// OpenAI-compatible chat completions (`--engine openai:URL`): vLLM, `SGLang`, or
+    /// llama-server's `/v1`, with the JSON Schema as `response_format`.
+    OpenAi,
+}
+
+impl ServerApi {
+    /// Whether this is the default (and so not written into configs and keys).
+    pub fn is_native(&self) -> bool {
+        *self == ServerApi::Native
+    }
 }
 
 /// Budgets of the prefix cache: states live in memory up to `memory_bytes`, least recently
@@ -531,6 +554,7 @@ impl EngineConfig {
             fast_forward: true,
             speculative: true,
             servers: Vec::new(),
+            server_api: ServerApi::Native,
         }
     }
 }

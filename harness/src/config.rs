@@ -262,6 +262,9 @@ pub struct EngineSetup {
     /// The llama-servers of `--engine server:URL,...` (empty otherwise, and then not written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
+    /// The API of `servers` (`openai:`; native otherwise, and then not written).
+    #[serde(default, skip_serializing_if = "engines::ServerApi::is_native")]
+    pub server_api: engines::ServerApi,
 }
 
 impl Default for EngineSetup {
@@ -282,6 +285,7 @@ impl Default for EngineSetup {
             fast_forward: true,
             speculative: true,
             servers: Vec::new(),
+            server_api: engines::ServerApi::Native,
         }
     }
 }
@@ -301,6 +305,7 @@ impl EngineSetup {
         cfg.fast_forward = self.fast_forward;
         cfg.speculative = self.speculative;
         cfg.servers.clone_from(&self.servers);
+        cfg.server_api = self.server_api;
         cfg
     }
 

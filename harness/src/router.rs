@@ -14,7 +14,8 @@ use crate::calibrate::{self, RoutingTable};
 use crate::fingerprint::model_fingerprint;
 
 /// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
-/// `auto`, or a fleet of llama-servers (`server:URL[,URL...]`).
+/// `auto`, a fleet of llama-servers (`server:URL[,URL...]`), or of OpenAI-compatible servers
+/// (`openai:URL[,URL...]`: vLLM, `SGLang`, llama-server's `/v1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineChoice {
     Auto,
@@ -22,6 +23,8 @@ pub enum EngineChoice {
     Variant(EngineKind, WeightFormat),
     /// The `server` engine over these base URLs (checked when it connects).
     Servers(Vec<String>),
+    /// The `server` engine speaking OpenAI-compatible chat completions to these base URLs.
+    OpenAi(Vec<String>),
 }
 
 impl EngineChoice {
@@ -33,11 +36,19 @@ impl EngineChoice {
         }
     }
 
-    /// The llama-servers' URLs (empty unless `server:...`).
+    /// The servers' URLs (empty unless `server:...` or `openai:...`).
     pub fn servers(&self) -> &[String] {
         match self {
-            EngineChoice::Servers(urls) => urls,
+            EngineChoice::Servers(urls) | EngineChoice::OpenAi(urls) => urls,
             _ => &[],
+        }
+    }
+
+    /// The API the servers speak.
+    pub fn server_api(&self) -> engines::ServerApi {
+        match self {
+            EngineChoice::OpenAi(_) => engines::ServerApi::OpenAi,
+            _ => engines::ServerApi::Native,
         }
     }
 }
@@ -48,12 +59,17 @@ impl FromStr for EngineChoice {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(EngineChoice::Auto);
         }
-        if let Some(urls) = s.strip_prefix("server:") {
-            let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
-            if urls.is_empty() {
-                return Err("server: needs at least one URL (server:http://HOST:PORT[,URL...])".into());
+        for (prefix, openai) in [("server:", false), ("openai:", true)] {
+            if let Some(urls) = s.strip_prefix(prefix) {
+                let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+                if urls.is_empty() {
+                    return Err(format!("{prefix} needs at least one URL ({prefix}http://HOST:PORT[,URL...])"));
+                }
+                return Ok(if openai { EngineChoice::OpenAi(urls) } else { EngineChoice::Servers(urls) });
             }
-            return Ok(EngineChoice::Servers(urls));
+        }
+        if s.eq_ignore_ascii_case("openai") {
+            return Err("openai needs URLs: openai:http://HOST:PORT[,URL...]".into());
         }
         if s.eq_ignore_ascii_case("server") {
             return Err("server needs URLs: server:http://HOST:PORT[,URL...]".into());
@@ -79,6 +95,7 @@ impl fmt::Display for EngineChoice {
             EngineChoice::Kind(k) => write!(f, "{k}"),
             EngineChoice::Variant(k, w) => write!(f, "{k}:{w}"),
             EngineChoice::Servers(urls) => write!(f, "server:{}", urls.join(",")),
+            EngineChoice::OpenAi(urls) => write!(f, "openai:{}", urls.join(",")),
         }
     }
 }
@@ -121,7 +138,9 @@ pub struct RouteError(pub String);
 pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
     let kind = match req.choice {
         EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None }),
-        EngineChoice::Servers(_) => return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None }),
+        EngineChoice::Servers(_) | EngineChoice::OpenAi(_) => {
+            return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None })
+        }
         EngineChoice::Auto => EngineKind::Llama,
     };
     let fingerprint = model_fingerprint(req.model_path).map_err(|e| RouteError(format!("reading the model: {e}")))?;

@@ -139,6 +139,11 @@ fn smollm() -> PathBuf {
 }
 
 fn eval_args(urls: &[String], limit: usize, out: &Path) -> Vec<String> {
+    api_eval_args("server", urls, limit, out)
+}
+
+/// `eval` args for the `api:` dialect (`server` or `openai`).
+fn api_eval_args(api: &str, urls: &[String], limit: usize, out: &Path) -> Vec<String> {
     let task = cuad_mini();
     [
         "eval",
@@ -149,7 +154,7 @@ fn eval_args(urls: &[String], limit: usize, out: &Path) -> Vec<String> {
         "--limit",
         &limit.to_string(),
         "--engine",
-        &format!("server:{}", urls.join(",")),
+        &format!("{api}:{}", urls.join(",")),
         "--json",
         "--out",
         out.to_str().unwrap(),
@@ -252,4 +257,35 @@ fn bad_urls_another_model_and_garbage_are_clear_errors() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("gemma-3-270m-q4_k_m.gguf") && err.contains("not ") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_openai_compatible_endpoint_answers_like_the_native_api() {
+    require_model();
+    let server = Server::start(&smollm());
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |api: &str, path: &Path| {
+        let args = api_eval_args(api, &[server.url()], 3, path);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = command_env(&args, &[]).output().expect("promptloop runs");
+        assert!(out.status.success(), "{api}: {}", stderr(&out));
+    };
+    let (native, openai) = (tmp.path().join("native.jsonl"), tmp.path().join("openai.jsonl"));
+    run("server", &native);
+    run("openai", &openai);
+    // The same template, tokens, grammar and greedy decoding behind /v1/chat/completions.
+    assert_eq!(outputs(&openai, 3), outputs(&native, 3), "openai: and server: agree example for example");
+    for r in records(&openai) {
+        assert!(r["tokens"]["input"].as_u64().unwrap() > 100, "prompt tokens from `usage`: {}", r["tokens"]);
+        assert!(r["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    }
+    // A URL serving no OpenAI API (garbage): exit 2, naming what it answered.
+    let garbage = Garbage::start();
+    let junk = format!("http://127.0.0.1:{}", garbage.port);
+    let args = api_eval_args("openai", std::slice::from_ref(&junk), 1, &tmp.path().join("junk.jsonl"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = command_env(&args, &[]).output().expect("promptloop runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/v1/models reply is not the JSON expected") && !err.contains("panicked"), "{err}");
 }

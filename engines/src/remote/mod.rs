@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod fleet;
+pub mod openai;
 mod pass;
 
 use std::path::Path;
@@ -35,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     Capabilities, ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineInfo, EngineKind, Request, Response,
-    WeightFormat,
+    ServerApi, WeightFormat,
 };
 use fleet::Fleet;
 use pass::{Failure, Target};
@@ -72,6 +73,9 @@ pub struct RemoteEngine {
     local: (String, u64),
     model_name: String,
     batches: AtomicU64,
+    api: ServerApi,
+    /// The served model's id (`openai:`; empty for the native API).
+    model_id: String,
 }
 
 impl std::fmt::Debug for RemoteEngine {
@@ -88,6 +92,9 @@ impl RemoteEngine {
     /// serving something else ([`EngineError::ServerMismatch`]), or none usable
     /// ([`EngineError::NoServer`]).
     pub fn connect(config: &EngineConfig) -> Result<Self, EngineError> {
+        if config.server_api == ServerApi::OpenAi {
+            return Self::connect_openai(config);
+        }
         let t0 = Instant::now();
         let urls = check_config(config)?;
         let local = crate::digest::file_head_sha256(&config.model)
@@ -117,12 +124,18 @@ impl RemoteEngine {
                     slots += p.props.total_slots.max(1);
                     n_ctx = n_ctx.min(ctx);
                     meta = p.meta.clone();
-                    targets.push(Target { url: url.clone(), n_ctx: ctx, slots: p.props.total_slots.max(1) });
+                    targets.push(Target {
+                        url: url.clone(),
+                        n_ctx: ctx,
+                        slots: p.props.total_slots.max(1),
+                        api: ServerApi::Native,
+                        model: String::new(),
+                    });
                     endpoints.push((url.clone(), p.props.total_slots, None));
                 }
                 Err(why) => {
                     tracing::warn!(endpoint = %url, reason = %why, "llama-server left out of the fleet");
-                    targets.push(Target { url: url.clone(), n_ctx: 0, slots: 1 });
+                    targets.push(Target { url: url.clone(), n_ctx: 0, slots: 1, api: ServerApi::Native, model: String::new() });
                     endpoints.push((url.clone(), 1, Some(why.clone())));
                 }
             }
@@ -165,6 +178,116 @@ impl RemoteEngine {
             local,
             model_name,
             batches: AtomicU64::new(0),
+            api: ServerApi::Native,
+            model_id: String::new(),
+        })
+    }
+
+    /// `connect` for `openai:` endpoints: each must list the same model in `GET /v1/models`;
+    /// the window per endpoint is the batch size (an OpenAI-compatible server batches itself).
+    fn connect_openai(config: &EngineConfig) -> Result<Self, EngineError> {
+        let t0 = Instant::now();
+        let urls = check_config(config)?;
+        let local = crate::digest::file_head_sha256(&config.model)
+            .map_err(|e| EngineError::ModelFile { path: config.model.clone(), reason: e.to_string() })?;
+        let model_name = file_name(&config.model);
+        let client = client()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        let probes: Vec<Result<openai::Model, String>> = runtime.block_on(async {
+            let mut out = Vec::new();
+            for url in &urls {
+                out.push(probe_openai(&client, url).await);
+            }
+            out
+        });
+        let mut first: Option<(&str, &str)> = None;
+        for (url, p) in urls.iter().zip(&probes) {
+            let Ok(m) = p else { continue };
+            match first {
+                None => first = Some((m.id.as_str(), url)),
+                Some((id, first_url)) if id != m.id => {
+                    return Err(EngineError::ServerMismatch(format!(
+                        "the servers differ: {first_url} serves `{id}`, {url} serves `{}`; serve one model on every endpoint",
+                        m.id
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some((model_id, _)) = first else {
+            let why: Vec<String> =
+                urls.iter().zip(&probes).filter_map(|(u, p)| p.as_ref().err().map(|e| format!("{u} ({e})"))).collect();
+            return Err(EngineError::NoServer(why.join("; ")));
+        };
+        let model_id = model_id.to_owned();
+        let window = (config.batch_size as usize).max(1);
+        let mut targets = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut n_ctx = usize::MAX;
+        for (url, p) in urls.iter().zip(&probes) {
+            match p {
+                Ok(m) => {
+                    let ctx = m.context().unwrap_or(usize::MAX);
+                    tracing::info!(endpoint = %url, model = %m.id, context = ?m.context(), "OpenAI-compatible server ready");
+                    n_ctx = n_ctx.min(ctx);
+                    targets.push(Target {
+                        url: url.clone(),
+                        n_ctx: ctx,
+                        slots: window,
+                        api: ServerApi::OpenAi,
+                        model: m.id.clone(),
+                    });
+                    endpoints.push((url.clone(), window, None));
+                }
+                Err(why) => {
+                    tracing::warn!(endpoint = %url, reason = %why, "server left out of the fleet");
+                    targets.push(Target { url: url.clone(), n_ctx: 0, slots: 1, api: ServerApi::OpenAi, model: String::new() });
+                    endpoints.push((url.clone(), 1, Some(why.clone())));
+                }
+            }
+        }
+        let up = probes.iter().filter(|p| p.is_ok()).count();
+        let info = EngineInfo {
+            kind: EngineKind::Server,
+            weights: WeightFormat::Gguf,
+            backend_version: "OpenAI-compatible chat completions".into(),
+            model_path: config.model.clone(),
+            model_desc: format!("{model_id} on {up} of {} OpenAI-compatible server(s)", urls.len()),
+            model_bytes: local.1,
+            n_params: 0,
+            vocab_size: 0,
+            chat_template: "server".into(),
+            threads: 0,
+            constraint_backend: match config.constraint_backend {
+                ConstraintBackend::None => ConstraintBackend::None,
+                _ => ConstraintBackend::Gbnf,
+            },
+            capabilities: Capabilities {
+                max_context: n_ctx,
+                max_batch: (window * up).max(1),
+                shared_prefix: false,
+                prefix_cache: false,
+                constraint_backends: vec![ConstraintBackend::Gbnf, ConstraintBackend::None],
+            },
+            kv_cache_bytes: 0,
+            train_context: 0,
+            load_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok(RemoteEngine {
+            info,
+            identity: format!("openai {model_id}"),
+            client,
+            runtime,
+            fleet: Mutex::new(Fleet::new(endpoints)),
+            targets,
+            local,
+            model_name,
+            batches: AtomicU64::new(0),
+            api: ServerApi::OpenAi,
+            model_id,
         })
     }
 
@@ -191,6 +314,14 @@ impl RemoteEngine {
             .collect();
         for i in down {
             let url = &self.targets[i].url;
+            if self.api == ServerApi::OpenAi {
+                let p = self.runtime.block_on(probe_openai(&self.client, url));
+                if p.is_ok_and(|m| m.id == self.model_id) {
+                    tracing::info!(endpoint = %url, "server back in the fleet");
+                    pass::lock(&self.fleet).bring_back(i);
+                }
+                continue;
+            }
             let p = self.runtime.block_on(probe(&self.client, url, &self.local, &self.model_name));
             if let Ok(p) = p {
                 if format!("{} {}", p.props.build_info, p.model) == self.identity {
@@ -221,8 +352,12 @@ impl Engine for RemoteEngine {
         let mut errors = Vec::new();
         for i in up {
             let url = &self.targets[i].url;
-            match self.runtime.block_on(pass::tokens(&self.client, url, messages)) {
-                Ok(tokens) => return Ok(tokens.len()),
+            let counted = match self.api {
+                ServerApi::Native => self.runtime.block_on(pass::tokens(&self.client, url, messages)).map(|t| t.len()),
+                ServerApi::OpenAi => self.runtime.block_on(openai::count(&self.client, url, &self.model_id, messages)),
+            };
+            match counted {
+                Ok(n) => return Ok(n),
                 Err(Failure::Request(e)) => return Err(e),
                 Err(Failure::Endpoint(why)) => {
                     pass::lock(&self.fleet).failed(i, &why, Instant::now());
@@ -292,6 +427,19 @@ fn client() -> Result<Client, EngineError> {
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| EngineError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// `GET /v1/models` of an OpenAI-compatible endpoint: the model it serves.
+async fn probe_openai(client: &Client, url: &str) -> Result<openai::Model, String> {
+    let path = "/v1/models";
+    let reply = client.get(format!("{url}{path}")).timeout(PROBE_TIMEOUT).send().await.map_err(|e| pass::transport(path, &e))?;
+    let status = reply.status();
+    let bytes = reply.bytes().await.map_err(|e| pass::transport(path, &e))?;
+    if !status.is_success() {
+        let head: String = String::from_utf8_lossy(&bytes).chars().take(120).collect();
+        return Err(format!("{path}: HTTP {status}: {head}"));
+    }
+    openai::parse_models(&bytes)
 }
 
 /// `GET /health`, `GET /props`, `GET /v1/models` of one endpoint, and its model identified.

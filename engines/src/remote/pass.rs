@@ -30,9 +30,12 @@ pub enum Failure {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: String,
-    /// Context per slot.
+    /// Context per slot (`usize::MAX` when the server does not say: `openai:`).
     pub n_ctx: usize,
     pub slots: usize,
+    pub api: crate::ServerApi,
+    /// The served model's id (`openai:`; empty for the native API).
+    pub model: String,
 }
 
 /// Runs `requests` over the fleet; results in request order.
@@ -155,6 +158,9 @@ pub async fn tokens(client: &Client, url: &str, messages: &[crate::ChatMessage])
 }
 
 async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, batch_id: u64) -> Result<Response, Failure> {
+    if t.api == crate::ServerApi::OpenAi {
+        return super::openai::call(client, t, req, batch_id).await;
+    }
     let t0 = Instant::now();
     let tokens = tokens(client, &t.url, &req.messages).await?;
     let max_tokens = req.max_tokens as usize;
@@ -187,7 +193,13 @@ async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, b
 
 /// POSTs JSON; a 2xx body comes back. Transport errors and 5xx are the endpoint's failures,
 /// other statuses the request's.
-async fn post(client: &Client, url: &str, path: &str, body: &serde_json::Value, max_tokens: u32) -> Result<Vec<u8>, Failure> {
+pub(super) async fn post(
+    client: &Client,
+    url: &str,
+    path: &str,
+    body: &serde_json::Value,
+    max_tokens: u32,
+) -> Result<Vec<u8>, Failure> {
     let reply =
         client.post(format!("{url}{path}")).json(body).send().await.map_err(|e| Failure::Endpoint(transport(path, &e)))?;
     let status = reply.status();

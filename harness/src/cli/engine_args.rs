@@ -20,7 +20,8 @@ pub struct EngineArgs {
     /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
     /// candle (its variants `candle:q4_0`, `candle:q8_0`, `candle:f16`, `candle:f32` re-quantize the
     /// weights at load) and mlx (`mlx:f32` dequantizes them) when compiled in, or
-    /// `server:URL[,URL...]`: llama-servers serving --model (see docs/fleet.md).
+    /// `server:URL[,URL...]`: llama-servers serving --model, or `openai:URL[,URL...]`:
+    /// OpenAI-compatible servers (vLLM, `SGLang`; see docs/fleet.md).
     #[arg(long, default_value = "auto")]
     pub engine: EngineChoice,
     /// Routing table for `--engine auto` (default: the model's, written by `promptloop calibrate`).
@@ -137,6 +138,7 @@ impl EngineArgs {
             fast_forward: self.fast_forward(),
             speculative: self.speculative(),
             servers: self.engine.servers().to_vec(),
+            server_api: self.engine.server_api(),
         };
         Ok((setup, routed.note))
     }
