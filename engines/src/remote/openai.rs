@@ -87,7 +87,10 @@ pub fn parse_models(bytes: &[u8]) -> Result<Model, String> {
     models.data.into_iter().next().ok_or_else(|| "/v1/models lists no model".to_owned())
 }
 
-/// The `/v1/chat/completions` body for `req` on `model`.
+/// The `/v1/chat/completions` body for `req` on `model`. `cache_prompt` (llama-server's
+/// extension; vLLM and `SGLang` ignore fields they do not know) is on only for a request with a
+/// document prefix, as with `server:`: reusing a previous prompt's KV moves logits, so a request
+/// without one is prefilled whole and its output does not depend on what the server ran before.
 pub fn chat_body(req: &Request, model: &str) -> Value {
     let s = req.sampling;
     let mut body = json!({
@@ -99,6 +102,7 @@ pub fn chat_body(req: &Request, model: &str) -> Value {
         "seed": s.seed,
         "n": 1,
         "stream": false,
+        "cache_prompt": req.prefix_boundary.is_some(),
     });
     if let Constraint::JsonSchema(schema) = &req.constraint {
         body["response_format"] = json!({
@@ -199,6 +203,7 @@ mod tests {
         assert_eq!(body["messages"][0]["content"], "hi");
         assert_eq!(body["response_format"]["type"], "json_schema");
         assert_eq!(body["response_format"]["json_schema"]["schema"], json!({"type": "object"}));
+        assert_eq!(body["cache_prompt"], false, "no document prefix: prefilled whole");
         assert!(chat_body(&Request::new("b", vec![], 8), "smol").get("response_format").is_none());
     }
 
