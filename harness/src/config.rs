@@ -461,6 +461,10 @@ pub enum ProposerKind {
     /// Two Pareto-frontier members combined: one's instruction with the other's field
     /// guidance and demos added (no LLM).
     Merge,
+    /// GEPA's reflective step: a random minibatch of the parent's failing train examples with
+    /// the scorer's feedback goes to the optimizer, which diagnoses each failed field and
+    /// writes a new instruction.
+    Reflect,
 }
 
 impl ProposerKind {
@@ -471,6 +475,7 @@ impl ProposerKind {
             ProposerKind::Demos => "demos",
             ProposerKind::Edits => "edits",
             ProposerKind::Merge => "merge",
+            ProposerKind::Reflect => "reflect",
         }
     }
     pub fn needs_llm(self) -> bool {
@@ -508,10 +513,11 @@ impl FromStr for Schedule {
                 "demos" => ProposerKind::Demos,
                 "edits" => ProposerKind::Edits,
                 "merge" => ProposerKind::Merge,
+                "reflect" => ProposerKind::Reflect,
                 "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
                 other => {
                     return Err(format!(
-                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro, demos, edits or merge (or a comma-separated schedule of them)"
+                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro, reflect, demos, edits or merge (or a comma-separated schedule of them)"
                     ))
                 }
             });

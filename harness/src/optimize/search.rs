@@ -471,7 +471,7 @@ fn pick<'p>(
         ProposerKind::Demos => Ok(&mut offline.demos),
         ProposerKind::Edits => Ok(&mut offline.edits),
         ProposerKind::Merge => Ok(&mut offline.merge),
-        ProposerKind::Rewrite | ProposerKind::Opro => match llm.as_mut() {
+        ProposerKind::Rewrite | ProposerKind::Opro | ProposerKind::Reflect => match llm.as_mut() {
             Some(llm) => Ok(llm),
             None => Err(OptimizeError::Optimizer {
                 optimizer: config.search.optimizer.to_string(),

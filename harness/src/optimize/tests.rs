@@ -306,6 +306,46 @@ fn llm_candidates_that_copy_train_or_repeat_the_prompt_are_rejected_typed() {
     }
 }
 
+/// Answers with a better instruction only when the request is a reflection with feedback.
+struct Reflective;
+
+impl Optimizer for Reflective {
+    fn describe(&self) -> String {
+        "reflective scripted optimizer".into()
+    }
+    fn complete(&mut self, req: &ChatRequest) -> Result<ChatReply, CallError> {
+        let text = &req.messages[0].content;
+        let reflective = text.contains("Analysis:") && text.contains("- label: wrong: answered \"none\"");
+        let answer = if reflective {
+            "Analysis:\n- label: guessed; copy it.\n<prompt>Copy the label exactly as the document states it.</prompt>"
+        } else {
+            "<prompt>Say none.</prompt>"
+        };
+        Ok(ChatReply { text: answer.into(), input_tokens: 10, output_tokens: 5, attempts: 1, latency_ms: 0.0 })
+    }
+}
+
+#[test]
+fn reflect_sends_failures_with_feedback_and_its_instruction_is_kept_when_it_wins() {
+    let fx = Fixture::new(4, 2, 2);
+    let mut config = fx.config();
+    config.search.optimizer = "openai:scripted".parse().unwrap();
+    config.search.proposer = "reflect".parse().unwrap();
+    config.search.max_iterations = 1;
+    config.search.worst = 2;
+    // Right only under the reflected instruction.
+    let engine = ScriptedEngine::new(|r| {
+        Ok(answer(&if prompt_of(r).contains("Copy the label exactly") { label(r) } else { "none".into() }))
+    });
+    let mut session = Session::start(fx.task(), &fx.out("reflect"), config).unwrap();
+    let out = session.run(&engine, Some(Box::new(Reflective)), None, &mut super::events::Quiet).unwrap();
+    let d = decisions(&fx.out("reflect"));
+    assert_eq!(d[0].verdict, Verdict::Accepted, "{d:?}");
+    let c = &candidates(&fx.out("reflect"))[0];
+    assert_eq!(c.proposer, "reflect");
+    assert_eq!(out.summary.rows.iter().find(|r| r.split == "test").unwrap().best_mean, 1.0);
+}
+
 #[test]
 fn the_library_starts_and_resumes_a_run_that_ends_as_an_uninterrupted_one() {
     let fx = Fixture::new(6, 2, 2);

@@ -178,6 +178,18 @@ impl Proposer for LlmProposer {
                 ProposerKind::Opro => {
                     meta_prompt::opro_request(ctx.task, &self.history, &failures, 1.0, opts.optimizer_max_tokens, seed)
                 }
+                ProposerKind::Reflect => {
+                    // Each candidate reflects on its own random minibatch of the failures.
+                    let batch = meta_prompt::minibatch(ctx.train, ctx.current_train, opts.worst, seed);
+                    meta_prompt::reflect_request(
+                        ctx.task,
+                        &ctx.current.base,
+                        &batch,
+                        opts.temperature,
+                        opts.optimizer_max_tokens,
+                        seed,
+                    )
+                }
                 _ => meta_prompt::rewrite_request(
                     ctx.task,
                     &ctx.current.base,

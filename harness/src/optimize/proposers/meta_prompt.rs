@@ -55,6 +55,22 @@ pub fn worst<'a>(train: &'a [Example], records: &'a [ExampleRecord], n: usize) -
     failures
 }
 
+/// A random minibatch of `n` failing train examples (score below 1), in split order; every
+/// failure when there are at most `n`. Deterministic for `seed`.
+pub fn minibatch<'a>(train: &'a [Example], records: &'a [ExampleRecord], n: usize, seed: u64) -> Vec<Failure<'a>> {
+    let failing: Vec<Failure<'a>> = train
+        .iter()
+        .filter_map(|ex| records.iter().find(|r| r.id == ex.id).map(|record| Failure { example: ex, record }))
+        .filter(|f| f.record.score < 1.0)
+        .collect();
+    if failing.len() <= n {
+        return failing;
+    }
+    let mut picks = crate::rng::SplitMix64::new(seed).sample_indices(failing.len(), n);
+    picks.sort_unstable();
+    picks.into_iter().map(|i| failing[i].clone()).collect()
+}
+
 /// Failure classes over every field of `records`.
 pub fn class_counts(records: &[ExampleRecord]) -> BTreeMap<FailureClass, usize> {
     let mut counts = BTreeMap::new();
@@ -219,6 +235,46 @@ pub fn rewrite_request(
     request(u, temperature, max_tokens, seed)
 }
 
+/// The `reflect` meta-prompt (GEPA's reflective mutation): the current instruction, a minibatch
+/// of its failures with the scorer's per-field feedback (what was answered, what was expected,
+/// where the expected value is in the document), and a request to diagnose each failed field
+/// before writing the new instruction.
+pub fn reflect_request(
+    task: &Task,
+    current: &str,
+    batch: &[Failure<'_>],
+    temperature: f32,
+    max_tokens: u32,
+    seed: u64,
+) -> ChatRequest {
+    let mut u = task_header(task);
+    let _ = writeln!(
+        u,
+        "Current instruction:
+<prompt>
+{}
+</prompt>
+",
+        current.trim()
+    );
+    let _ = writeln!(
+        u,
+        "The model got these {} training cases wrong under it:
+",
+        batch.len()
+    );
+    for (i, f) in batch.iter().enumerate() {
+        write_failure(&mut u, i, f);
+    }
+    let _ = write!(
+        u,
+        "First, under \"Analysis:\", write one line per failed field: what the model did wrong, and the general \
+         rule that would have made it right (where in a document to look, when to answer null, how to write \
+         the value). Then write the improved instruction: keep what works, add the rules. {ANSWER_FORMAT}"
+    );
+    request(u, temperature, max_tokens, seed)
+}
+
 /// The `opro` meta-prompt: past prompts with their train scores in ascending order (the best
 /// [`OPRO_HISTORY`] of them), then a few failures of the current prompt.
 pub fn opro_request(
@@ -331,6 +387,57 @@ mod tests {
         let ids: Vec<&str> = worst(&train, &recs, 2).iter().map(|f| f.example.id.as_str()).collect();
         assert_eq!(ids, ["c", "d"]);
         assert_eq!(worst(&train, &recs, 10).len(), 3);
+    }
+
+    #[test]
+    fn a_minibatch_is_a_seeded_sample_of_the_failures_in_split_order() {
+        let train: Vec<Example> = ["a", "b", "c", "d", "e", "f"].map(example).to_vec();
+        let recs: Vec<ExampleRecord> =
+            train.iter().enumerate().map(|(i, e)| record(&e.id, if i == 1 { 1.0 } else { 0.0 })).collect();
+        let ids = |seed| minibatch(&train, &recs, 3, seed).iter().map(|f| f.example.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(1), ids(1));
+        assert_eq!(ids(1).len(), 3);
+        assert!(!ids(1).contains(&"b".to_owned()), "only failures");
+        let mut sorted = ids(1);
+        sorted.sort();
+        assert_eq!(sorted, ids(1), "split order");
+        assert!((0..20).any(|s| ids(s) != ids(1)), "another seed, another minibatch");
+        assert_eq!(minibatch(&train, &recs, 9, 1).len(), 5, "all five failures when they fit");
+    }
+
+    #[test]
+    fn the_reflect_request_shows_each_failure_with_its_feedback_and_asks_for_a_diagnosis() {
+        let task = Task::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini")).unwrap();
+        let ex = Example {
+            id: "x".into(),
+            text: "This Agreement is governed by the laws of Delaware.".into(),
+            expected: json!({"governing_law": "Delaware"}),
+            line: 1,
+        };
+        let mut rec = record("x", 0.0);
+        rec.output = r#"{"governing_law": null}"#.into();
+        rec.fields = vec![crate::score::FieldVerdict {
+            field: "governing_law".into(),
+            score: 0.0,
+            correct: false,
+            class: Some(FailureClass::Missed),
+            predicted: json!(null),
+            expected: json!("Delaware"),
+            feedback: "answered null, expected \"Delaware\"; the expected value is in the document at byte 42 of 51".into(),
+            evidence: None,
+        }];
+        let req = reflect_request(&task, "Extract the facts.", &[Failure { example: &ex, record: &rec }], 0.7, 512, 3);
+        let text = &req.messages[0].content;
+        assert!(text.contains("<prompt>\nExtract the facts.\n</prompt>"), "{text}");
+        assert!(
+            text.contains(
+                "- governing_law: missed: answered null, expected \"Delaware\"; the expected value is in the document at byte 42"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("governed by the laws of Delaware"), "the excerpt around the evidence: {text}");
+        assert!(text.contains("Analysis:") && text.contains("between <prompt> and </prompt>"), "{text}");
+        assert_eq!(req.seed, Some(3));
     }
 
     #[test]
