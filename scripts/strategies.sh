@@ -14,6 +14,7 @@
 #   pareto         --proposer edits,demos,merge --demo-excerpt evidence --search pareto
 #   rewrite-local  --optimizer local:gemma3-270m --proposer rewrite
 #   opro-local     --optimizer local:gemma3-270m --proposer opro
+#   reflect-local  --optimizer local:gemma3-270m --proposer reflect
 #
 # Environment: TASK (evals/cuad-mini), MAX_EVALS (150), SEED (0), CANDIDATES (2),
 # ACCEPT (mean), FLAGS (more optimize flags, e.g. "--limit-train 8").
@@ -37,6 +38,7 @@ for s in "${STRATS[@]}"; do
         pareto) args=(--optimizer none --proposer edits,demos,merge --demo-excerpt evidence --search pareto) ;;
         rewrite-local) args=(--optimizer local:gemma3-270m --proposer rewrite) ;;
         opro-local) args=(--optimizer local:gemma3-270m --proposer opro) ;;
+        reflect-local) args=(--optimizer local:gemma3-270m --proposer reflect) ;;
         *) echo "unknown strategy $s" >&2; exit 2 ;;
     esac
     dir="$OUT/$s"
