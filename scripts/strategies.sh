@@ -12,6 +12,7 @@
 #   edits          --proposer edits
 #   edits+demos    --proposer edits,demos --demo-excerpt evidence
 #   pareto         --proposer edits,demos,merge --demo-excerpt evidence --search pareto
+#   joint          --proposer edits,joint --demo-excerpt evidence
 #   rewrite-local  --optimizer local:gemma3-270m --proposer rewrite
 #   opro-local     --optimizer local:gemma3-270m --proposer opro
 #   reflect-local  --optimizer local:gemma3-270m --proposer reflect
@@ -36,6 +37,7 @@ for s in "${STRATS[@]}"; do
         edits) args=(--optimizer none --proposer edits) ;;
         edits+demos) args=(--optimizer none --proposer edits,demos --demo-excerpt evidence) ;;
         pareto) args=(--optimizer none --proposer edits,demos,merge --demo-excerpt evidence --search pareto) ;;
+        joint) args=(--optimizer none --proposer edits,joint --demo-excerpt evidence) ;;
         rewrite-local) args=(--optimizer local:gemma3-270m --proposer rewrite) ;;
         opro-local) args=(--optimizer local:gemma3-270m --proposer opro) ;;
         reflect-local) args=(--optimizer local:gemma3-270m --proposer reflect) ;;

@@ -465,6 +465,9 @@ pub enum ProposerKind {
     /// the scorer's feedback goes to the optimizer, which diagnoses each failed field and
     /// writes a new instruction.
     Reflect,
+    /// Instructions and demos searched together: a UCB bandit over the components, fed by
+    /// every candidate's train score, picks the next combinations (no LLM).
+    Joint,
 }
 
 impl ProposerKind {
@@ -476,10 +479,11 @@ impl ProposerKind {
             ProposerKind::Edits => "edits",
             ProposerKind::Merge => "merge",
             ProposerKind::Reflect => "reflect",
+            ProposerKind::Joint => "joint",
         }
     }
     pub fn needs_llm(self) -> bool {
-        !matches!(self, ProposerKind::Demos | ProposerKind::Edits | ProposerKind::Merge)
+        !matches!(self, ProposerKind::Demos | ProposerKind::Edits | ProposerKind::Merge | ProposerKind::Joint)
     }
 }
 
@@ -514,10 +518,11 @@ impl FromStr for Schedule {
                 "edits" => ProposerKind::Edits,
                 "merge" => ProposerKind::Merge,
                 "reflect" => ProposerKind::Reflect,
+                "joint" => ProposerKind::Joint,
                 "" => return Err(format!("--proposer `{s}`: an empty entry in the schedule")),
                 other => {
                     return Err(format!(
-                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro, reflect, demos, edits or merge (or a comma-separated schedule of them)"
+                        "unknown proposer `{other}` in `{s}`: expected rewrite, opro, reflect, demos, edits, merge or joint (or a comma-separated schedule of them)"
                     ))
                 }
             });

@@ -62,6 +62,29 @@ struct Probe {
     model: String,
 }
 
+/// What both dialects set up before probing: the checked URLs, the local model's fingerprint
+/// and name, the HTTP client and the runtime the engine blocks on.
+struct Start {
+    urls: Vec<String>,
+    local: (String, u64),
+    model_name: String,
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Start {
+    fn new(config: &EngineConfig) -> Result<Start, EngineError> {
+        let urls = check_config(config)?;
+        let local = crate::digest::file_head_sha256(&config.model)
+            .map_err(|e| EngineError::ModelFile { path: config.model.clone(), reason: e.to_string() })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        Ok(Start { urls, local, model_name: file_name(&config.model), client: client()?, runtime })
+    }
+}
+
 /// A fleet of llama-servers serving the configured model.
 pub struct RemoteEngine {
     info: EngineInfo,
@@ -96,15 +119,7 @@ impl RemoteEngine {
             return Self::connect_openai(config);
         }
         let t0 = Instant::now();
-        let urls = check_config(config)?;
-        let local = crate::digest::file_head_sha256(&config.model)
-            .map_err(|e| EngineError::ModelFile { path: config.model.clone(), reason: e.to_string() })?;
-        let model_name = file_name(&config.model);
-        let client = client()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| EngineError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        let Start { urls, local, model_name, client, runtime } = Start::new(config)?;
         let probes: Vec<Result<Probe, String>> = runtime.block_on(async {
             let mut out = Vec::new();
             for url in &urls {
@@ -187,15 +202,7 @@ impl RemoteEngine {
     /// the window per endpoint is the batch size (an OpenAI-compatible server batches itself).
     fn connect_openai(config: &EngineConfig) -> Result<Self, EngineError> {
         let t0 = Instant::now();
-        let urls = check_config(config)?;
-        let local = crate::digest::file_head_sha256(&config.model)
-            .map_err(|e| EngineError::ModelFile { path: config.model.clone(), reason: e.to_string() })?;
-        let model_name = file_name(&config.model);
-        let client = client()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| EngineError::Config(format!("cannot start the HTTP runtime: {e}")))?;
+        let Start { urls, local, model_name, client, runtime } = Start::new(config)?;
         let probes: Vec<Result<openai::Model, String>> = runtime.block_on(async {
             let mut out = Vec::new();
             for url in &urls {

@@ -31,9 +31,11 @@ pub struct OptimizeArgs {
     /// (`ANTHROPIC_API_KEY`), `local:PATH-or-known-name` (in-process), or `none`.
     #[arg(long, default_value = "none")]
     pub optimizer: OptimizerSpec,
-    /// How candidates are made: rewrite, opro, demos, edits (field guidance from the scorer's
-    /// feedback, no LLM), merge (two Pareto-frontier prompts combined), or a schedule used in
-    /// turn (e.g. rewrite,rewrite,demos). Default: rewrite with an optimizer, demos without.
+    /// How candidates are made: rewrite, opro, reflect (an LLM diagnoses failures with the
+    /// scorer's feedback), demos, edits (field guidance from the feedback, no LLM), merge (two
+    /// Pareto-frontier prompts combined), joint (instructions x demos by a bandit), or a
+    /// schedule used in turn (e.g. edits,demos,merge). Default: rewrite with an optimizer,
+    /// demos without.
     #[arg(long)]
     pub proposer: Option<Schedule>,
     /// Run directory to create (`run.jsonl`, `best_prompt.txt`).

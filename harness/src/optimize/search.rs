@@ -18,6 +18,7 @@ use super::outcome::{Rejection, Verdict};
 use super::prompt::Prompt;
 use super::proposers::demos::DemosProposer;
 use super::proposers::edits::EditsProposer;
+use super::proposers::joint::JointProposer;
 use super::proposers::llm::LlmProposer;
 use super::proposers::merge::MergeProposer;
 use super::proposers::{Clock, Context, Proposed, Proposer};
@@ -85,6 +86,7 @@ pub fn run(
             },
             edits: EditsProposer { candidates: search.candidates },
             merge: MergeProposer,
+            joint: JointProposer::new(search.candidates, search.demos),
         },
         llm,
         guard: Guard::new(train_texts, search.leak_ngram, search.leak_threshold),
@@ -136,6 +138,7 @@ impl Loop<'_, '_> {
         if let Some(llm) = self.llm.as_mut() {
             llm.scored(&baseline, mean_score(&base_train));
         }
+        self.picks.joint.scored(&baseline, mean_score(&base_train));
         let mut cur = Current { prompt: baseline.clone(), train: base_train.clone(), dev: base_dev.clone() };
         // Every prompt scored on all of train, the baseline first: the Pareto frontier's pool.
         let mut pool = vec![Member { prompt: baseline.clone(), train: base_train.clone() }];
@@ -369,6 +372,10 @@ impl Loop<'_, '_> {
             let index = entry.index;
             if !entry.scores.is_empty() {
                 self.proposer(kind)?.scored(&cand, entry.train_mean);
+                // The joint search learns from every scored candidate, whoever proposed it.
+                if kind != ProposerKind::Joint {
+                    self.picks.joint.scored(&cand, entry.train_mean);
+                }
             }
             self.candidate(entry)?;
             if result.finalists.contains(&i) {
@@ -458,6 +465,7 @@ struct Offline {
     demos: DemosProposer,
     edits: EditsProposer,
     merge: MergeProposer,
+    joint: JointProposer,
 }
 
 /// The proposer of `kind`: the LLM proposer serves `rewrite` and `opro`.
@@ -471,6 +479,7 @@ fn pick<'p>(
         ProposerKind::Demos => Ok(&mut offline.demos),
         ProposerKind::Edits => Ok(&mut offline.edits),
         ProposerKind::Merge => Ok(&mut offline.merge),
+        ProposerKind::Joint => Ok(&mut offline.joint),
         ProposerKind::Rewrite | ProposerKind::Opro | ProposerKind::Reflect => match llm.as_mut() {
             Some(llm) => Ok(llm),
             None => Err(OptimizeError::Optimizer {

@@ -6,7 +6,7 @@
 //! size K from a stream derived from `(seed, iteration)`. Only train examples enter a prompt;
 //! the function never sees dev or test.
 
-use super::{Candidate, Context, Proposed, Proposer};
+use super::{Context, Proposed, Proposer};
 use crate::config::DemoExcerpt;
 use crate::eval::ExampleRecord;
 use crate::optimize::events::Observer;
@@ -29,13 +29,7 @@ impl Proposer for DemosProposer {
     fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
         let pool = failing_pool(ctx.current, ctx.train, ctx.current_train);
         let prompts = propose_with(ctx.current, &pool, self.candidates, self.k, self.seed, ctx.iteration, self.excerpt);
-        Ok(Proposed {
-            candidates: prompts
-                .into_iter()
-                .map(|prompt| Candidate { prompt, request_sha256: None, parent_sha256: None })
-                .collect(),
-            ..Proposed::default()
-        })
+        Ok(Proposed::offline(prompts))
     }
 
     fn exhausted(&self, proposed: &Proposed) -> Option<String> {

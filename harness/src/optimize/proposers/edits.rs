@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Candidate, Context, Proposed, Proposer};
+use super::{Context, Proposed, Proposer};
 use crate::eval::ExampleRecord;
 use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
@@ -90,13 +90,7 @@ pub struct EditsProposer {
 impl Proposer for EditsProposer {
     fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
         let prompts = propose(ctx.task, ctx.current, ctx.train, ctx.current_train, self.candidates);
-        Ok(Proposed {
-            candidates: prompts
-                .into_iter()
-                .map(|prompt| Candidate { prompt, request_sha256: None, parent_sha256: None })
-                .collect(),
-            ..Proposed::default()
-        })
+        Ok(Proposed::offline(prompts))
     }
 
     fn exhausted(&self, proposed: &Proposed) -> Option<String> {

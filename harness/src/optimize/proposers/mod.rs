@@ -2,11 +2,13 @@
 //! [`Proposer`] trait. [`demos::DemosProposer`] adds worked examples (no LLM);
 //! [`edits::EditsProposer`] edits field guidance from the scorer's feedback (no LLM);
 //! [`merge::MergeProposer`] combines two Pareto-frontier prompts (no LLM);
+//! [`joint::JointProposer`] searches instructions and demos together with a bandit (no LLM);
 //! [`llm::LlmProposer`] asks the optimizer model (`rewrite`, `opro`) and owns its client, its
 //! spend and its caps. [`meta_prompt`] builds what the optimizer model reads.
 
 pub mod demos;
 pub mod edits;
+pub mod joint;
 pub mod llm;
 pub mod merge;
 pub mod meta_prompt;
@@ -54,6 +56,19 @@ pub struct Proposed {
     pub stop: Option<String>,
     /// Optimizer calls that gave no candidate.
     pub failed: usize,
+}
+
+impl Proposed {
+    /// Candidates of an offline proposer: prompts with no optimizer call behind them.
+    pub fn offline(prompts: Vec<Prompt>) -> Proposed {
+        Proposed {
+            candidates: prompts
+                .into_iter()
+                .map(|prompt| Candidate { prompt, request_sha256: None, parent_sha256: None })
+                .collect(),
+            ..Proposed::default()
+        }
+    }
 }
 
 /// Makes candidates from the current prompt.
