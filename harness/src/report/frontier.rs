@@ -40,26 +40,14 @@ pub struct CostPoint {
 
 /// The frontier over the baseline's train examples.
 pub fn rows(run: &RunData, a: &Analysis) -> Vec<FrontierRow> {
-    let ids = train_ids(run, &a.baseline_sha256);
+    let (ids, base) = baseline_train(run, &a.baseline_sha256);
     if ids.is_empty() {
         return Vec::new();
     }
     // Members: the baseline, then each distinct candidate prompt scored on every train example.
-    let mut labels: Vec<(String, String, Option<usize>, String)> = Vec::new();
-    let mut table: Vec<Vec<f64>> = Vec::new();
-    let base: Vec<Option<f64>> = ids
-        .iter()
-        .map(|id| {
-            run.evals
-                .iter()
-                .find(|e| e.prompt_sha256 == a.baseline_sha256 && e.split == "train" && e.record.id == *id)
-                .map(|e| e.record.score)
-        })
-        .collect();
-    if let Some(scores) = base.into_iter().collect::<Option<Vec<f64>>>() {
-        table.push(scores);
-        labels.push(("baseline".into(), "task prompt".into(), a.prompt_tokens.map(|t| t.0), a.baseline_sha256.clone()));
-    }
+    let mut labels: Vec<(String, String, Option<usize>, String)> =
+        vec![("baseline".into(), "task prompt".into(), a.prompt_tokens.map(|t| t.0), a.baseline_sha256.clone())];
+    let mut table: Vec<Vec<f64>> = vec![base];
     for c in &run.candidates {
         if labels.iter().any(|l| l.3 == c.prompt_sha256) {
             continue;
@@ -91,15 +79,16 @@ pub fn rows(run: &RunData, a: &Analysis) -> Vec<FrontierRow> {
         .collect()
 }
 
-/// The baseline's train example ids, in log order.
-fn train_ids(run: &RunData, baseline: &str) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
+/// The baseline's train example ids in log order, and its score on each (the first record).
+fn baseline_train(run: &RunData, baseline: &str) -> (Vec<String>, Vec<f64>) {
+    let (mut ids, mut scores): (Vec<String>, Vec<f64>) = (Vec::new(), Vec::new());
     for e in run.evals.iter().filter(|e| e.prompt_sha256 == baseline && e.split == "train") {
         if !ids.contains(&e.record.id) {
             ids.push(e.record.id.clone());
+            scores.push(e.record.score);
         }
     }
-    ids
+    (ids, scores)
 }
 
 /// Every scored prompt whose prompt tokens were logged, for the quality-vs-cost plot.

@@ -157,11 +157,16 @@ pub fn tally(fields: &[FieldSpec], train: &[Example], records: &[ExampleRecord])
 
 /// The lower-cased words of the [`CUE_WINDOW`] bytes before `at` that can serve as cues.
 fn words_before(text: &str, at: usize) -> Vec<String> {
+    // Offsets come from records; one past the end or off a char boundary of this text (a record
+    // of another version of the document) gives no cue rather than a panic.
+    let at = at.min(text.len());
+    if !text.is_char_boundary(at) {
+        return Vec::new();
+    }
     let mut from = at.saturating_sub(CUE_WINDOW);
     while !text.is_char_boundary(from) {
         from += 1;
     }
-    let at = at.min(text.len());
     text[from..at]
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.len() >= 4 && w.chars().all(char::is_alphabetic))
@@ -263,11 +268,12 @@ pub fn edits(task: &Task, base: &str, tallies: &[FieldTally]) -> Vec<(usize, Edi
     }
     // The biggest failure count first; the field order of the task breaks ties (stable sort).
     out.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-    out.retain(|(_, e)| matches!(e, Edit::Add(line) if !guidance(base).contains(&line.as_str())));
+    let present = guidance(base);
+    out.retain(|(_, e)| matches!(e, Edit::Add(line) if !present.contains(&line.as_str())));
     // Ablations only while something still fails: with every field right there is nothing a
     // removal could fix (the gate keeps a candidate only for a higher train score).
     if tallies.iter().any(|t| t.missed + t.hallucinated + t.wrong > 0) {
-        out.extend(guidance(base).into_iter().map(|line| (0, Edit::Remove(line.to_owned()))));
+        out.extend(present.into_iter().map(|line| (0, Edit::Remove(line.to_owned()))));
     }
     out
 }

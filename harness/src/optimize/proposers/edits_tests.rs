@@ -169,3 +169,10 @@ fn nothing_to_fix_proposes_nothing_and_engine_errors_are_not_counted() {
     let current = Prompt::new(task.prompt.clone(), Framing::new("Lease").unwrap());
     assert!(propose(&task, &current, &train, &records, 4).is_empty());
 }
+
+#[test]
+fn cue_words_from_an_offset_past_the_end_or_inside_a_char_are_none_not_a_panic() {
+    assert_eq!(words_before("governed by Delaware", 12), vec!["governed"]);
+    assert_eq!(words_before("short", 900), vec!["short"], "clamped to the end");
+    assert!(words_before("é governed", 1).is_empty(), "byte 1 is inside 'é'");
+}
