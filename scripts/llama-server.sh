@@ -10,7 +10,8 @@
 # Idempotent: a server already healthy on PORT is reused. Its log and pid file live in
 # $PROMPTLOOP_CACHE/server-PORT.{log,pid}. Environment: PROMPTLOOP_SERVER_MODEL (a GGUF path),
 # PROMPTLOOP_SERVER_TEMPLATE (a built-in template name, or `model`), PROMPTLOOP_SERVER_CTX,
-# PROMPTLOOP_SERVER_THREADS.
+# PROMPTLOOP_SERVER_THREADS, PROMPTLOOP_SERVER_ALIAS (default `optimizer`), PROMPTLOOP_SERVER_ARGS
+# (more flags, e.g. --metrics).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CACHE="${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}"
@@ -54,7 +55,7 @@ TEMPLATE_ARGS=(--chat-template "$TEMPLATE")
 [ "$TEMPLATE" = model ] && TEMPLATE_ARGS=()
 nohup "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -c "${PROMPTLOOP_SERVER_CTX:-8192}" -np 1 \
     -t "${PROMPTLOOP_SERVER_THREADS:-2}" --no-jinja "${TEMPLATE_ARGS[@]}" \
-    --alias optimizer --no-webui >"$LOG" 2>&1 &
+    --alias "${PROMPTLOOP_SERVER_ALIAS:-optimizer}" --no-webui ${PROMPTLOOP_SERVER_ARGS:-} >"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
 for _ in $(seq 1 120); do
     if healthy; then echo "$URL"; exit 0; fi

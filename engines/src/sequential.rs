@@ -395,6 +395,7 @@ impl<M: SeqModel> Sequential<M> {
             batch_id,
             // No persistent prefix cache in these engines (`Capabilities::prefix_cache`).
             prefix_cache: None,
+            engine: None,
         })
     }
 }

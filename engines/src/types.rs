@@ -395,6 +395,9 @@ pub struct Response {
     /// What the prefix cache did for this request (`None`: no boundary or no cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_cache: Option<PrefixCacheUse>,
+    /// Which engine of a per-example routed set ran this request (`None`: not routed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// Where a cached prefix came from.

@@ -105,6 +105,10 @@ pub struct ExampleRecord {
     /// computed and stored (miss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_cache: Option<engines::PrefixCacheUse>,
+    /// The engine that ran it, when examples are routed per example (`--engine auto` over a
+    /// table with endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// Receives progress from [`run`]. The binary draws a progress bar and writes `--out`.
@@ -236,6 +240,7 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
     let mut tokens = TokenCounts::default();
     let mut timings = Timings::default();
     let (mut peak, mut batch_size, mut batch_id) = (0, 0, u64::MAX);
+    let mut engine = None;
     let mut outputs = Vec::with_capacity(n);
     let mut errors = Vec::new();
     for r in res {
@@ -254,6 +259,9 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
                 peak = peak.max(r.peak_rss_bytes);
                 batch_size = batch_size.max(r.batch_size);
                 batch_id = batch_id.min(r.batch_id);
+                if engine.is_none() {
+                    engine.clone_from(&r.engine);
+                }
                 outputs.push(serde_json::from_str::<Value>(&r.text).ok());
             }
             Err(e) => {
@@ -286,6 +294,7 @@ fn merge_windows(spec: &EvalSpec<'_>, ex: &Example, res: Vec<Result<Response, En
         input_chunks: Some(n),
         input_truncated: false,
         prefix_cache: None,
+        engine,
     }
 }
 
@@ -314,6 +323,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 input_chunks: None,
                 input_truncated: false,
                 prefix_cache: r.prefix_cache,
+                engine: r.engine,
             }
         }
         Err(e) => {
@@ -345,6 +355,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
                 input_chunks: None,
                 input_truncated: false,
                 prefix_cache: None,
+                engine: None,
             }
         }
     }

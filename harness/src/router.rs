@@ -10,7 +10,8 @@ use std::str::FromStr;
 use engines::memory::Machine;
 use engines::{EngineKind, WeightFormat};
 
-use crate::calibrate::{self, RoutingTable};
+use crate::calibrate::{self, EngineEntry, RoutingTable};
+use crate::config::{PerExample, RouteMember};
 use crate::fingerprint::model_fingerprint;
 
 /// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
@@ -114,13 +115,16 @@ pub struct RouteRequest<'a> {
 }
 
 /// The engine and context a choice resolves to, and what the routing table said.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
     pub kind: EngineKind,
     /// Context per sequence: `--ctx`, else capped so the predicted peak fits the table's
     /// budget with its margin.
     pub ctx: Option<u32>,
     pub note: Option<String>,
+    /// Each example routed among these (the table holds endpoints); `kind` and `ctx` are then
+    /// the first member's.
+    pub per_example: Option<PerExample>,
 }
 
 /// A routing failure; always the user's input (a bad table, a budget nothing fits).
@@ -137,9 +141,9 @@ pub struct RouteError(pub String);
 /// The model file cannot be read, the table is bad, or nothing fits its budget.
 pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
     let kind = match req.choice {
-        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None }),
+        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None, per_example: None }),
         EngineChoice::Servers(_) | EngineChoice::OpenAi(_) => {
-            return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None })
+            return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None, per_example: None })
         }
         EngineChoice::Auto => EngineKind::Llama,
     };
@@ -149,7 +153,7 @@ pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
     } else {
         let p = calibrate::default_table_path(&fingerprint);
         if !p.exists() {
-            return Ok(Routed { kind, ctx: req.ctx, note: None });
+            return Ok(Routed { kind, ctx: req.ctx, note: None, per_example: None });
         }
         p
     };
@@ -163,9 +167,12 @@ pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
             path.display(),
             stale.join("; ")
         );
-        return Ok(Routed { kind, ctx: req.ctx, note: Some(note) });
+        return Ok(Routed { kind, ctx: req.ctx, note: Some(note), per_example: None });
     }
     let available = engines::compiled_engines();
+    if table.engines.iter().any(|e| !e.servers.is_empty()) {
+        return per_example(&table, &path, req);
+    }
     let typical = 1024.min(table.engines.iter().map(|x| x.max_input_tokens).max().unwrap_or(0));
     let calibrate::Route::Engine(kind) = table.route(typical, &available) else {
         return Err(RouteError(format!(
@@ -175,6 +182,21 @@ pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
         )));
     };
     let entry = table.engine(kind).expect("routed engines are in the table");
+    let ctx = budget_ctx(entry, &table, &path, req)?;
+    let batch = req.batch.max(1);
+    let note = format!(
+        "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
+        path.display(),
+        ctx,
+        table.budget_bytes >> 20,
+        table.margin * 100.0
+    );
+    Ok(Routed { kind, ctx: Some(ctx), note: Some(note), per_example: None })
+}
+
+/// The context per sequence an in-process entry gets in the table's budget: at most 16384 and
+/// `--ctx`; an error when a batch leaves too little.
+fn budget_ctx(entry: &EngineEntry, table: &RoutingTable, path: &Path, req: &RouteRequest<'_>) -> Result<u32, RouteError> {
     let total = calibrate::max_ctx_for_budget(&entry.memory, table.budget_bytes, table.margin);
     let batch = req.batch.max(1);
     let per_seq = (total / batch as usize).min(16_384);
@@ -185,15 +207,39 @@ pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
             table.budget_bytes >> 20
         )));
     }
-    let ctx = req.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32));
-    let note = format!(
-        "routed by {}: engine {kind}, context {} tokens per sequence x {batch} (budget {} MiB, margin {:.0}%)",
-        path.display(),
-        ctx,
-        table.budget_bytes >> 20,
-        table.margin * 100.0
-    );
-    Ok(Routed { kind, ctx: Some(ctx), note: Some(note) })
+    Ok(req.ctx.map_or(per_seq as u32, |c| c.min(per_seq as u32)))
+}
+
+/// `auto` over a table that holds endpoints: every entry usable here becomes a member (the
+/// in-process ones first, each opened with the context its threshold needs, within the
+/// budget), and each example is routed among them.
+fn per_example(table: &RoutingTable, path: &Path, req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
+    let mut members = Vec::new();
+    for e in table.engines.iter().filter(|e| e.kind.is_compiled() && e.max_input_tokens > 0) {
+        let ctx = if e.servers.is_empty() {
+            let need = u32::try_from(e.max_input_tokens + table.max_tokens as usize + 16).unwrap_or(u32::MAX);
+            Some(budget_ctx(e, table, path, req)?.min(need))
+        } else {
+            None
+        };
+        members.push(RouteMember {
+            engine: e.kind,
+            ctx,
+            max_input_tokens: e.max_input_tokens,
+            servers: e.servers.clone(),
+            server_api: e.server_api,
+            prefill_ms_per_token: e.prefill_ms_per_token,
+            decode_tok_s: e.decode_tok_s,
+        });
+    }
+    members.sort_by_key(|m| !m.servers.is_empty());
+    let Some(first) = members.first() else {
+        return Err(RouteError(format!("routing table {}: no engine of it is compiled into this build", path.display())));
+    };
+    let (kind, ctx) = (first.engine, first.ctx);
+    let per = PerExample { max_tokens: table.max_tokens, members };
+    let note = format!("routed by {}: {}", path.display(), per.describe());
+    Ok(Routed { kind, ctx, note: Some(note), per_example: Some(per) })
 }
 
 #[cfg(test)]
@@ -222,7 +268,7 @@ mod tests {
         std::fs::write(&model, b"GGUF").unwrap();
         let req = |choice, table| RouteRequest { choice, table, ctx: Some(512), model_path: &model, batch: 2 };
         let r = route(&req(EngineChoice::Kind(EngineKind::Candle), None)).unwrap();
-        assert_eq!(r, Routed { kind: EngineKind::Candle, ctx: Some(512), note: None });
+        assert_eq!(r, Routed { kind: EngineKind::Candle, ctx: Some(512), note: None, per_example: None });
         let bad = dir.path().join("routing.toml");
         std::fs::write(&bad, "not = [valid").unwrap();
         let r = route(&req(EngineChoice::Servers(vec!["http://a:1".into()]), None)).unwrap();
@@ -232,5 +278,62 @@ mod tests {
         let missing = dir.path().join("missing.gguf");
         let err = route(&RouteRequest { choice: EngineChoice::Auto, table: None, ctx: None, model_path: &missing, batch: 1 });
         assert!(err.unwrap_err().0.contains("missing.gguf"));
+    }
+
+    fn entry(kind: EngineKind, max_input: usize, prefill_ms: f64, servers: &[&str]) -> EngineEntry {
+        let fit = |intercept, slope| calibrate::LinearFit { intercept, slope, max_rel_error: 0.0 };
+        EngineEntry {
+            kind,
+            backend_version: engines::backend_version(kind).unwrap_or("absent").into(),
+            memory: if servers.is_empty() { fit(100e6, 40e3) } else { fit(0.0, 0.0) },
+            prefill_ms_per_token: fit(prefill_ms, 0.0),
+            decode_tok_s: 50.0,
+            max_input_tokens: max_input,
+            check: None,
+            points: Vec::new(),
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            server_api: engines::ServerApi::Native,
+        }
+    }
+
+    #[test]
+    fn a_table_with_endpoints_routes_each_example_short_ones_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.gguf");
+        std::fs::write(&model, b"GGUF").unwrap();
+        let table = RoutingTable {
+            version: calibrate::TABLE_VERSION,
+            created: "now".into(),
+            promptloop_version: "test".into(),
+            machine: Machine::current(),
+            model: model_fingerprint(&model).unwrap(),
+            budget_bytes: 8 << 30,
+            margin: 0.1,
+            max_tokens: 64,
+            // The server first in the table, slower per token but with the larger context.
+            engines: vec![entry(EngineKind::Server, 8000, 2.0, &["http://a:1", "http://b:2"]), entry(EngineKind::Llama, 1200, 1.0, &[])],
+        };
+        let path = dir.path().join("routing.toml");
+        table.save(&path).unwrap();
+        let req = RouteRequest { choice: EngineChoice::Auto, table: Some(&path), ctx: None, model_path: &model, batch: 2 };
+        let r = route(&req).unwrap();
+        let per = r.per_example.expect("routed per example");
+        assert_eq!(r.kind, EngineKind::Llama, "the in-process member comes first");
+        assert_eq!(per.members.len(), 2);
+        assert_eq!(per.members[0].ctx, Some(1200 + 64 + 16), "opened with the context its threshold needs");
+        assert_eq!((per.members[1].engine, per.members[1].ctx), (EngineKind::Server, None));
+        assert_eq!(per.members[1].servers, ["http://a:1", "http://b:2"]);
+        assert_eq!(per.pick(500), Some(0), "short: in-process, predicted faster");
+        assert_eq!(per.pick(1200), Some(0));
+        assert_eq!(per.pick(1201), Some(1), "past the in-process threshold: the server");
+        assert_eq!(per.pick(8001), None);
+        assert!(r.note.unwrap().contains("server at http://a:1,http://b:2 up to 8000 tokens"));
+        // Without endpoints, auto still picks one engine per run.
+        let mut single = table.clone();
+        single.engines.remove(0);
+        single.save(&path).unwrap();
+        let r = route(&req).unwrap();
+        assert!(r.per_example.is_none());
+        assert_eq!(r.kind, EngineKind::Llama);
     }
 }

@@ -83,8 +83,19 @@ pub fn prepare(task: &Task, setup: &EngineSetup) -> Result<Prepared, SetupError>
     let max_tokens = setup.max_tokens.unwrap_or(task.max_tokens);
     let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));
     // A fleet's results are keyed by what its servers serve (build and model), not by URL.
+    let identity = |cfg: &EngineConfig| {
+        engines::server_identity(cfg).map_err(|error| SetupError::Engine { path: model_path.clone(), error })
+    };
     let server = if setup.engine == EngineKind::Server {
-        Some(engines::server_identity(&config).map_err(|error| SetupError::Engine { path: model_path.clone(), error })?)
+        Some(identity(&config)?)
+    } else if let Some(per) = &setup.per_example {
+        // Routed per example: every member's part of the key, a server member by what it serves.
+        let mut parts = Vec::new();
+        for m in &per.members {
+            let served = if m.servers.is_empty() { String::new() } else { identity(&setup.member_config(&model_path, m))? };
+            parts.push(format!("{} ctx {:?} up to {} {served}", m.label(), m.ctx, m.max_input_tokens));
+        }
+        Some(format!("per example: {}", parts.join("; ")))
     } else {
         None
     };
@@ -123,7 +134,28 @@ pub fn constraint_schema(
     Ok((Some(task.schema.clone()), None))
 }
 
-/// Loads an engine and logs what it is.
+/// Loads the engine of `setup` (`config` being its [`EngineSetup::engine_config`]): one engine,
+/// or the members of its per-example routing behind one [`engines::RoutedEngine`].
+///
+/// # Errors
+/// A backend is not compiled in or cannot load the model.
+pub fn load_setup_engine(setup: &EngineSetup, config: &EngineConfig) -> Result<Box<dyn Engine>, SetupError> {
+    let Some(per) = &setup.per_example else {
+        return load_engine(setup.engine, config);
+    };
+    let mut members = Vec::with_capacity(per.members.len());
+    for m in &per.members {
+        let cfg = setup.member_config(&config.model, m);
+        members.push(engines::Member { label: m.label(), engine: load_engine(m.engine, &cfg)? });
+    }
+    let rule = per.clone();
+    let routed = engines::RoutedEngine::new(members, Box::new(move |tokens| rule.pick(tokens)))
+        .map_err(|error| SetupError::Engine { path: config.model.clone(), error })?;
+    tracing::info!("{}", per.describe());
+    Ok(Box::new(routed))
+}
+
+/// Loads one engine and logs what it is.
 ///
 /// # Errors
 /// The backend is not compiled in or cannot load the model.
@@ -261,7 +293,7 @@ impl Session {
     /// # Errors
     /// The backend is not compiled in or cannot load the model.
     pub fn load_engine(&self) -> Result<Box<dyn Engine>, SetupError> {
-        load_engine(self.config().engine.engine, &self.prepared.config)
+        load_setup_engine(&self.config().engine, &self.prepared.config)
     }
 
     /// Runs (or continues) the loop to its end on `engine`. `optimizer` is the LLM proposers'

@@ -92,6 +92,9 @@ pub struct Summary {
     /// Documents longer than the context: split into windows, or cut to their head.
     pub inputs_chunked: usize,
     pub inputs_truncated: usize,
+    /// Examples per engine, when routed per example (empty otherwise).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub routed: BTreeMap<String, usize>,
     pub speed: Speed,
     /// The engine's KV cache for all its sequences, from the model's shape (bytes).
     pub kv_cache_bytes: u64,
@@ -124,6 +127,10 @@ impl Summary {
         for e in records.iter().filter_map(|r| r.error.as_ref()) {
             *errors.entry(e.clone()).or_insert(0) += 1;
         }
+        let mut routed = BTreeMap::new();
+        for e in records.iter().filter_map(|r| r.engine.as_ref()) {
+            *routed.entry(e.clone()).or_insert(0) += 1;
+        }
         Summary {
             task: labels.task.into(),
             split: labels.split.into(),
@@ -139,6 +146,7 @@ impl Summary {
             truncated: records.iter().filter(|r| r.truncated).count(),
             inputs_chunked: records.iter().filter(|r| r.input_chunks.is_some()).count(),
             inputs_truncated: records.iter().filter(|r| r.input_truncated).count(),
+            routed,
             speed: speed(records, wall_ms),
             kv_cache_bytes: labels.kv_cache_bytes,
         }
@@ -174,6 +182,10 @@ impl Summary {
                 "too long        {} chunked into windows, {} cut to their head (--on-overflow)",
                 self.inputs_chunked, self.inputs_truncated
             );
+        }
+        if !self.routed.is_empty() {
+            let by: Vec<String> = self.routed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(s, "routed          {} (per example, by input length)", by.join(", "));
         }
         let _ = writeln!(s);
         let sp = &self.speed;

@@ -183,20 +183,176 @@ fn outputs(path: &Path, n: usize) -> Vec<(String, String)> {
     recs.iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r["output"].as_str().unwrap().to_owned())).collect()
 }
 
+/// The two SmolLM2 llama-servers `scripts/test.sh` starts for the tests (`PROMPTLOOP_FLEET`:
+/// one slot and one thread each), or two started here when it is not set.
+struct Fleet {
+    urls: Vec<String>,
+    _own: Vec<Server>,
+}
+
+fn fleet() -> Fleet {
+    if let Ok(list) = std::env::var("PROMPTLOOP_FLEET") {
+        let urls: Vec<String> = list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        assert!(urls.len() >= 2, "PROMPTLOOP_FLEET names two llama-servers: {list}");
+        for u in &urls {
+            assert_eq!(get(port_of(u), "/health").map(|r| r.0), Some(200), "{u} (PROMPTLOOP_FLEET) is not healthy");
+        }
+        return Fleet { urls, _own: Vec::new() };
+    }
+    let own = vec![Server::start(&smollm()), Server::start(&smollm())];
+    Fleet { urls: own.iter().map(Server::url).collect(), _own: own }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("http://127.0.0.1:PORT")
+}
+
+/// A counter of a server's `/metrics` (`llamacpp:NAME`), 0 when absent.
+fn metric(url: &str, name: &str) -> f64 {
+    let (_, body) = get(port_of(url), "/metrics").unwrap_or_default();
+    let prefix = format!("llamacpp:{name} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Examples in cuad-mini's dev split.
+fn dev_size() -> usize {
+    std::fs::read_to_string(cuad_mini().join("dev.jsonl")).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+}
+
 #[test]
 fn two_servers_share_a_pass_and_answer_like_one() {
     require_model();
-    let (a, b) = (Server::start(&smollm()), Server::start(&smollm()));
+    let fleet = fleet();
+    let (a, b) = (&fleet.urls[0], &fleet.urls[1]);
+    let n = dev_size();
     let tmp = tempfile::tempdir().unwrap();
     let two = tmp.path().join("two.jsonl");
-    let out = eval(&[a.url(), b.url()], 4, &two);
+    let before = (metric(a, "tokens_predicted_total"), metric(b, "tokens_predicted_total"));
+    let out = eval(&[a.clone(), b.clone()], n, &two);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (pa, pb) = (a.metric("tokens_predicted_total"), b.metric("tokens_predicted_total"));
+    let (pa, pb) = (metric(a, "tokens_predicted_total") - before.0, metric(b, "tokens_predicted_total") - before.1);
     assert!(pa > 0.0 && pb > 0.0, "both servers decoded: {pa} and {pb} tokens");
     let one = tmp.path().join("one.jsonl");
-    let out = eval(&[b.url()], 4, &one);
+    let out = eval(std::slice::from_ref(b), n, &one);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(outputs(&two, 4), outputs(&one, 4), "the fleet's outputs are one server's, example for example");
+    assert_eq!(outputs(&two, n), outputs(&one, n), "the fleet's outputs are one server's, example for example");
+}
+
+/// `calibrate --fleet` probes an endpoint into the routing table; `--engine auto` over it sends
+/// each example to the engine the table predicts fastest among those that fit: with the
+/// in-process engine's threshold lowered to 1200 tokens (a small context), the short contracts
+/// run in-process and the long ones on the server.
+#[test]
+fn auto_routes_short_inputs_in_process_and_long_ones_to_the_server() {
+    use engines::EngineKind;
+    use harness::calibrate::{Route, RoutingTable};
+    require_model();
+    let fleet = fleet();
+    let url = &fleet.urls[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let table_path = tmp.path().join("routing.toml");
+    let args = ["calibrate", "--engines", "llama", "--fleet", &format!("server:{url}"), "--max-input", "512", "--reps", "1"];
+    let mut args = args.to_vec();
+    args.extend(["--out", table_path.to_str().unwrap(), "--json"]);
+    let out = command_env(&args, &[]).output().expect("promptloop runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut table = RoutingTable::load(&table_path).unwrap();
+    let server = table.engines.iter().find(|e| e.kind == EngineKind::Server).expect("the endpoint is in the table");
+    assert_eq!(server.servers, [url.clone()]);
+    // Bounded by the server's slot context (-c 8192, one slot), not by this machine's memory.
+    assert!(server.max_input_tokens > 4000 && server.max_input_tokens < 8192, "{}", server.max_input_tokens);
+    assert!(server.decode_tok_s > 0.0 && server.points.iter().filter(|p| p.fits).count() >= 2, "{server:?}");
+    const SMALL: usize = 1200;
+    let local = table.engines.iter_mut().find(|e| e.kind == EngineKind::Llama).expect("llama is calibrated");
+    local.max_input_tokens = SMALL;
+    table.save(&table_path).unwrap();
+
+    let n = dev_size();
+    let records_path = tmp.path().join("auto.jsonl");
+    let task = cuad_mini();
+    let args = ["eval", "--task", task.to_str().unwrap(), "--split", "dev", "--engine", "auto", "--json"];
+    let mut args = args.to_vec();
+    args.extend(["--routing", table_path.to_str().unwrap(), "--out", records_path.to_str().unwrap()]);
+    let out = command_env(&args, &[]).output().expect("promptloop runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let recs = records(&records_path);
+    assert_eq!(recs.len(), n);
+    let available = [EngineKind::Llama, EngineKind::Server];
+    let (mut local_ids, mut served) = (0, 0);
+    for r in &recs {
+        assert!(r["error"].is_null(), "{}: {}", r["id"], r["error_detail"]);
+        let input = r["tokens"]["input"].as_u64().unwrap() as usize;
+        let engine = r["engine"].as_str().unwrap_or_else(|| panic!("{} names no engine", r["id"]));
+        // Token counts of the two sides may differ by a token or two at the edges.
+        if input + 8 < SMALL {
+            let Route::Engine(expected) = table.route(input, &available) else { panic!("{input} tokens fit the table") };
+            assert_eq!(engine, expected.to_string(), "{} ({input} tokens)", r["id"]);
+        } else if input > SMALL + 8 {
+            assert_eq!(engine, "server", "{} ({input} tokens) is past the in-process threshold", r["id"]);
+        }
+        if engine == "llama" {
+            local_ids += 1;
+        } else {
+            served += 1;
+        }
+    }
+    assert!(local_ids > 0 && served > 0, "short inputs in-process ({local_ids}), long ones on the server ({served})");
+    assert_eq!(summary["routed"]["llama"].as_u64(), Some(local_ids), "{summary}");
+    assert_eq!(summary["routed"]["server"].as_u64(), Some(served), "{summary}");
+}
+
+/// An optimize run on the fleet, SIGKILLed part way and resumed: nothing already logged is run
+/// again, and the run ends.
+#[test]
+fn an_optimize_run_on_the_fleet_killed_and_resumed_reruns_nothing_logged() {
+    require_model();
+    let fleet = fleet();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let task = cuad_mini();
+    let engine = format!("server:{}", fleet.urls.join(","));
+    let args = [
+        "optimize", "--task", task.to_str().unwrap(), "--optimizer", "none", "--proposer", "demos", "--engine", &engine,
+        "--out", dir.to_str().unwrap(), "--json", "--limit-train", "4", "--limit-dev", "3", "--limit-test", "2",
+        "--max-iterations", "1", "--candidates", "2", "--demos", "1",
+    ];
+    let mut child = command_env(&args, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let evals = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p.join("run.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["type"] == "eval")
+            .collect()
+    };
+    // Killed after a random number of evals, within the baseline's 9 (4 + 3 + 2).
+    let kill_after = crate::support::random_in(2, 8, "evals logged before the kill");
+    let t0 = Instant::now();
+    while evals(&dir).len() < kill_after {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the kill");
+        assert!(t0.elapsed() < Duration::from_secs(600), "no progress on the fleet");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = evals(&dir);
+    let out = command_env(&["optimize", "--resume", dir.to_str().unwrap(), "--json"], &[]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = evals(&dir);
+    assert_eq!(&after[..before.len()], &before[..], "the logged evals are kept as they were");
+    let key = |e: &serde_json::Value| {
+        (e["instruction_sha256"].to_string(), e["split"].to_string(), e["record"]["id"].to_string(), e["engine_key"].to_string())
+    };
+    let mut keys: Vec<_> = after.iter().map(key).collect();
+    keys.sort();
+    let total = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "no eval is run twice");
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["evals_run"].as_u64(), Some((after.len() - before.len()) as u64), "{last}");
+    let log = std::fs::read_to_string(dir.join("run.jsonl")).unwrap();
+    assert!(log.lines().last().unwrap().contains("\"type\":\"final\""), "the resumed run ends");
 }
 
 #[test]

@@ -118,6 +118,8 @@ fn routing_table(model: &Path) -> RoutingTable {
                 rel_error: 0.013,
             }),
             points: [128, 256, 512, 1024, 2048].map(point).to_vec(),
+            servers: Vec::new(),
+            server_api: engines::ServerApi::Native,
         }],
     }
 }

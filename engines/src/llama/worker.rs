@@ -514,6 +514,7 @@ impl Worker<'_> {
                     batch_size,
                     batch_id,
                     prefix_cache: s.cache_use,
+                    engine: None,
                 };
                 (slot, Ok(response))
             })

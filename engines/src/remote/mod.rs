@@ -174,7 +174,10 @@ impl RemoteEngine {
             },
             capabilities: Capabilities {
                 max_context: n_ctx,
-                max_batch: slots.max(config.batch_size as usize).max(1),
+                // Four requests per slot in one pass: the fleet hands each to the least busy
+                // endpoint, longest first, so a pass is not cut into rounds that each wait for
+                // their slowest request.
+                max_batch: (slots * 4).max(config.batch_size as usize).max(1),
                 shared_prefix: false,
                 prefix_cache: true,
                 constraint_backends: vec![ConstraintBackend::Gbnf, ConstraintBackend::None],
@@ -274,7 +277,7 @@ impl RemoteEngine {
             },
             capabilities: Capabilities {
                 max_context: n_ctx,
-                max_batch: (window * up).max(1),
+                max_batch: (window * up * 4).max(1),
                 shared_prefix: false,
                 prefix_cache: false,
                 constraint_backends: vec![ConstraintBackend::Gbnf, ConstraintBackend::None],

@@ -160,6 +160,7 @@ pub async fn call(client: &Client, t: &Target, req: &Request, batch_id: u64) -> 
         batch_size: 1,
         batch_id,
         prefix_cache: None,
+        engine: None,
     })
 }
 

@@ -49,7 +49,11 @@ pub async fn run(
 ) -> Vec<Result<Response, EngineError>> {
     let n = requests.len();
     let mut answers: Vec<Option<Result<Response, EngineError>>> = (0..n).map(|_| None).collect();
-    let mut queue: VecDeque<usize> = (0..n).collect();
+    // Longest first (by prompt characters): the long ones start early and the short ones fill
+    // in, so the endpoints finish the pass together.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].messages.iter().map(|m| m.content.len()).sum::<usize>()));
+    let mut queue: VecDeque<usize> = order.into();
     let mut attempts = vec![0usize; n];
     // Each endpoint can fail a request at most MAX_FAILURES times before it is out.
     let max_attempts = super::fleet::MAX_FAILURES as usize * targets.len() + 1;
@@ -188,6 +192,7 @@ async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, b
         batch_size: 1,
         batch_id,
         prefix_cache: req.prefix_boundary.map(|_| api::prefix_cache_use(&c)),
+        engine: None,
     })
 }
 

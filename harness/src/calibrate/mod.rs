@@ -100,6 +100,13 @@ pub struct EngineEntry {
     /// Held-back length: predicted and measured peak, relative error.
     pub check: Option<HeldBack>,
     pub points: Vec<Point>,
+    /// The endpoints of a `server` entry (`calibrate --fleet`): their slot context bounds
+    /// `max_input_tokens`, and `--engine auto` routes each example among them and the
+    /// in-process engines. Empty for in-process engines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "engines::ServerApi::is_native")]
+    pub server_api: engines::ServerApi,
 }
 
 /// The held-back probe.
@@ -301,6 +308,8 @@ mod tests {
             max_input_tokens: max_input,
             check: None,
             points: Vec::new(),
+            servers: Vec::new(),
+            server_api: engines::ServerApi::Native,
         }
     }
 

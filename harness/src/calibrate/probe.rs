@@ -30,6 +30,11 @@ pub struct ProbeSpec {
     pub threads: Option<usize>,
     /// Documents the prompt is cut from (repeated when too short).
     pub corpus: Vec<String>,
+    /// The endpoints of a `server` probe (`calibrate --fleet`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub server_api: engines::ServerApi,
 }
 
 /// Timings of one repetition.
@@ -55,6 +60,9 @@ pub struct ProbeReport {
     pub backend_version: String,
     /// The model's trained context.
     pub train_context: usize,
+    /// The context one sequence may use (a server's slot context).
+    #[serde(default)]
+    pub max_context: usize,
 }
 
 /// A probe as the parent saw it.
@@ -83,6 +91,12 @@ pub fn run_in_process(spec: &ProbeSpec) -> anyhow::Result<ProbeReport> {
     cfg.batch_size = 1;
     cfg.threads = spec.threads;
     cfg.constraint_backend = engines::ConstraintBackend::None;
+    if !spec.servers.is_empty() {
+        // A server's context is its own (set where it starts).
+        cfg.n_ctx = None;
+    }
+    cfg.servers.clone_from(&spec.servers);
+    cfg.server_api = spec.server_api;
     let engine = engines::load(spec.engine, &cfg)?;
     let text = text_of_tokens(engine.as_ref(), &spec.corpus, spec.input_tokens)?;
     let mut reps = Vec::with_capacity(spec.reps);
@@ -110,6 +124,7 @@ pub fn run_in_process(spec: &ProbeSpec) -> anyhow::Result<ProbeReport> {
         peak_rss_bytes: engines::memory::peak_rss(),
         backend_version: info.backend_version.clone(),
         train_context: info.train_context,
+        max_context: info.capabilities.max_context,
     })
 }
 

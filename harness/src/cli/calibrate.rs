@@ -13,6 +13,7 @@ use engines::EngineKind;
 use harness::calibrate::probe::{self, ProbeResult, ProbeSpec};
 use harness::calibrate::{self, EngineEntry, HeldBack, LinearFit, Point, RoutingTable, TABLE_VERSION};
 use harness::fingerprint::model_fingerprint;
+use harness::router::EngineChoice;
 use harness::task::Task;
 
 use super::InputError;
@@ -25,6 +26,12 @@ pub struct CalibrateArgs {
     /// Engines to calibrate, comma-separated (those not compiled in are skipped with a note).
     #[arg(long, default_value = "llama")]
     pub engines: String,
+    /// Endpoints to calibrate too: `server:URL[,URL...]` (llama-servers) or `openai:URL[,URL...]`.
+    /// Their latency by input length and their slot context go into the table, and
+    /// `--engine auto` then routes each example among them and the in-process engines (e.g.
+    /// short inputs in-process, long ones to a server with more memory).
+    #[arg(long, value_name = "ENGINE")]
+    pub fleet: Option<EngineChoice>,
     /// Output tokens per example the thresholds leave room for (and each probe decodes).
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
@@ -87,10 +94,25 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.margin) {
         return Err(InputError("--margin must be between 0 and 1".into()).into());
     }
-    let mut kinds = Vec::new();
+    // What to probe: each in-process engine, then the fleet (its endpoints and API).
+    let mut kinds: Vec<(EngineKind, Vec<String>, engines::ServerApi)> = Vec::new();
     for part in args.engines.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let kind: EngineKind = part.parse().map_err(|e| InputError(format!("--engines: {e}")))?;
-        kinds.push(kind);
+        if kind == EngineKind::Server {
+            return Err(InputError("--engines: name endpoints with --fleet server:URL[,URL...]".into()).into());
+        }
+        kinds.push((kind, Vec::new(), engines::ServerApi::Native));
+    }
+    match &args.fleet {
+        None => {}
+        Some(fleet @ (EngineChoice::Servers(urls) | EngineChoice::OpenAi(urls))) => {
+            kinds.push((EngineKind::Server, urls.clone(), fleet.server_api()));
+        }
+        Some(other) => {
+            return Err(
+                InputError(format!("--fleet: expected server:URL[,URL...] or openai:URL[,URL...], not `{other}`")).into()
+            )
+        }
     }
     if kinds.is_empty() {
         return Err(InputError("--engines: name at least one engine".into()).into());
@@ -113,7 +135,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
     say(&format!("budget {} MiB ({}), margin {:.0}%", budget >> 20, machine.cpu, args.margin * 100.0));
 
     let mut entries = Vec::new();
-    for kind in kinds {
+    for (kind, servers, server_api) in kinds {
         if !kind.is_compiled() {
             say(&format!("{kind}: skipped: not compiled into this build (rebuild with --features {})", kind.feature()));
             continue;
@@ -126,6 +148,8 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             reps,
             threads: args.threads,
             corpus: corpus.clone(),
+            servers: servers.clone(),
+            server_api,
         };
         let timeout = Duration::from_secs(args.probe_timeout);
         let run_probe = |input: usize, reps: usize| -> anyhow::Result<ProbeResult> {
@@ -134,7 +158,11 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             Ok(r)
         };
         let first = run_probe(128, args.reps)?;
-        let Some(train_context) = first.report.as_ref().map(|r| r.train_context) else {
+        // A server's slot context bounds its inputs as the trained context does the others'.
+        let remote = !servers.is_empty();
+        let Some(train_context) =
+            first.report.as_ref().map(|r| if remote && r.max_context > 0 { r.train_context.min(r.max_context) } else { r.train_context })
+        else {
             say(&format!("{kind}: skipped: the first probe failed: {}", first.note.clone().unwrap_or_default()));
             continue;
         };
@@ -155,8 +183,10 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             Some(n) => Some(run_probe(n, 1)?),
             None => None,
         };
-        let entry =
+        let mut entry =
             fit_engine(kind, backend_version, &results, held.as_ref(), budget, args.margin, args.max_tokens, train_context);
+        entry.servers = servers;
+        entry.server_api = server_api;
         entries.push(entry);
     }
     if entries.is_empty() {
@@ -185,7 +215,8 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     for e in &table.engines {
-        writeln!(stdout, "engine {} ({})", e.kind, e.backend_version)?;
+        let at = if e.servers.is_empty() { String::new() } else { format!(" at {}", e.servers.join(",")) };
+        writeln!(stdout, "engine {}{at} ({})", e.kind, e.backend_version)?;
         writeln!(
             stdout,
             "{:>7} {:>7} {:>9} {:>11} {:>9} {:>10} {:>10}  note",
@@ -206,12 +237,14 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
                 p.note.as_deref().unwrap_or("")
             )?;
         }
+        // A server's memory is its own: the peaks above are this client's.
         writeln!(
             stdout,
-            "memory  = {:.1} MiB + {:.1} KiB per context token (max error on the points {:.1}%)",
+            "memory  = {:.1} MiB + {:.1} KiB per context token (max error on the points {:.1}%){}",
             e.memory.intercept / 1_048_576.0,
             e.memory.slope / 1024.0,
-            e.memory.max_rel_error * 100.0
+            e.memory.max_rel_error * 100.0,
+            if e.servers.is_empty() { "" } else { " (this client's; the servers' memory is theirs)" }
         )?;
         writeln!(
             stdout,
@@ -231,13 +264,17 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
                 h.rel_error * 100.0
             )?;
         }
-        writeln!(
-            stdout,
-            "threshold: inputs up to {} tokens fit {} MiB with a {:.0}% margin",
-            e.max_input_tokens,
-            table.budget_bytes >> 20,
-            table.margin * 100.0
-        )?;
+        if e.servers.is_empty() {
+            writeln!(
+                stdout,
+                "threshold: inputs up to {} tokens fit {} MiB with a {:.0}% margin",
+                e.max_input_tokens,
+                table.budget_bytes >> 20,
+                table.margin * 100.0
+            )?;
+        } else {
+            writeln!(stdout, "threshold: inputs up to {} tokens (the servers' slot context)", e.max_input_tokens)?;
+        }
         writeln!(stdout)?;
     }
     writeln!(stdout, "routing table   {}", out.display())?;
@@ -322,5 +359,16 @@ fn fit_engine(
         p.note = Some(p.note.map_or_else(|| "held back from the fit".to_owned(), |n| format!("held back; {n}")));
         points.push(p);
     }
-    EngineEntry { kind, backend_version, memory, prefill_ms_per_token, decode_tok_s, max_input_tokens, check, points }
+    EngineEntry {
+        kind,
+        backend_version,
+        memory,
+        prefill_ms_per_token,
+        decode_tok_s,
+        max_input_tokens,
+        check,
+        points,
+        servers: Vec::new(),
+        server_api: engines::ServerApi::Native,
+    }
 }

@@ -22,7 +22,7 @@ use harness::task::{Example, Layout, Task};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use harness::session::{constraint_schema, load_engine};
+use harness::session::{constraint_schema, load_setup_engine};
 
 use super::engine_args::EngineArgs;
 use super::eval::read_prompt;
@@ -135,7 +135,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     });
     let peer = Peer::new(&args.peer, Duration::from_secs(args.peer_timeout))?;
     peer.check().map_err(|err| InputError(format!("--peer {}: {err}", args.peer)))?;
-    let engine = load_engine(setup.engine, &cfg)?;
+    let engine = load_setup_engine(&setup, &cfg)?;
     let info = engine.info().clone();
     // Both sides run the same examples: those whose longer prompt (either layout, either pass)
     // plus the output cap fits one sequence's context. Longer ones would be a fast error on both

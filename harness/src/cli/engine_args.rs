@@ -139,6 +139,7 @@ impl EngineArgs {
             speculative: self.speculative(),
             servers: self.engine.servers().to_vec(),
             server_api: self.engine.server_api(),
+            per_example: routed.per_example,
         };
         Ok((setup, routed.note))
     }

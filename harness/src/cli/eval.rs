@@ -10,7 +10,7 @@ use harness::summary::{Labels, Summary};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use harness::session::{constraint_schema, load_engine};
+use harness::session::{constraint_schema, load_setup_engine};
 
 use super::engine_args::EngineArgs;
 use super::InputError;
@@ -71,7 +71,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     }
     let cfg = setup.engine_config(&model_path);
     let drafts = args.draft.as_deref().map(read_drafts).transpose()?;
-    let engine = load_engine(setup.engine, &cfg)?;
+    let engine = load_setup_engine(&setup, &cfg)?;
     let info = engine.info();
 
     let spec = EvalSpec {

@@ -56,6 +56,7 @@ fn rec(id: &str, name: Option<FailureClass>, date: Option<FailureClass>, input: 
         input_chunks: None,
         input_truncated: false,
         prefix_cache: None,
+        engine: None,
     }
 }
 
@@ -462,6 +463,8 @@ fn routing_table() -> RoutingTable {
                 rel_error: 0.02,
             }),
             points: vec![point(128, true), point(512, true), point(2048, true), point(8192, true), point(12000, false)],
+            servers: Vec::new(),
+            server_api: engines::ServerApi::Native,
         }],
     }
 }

@@ -115,6 +115,7 @@ pub(crate) mod tests {
             input_chunks: None,
             input_truncated: false,
             prefix_cache: None,
+            engine: None,
         }
     }
 
