@@ -16,8 +16,8 @@ mod guidance;
 mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
-mod sampling;
 pub mod routed;
+mod sampling;
 pub mod scripted;
 #[cfg(any(feature = "candle", feature = "mlx"))]
 mod sequential;

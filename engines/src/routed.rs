@@ -55,10 +55,8 @@ impl RoutedEngine {
         info.capabilities.max_context = members.iter().map(|m| m.engine.info().capabilities.max_context).max().unwrap_or(0);
         info.capabilities.max_batch = members.iter().map(|m| m.engine.info().capabilities.max_batch.max(1)).sum();
         info.capabilities.prefix_cache = members.iter().any(|m| m.engine.info().capabilities.prefix_cache);
-        let parts: Vec<String> = members
-            .iter()
-            .map(|m| format!("{} (context {})", m.label, m.engine.info().capabilities.max_context))
-            .collect();
+        let parts: Vec<String> =
+            members.iter().map(|m| format!("{} (context {})", m.label, m.engine.info().capabilities.max_context)).collect();
         info.model_desc = format!("{}; routed per example over {}", info.model_desc, parts.join(", "));
         info.load_ms = members.iter().map(|m| m.engine.info().load_ms).sum();
         Ok(Self { members, info, rule, pins: Mutex::default() })
@@ -73,9 +71,7 @@ impl RoutedEngine {
     /// there or the member's context holds it), else the rule's choice, which becomes the pin.
     fn pick(&self, req: &Request) -> Result<usize, EngineError> {
         let tokens = self.members[0].engine.count_tokens(&req.messages)?;
-        let fits = |i: usize| {
-            tokens + req.max_tokens as usize <= self.members[i].engine.info().capabilities.max_context
-        };
+        let fits = |i: usize| tokens + req.max_tokens as usize <= self.members[i].engine.info().capabilities.max_context;
         let mut pins = self.pins.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&i) = pins.get(&req.id) {
             if fits(i) {
@@ -131,7 +127,10 @@ impl Engine for RoutedEngine {
                 .into_iter()
                 .map(|(m, h)| {
                     let res = h.join().unwrap_or_else(|_| {
-                        parts[m].iter().map(|_| Err(EngineError::Decode(format!("engine {} panicked", self.members[m].label)))).collect()
+                        parts[m]
+                            .iter()
+                            .map(|_| Err(EngineError::Decode(format!("engine {} panicked", self.members[m].label))))
+                            .collect()
                     });
                     (m, res)
                 })

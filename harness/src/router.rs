@@ -141,7 +141,9 @@ pub struct RouteError(pub String);
 /// The model file cannot be read, the table is bad, or nothing fits its budget.
 pub fn route(req: &RouteRequest<'_>) -> Result<Routed, RouteError> {
     let kind = match req.choice {
-        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => return Ok(Routed { kind: k, ctx: req.ctx, note: None, per_example: None }),
+        EngineChoice::Kind(k) | EngineChoice::Variant(k, _) => {
+            return Ok(Routed { kind: k, ctx: req.ctx, note: None, per_example: None })
+        }
         EngineChoice::Servers(_) | EngineChoice::OpenAi(_) => {
             return Ok(Routed { kind: EngineKind::Server, ctx: req.ctx, note: None, per_example: None })
         }
@@ -311,7 +313,10 @@ mod tests {
             margin: 0.1,
             max_tokens: 64,
             // The server first in the table, slower per token but with the larger context.
-            engines: vec![entry(EngineKind::Server, 8000, 2.0, &["http://a:1", "http://b:2"]), entry(EngineKind::Llama, 1200, 1.0, &[])],
+            engines: vec![
+                entry(EngineKind::Server, 8000, 2.0, &["http://a:1", "http://b:2"]),
+                entry(EngineKind::Llama, 1200, 1.0, &[]),
+            ],
         };
         let path = dir.path().join("routing.toml");
         table.save(&path).unwrap();

@@ -183,7 +183,7 @@ fn outputs(path: &Path, n: usize) -> Vec<(String, String)> {
     recs.iter().map(|r| (r["id"].as_str().unwrap().to_owned(), r["output"].as_str().unwrap().to_owned())).collect()
 }
 
-/// The two SmolLM2 llama-servers `scripts/test.sh` starts for the tests (`PROMPTLOOP_FLEET`:
+/// The two `SmolLM2` llama-servers `scripts/test.sh` starts for the tests (`PROMPTLOOP_FLEET`:
 /// one slot and one thread each), or two started here when it is not set.
 struct Fleet {
     urls: Vec<String>,
@@ -246,6 +246,7 @@ fn two_servers_share_a_pass_and_answer_like_one() {
 fn auto_routes_short_inputs_in_process_and_long_ones_to_the_server() {
     use engines::EngineKind;
     use harness::calibrate::{Route, RoutingTable};
+    const SMALL: usize = 1200;
     require_model();
     let fleet = fleet();
     let url = &fleet.urls[0];
@@ -258,11 +259,10 @@ fn auto_routes_short_inputs_in_process_and_long_ones_to_the_server() {
     assert!(out.status.success(), "{}", stderr(&out));
     let mut table = RoutingTable::load(&table_path).unwrap();
     let server = table.engines.iter().find(|e| e.kind == EngineKind::Server).expect("the endpoint is in the table");
-    assert_eq!(server.servers, [url.clone()]);
+    assert_eq!(server.servers, std::slice::from_ref(url));
     // Bounded by the server's slot context (-c 8192, one slot), not by this machine's memory.
     assert!(server.max_input_tokens > 4000 && server.max_input_tokens < 8192, "{}", server.max_input_tokens);
     assert!(server.decode_tok_s > 0.0 && server.points.iter().filter(|p| p.fits).count() >= 2, "{server:?}");
-    const SMALL: usize = 1200;
     let local = table.engines.iter_mut().find(|e| e.kind == EngineKind::Llama).expect("llama is calibrated");
     local.max_input_tokens = SMALL;
     table.save(&table_path).unwrap();
@@ -279,7 +279,7 @@ fn auto_routes_short_inputs_in_process_and_long_ones_to_the_server() {
     let recs = records(&records_path);
     assert_eq!(recs.len(), n);
     let available = [EngineKind::Llama, EngineKind::Server];
-    let (mut local_ids, mut served) = (0, 0);
+    let (mut in_process, mut on_server) = (0, 0);
     for r in &recs {
         assert!(r["error"].is_null(), "{}: {}", r["id"], r["error_detail"]);
         let input = r["tokens"]["input"].as_u64().unwrap() as usize;
@@ -292,17 +292,17 @@ fn auto_routes_short_inputs_in_process_and_long_ones_to_the_server() {
             assert_eq!(engine, "server", "{} ({input} tokens) is past the in-process threshold", r["id"]);
         }
         if engine == "llama" {
-            local_ids += 1;
+            in_process += 1;
         } else {
-            served += 1;
+            on_server += 1;
         }
     }
-    assert!(local_ids > 0 && served > 0, "short inputs in-process ({local_ids}), long ones on the server ({served})");
-    assert_eq!(summary["routed"]["llama"].as_u64(), Some(local_ids), "{summary}");
-    assert_eq!(summary["routed"]["server"].as_u64(), Some(served), "{summary}");
+    assert!(in_process > 0 && on_server > 0, "short inputs in-process ({in_process}), long ones on the server ({on_server})");
+    assert_eq!(summary["routed"]["llama"].as_u64(), Some(in_process), "{summary}");
+    assert_eq!(summary["routed"]["server"].as_u64(), Some(on_server), "{summary}");
 }
 
-/// An optimize run on the fleet, SIGKILLed part way and resumed: nothing already logged is run
+/// An optimize run on the fleet, killed (`SIGKILL`) part way and resumed: nothing already logged is run
 /// again, and the run ends.
 #[test]
 fn an_optimize_run_on_the_fleet_killed_and_resumed_reruns_nothing_logged() {
@@ -313,9 +313,30 @@ fn an_optimize_run_on_the_fleet_killed_and_resumed_reruns_nothing_logged() {
     let task = cuad_mini();
     let engine = format!("server:{}", fleet.urls.join(","));
     let args = [
-        "optimize", "--task", task.to_str().unwrap(), "--optimizer", "none", "--proposer", "demos", "--engine", &engine,
-        "--out", dir.to_str().unwrap(), "--json", "--limit-train", "4", "--limit-dev", "3", "--limit-test", "2",
-        "--max-iterations", "1", "--candidates", "2", "--demos", "1",
+        "optimize",
+        "--task",
+        task.to_str().unwrap(),
+        "--optimizer",
+        "none",
+        "--proposer",
+        "demos",
+        "--engine",
+        &engine,
+        "--out",
+        dir.to_str().unwrap(),
+        "--json",
+        "--limit-train",
+        "4",
+        "--limit-dev",
+        "3",
+        "--limit-test",
+        "2",
+        "--max-iterations",
+        "1",
+        "--candidates",
+        "2",
+        "--demos",
+        "1",
     ];
     let mut child = command_env(&args, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let evals = |p: &Path| -> Vec<serde_json::Value> {

@@ -109,9 +109,7 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             kinds.push((EngineKind::Server, urls.clone(), fleet.server_api()));
         }
         Some(other) => {
-            return Err(
-                InputError(format!("--fleet: expected server:URL[,URL...] or openai:URL[,URL...], not `{other}`")).into()
-            )
+            return Err(InputError(format!("--fleet: expected server:URL[,URL...] or openai:URL[,URL...], not `{other}`")).into())
         }
     }
     if kinds.is_empty() {
@@ -160,9 +158,13 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
         let first = run_probe(128, args.reps)?;
         // A server's slot context bounds its inputs as the trained context does the others'.
         let remote = !servers.is_empty();
-        let Some(train_context) =
-            first.report.as_ref().map(|r| if remote && r.max_context > 0 { r.train_context.min(r.max_context) } else { r.train_context })
-        else {
+        let Some(train_context) = first.report.as_ref().map(|r| {
+            if remote && r.max_context > 0 {
+                r.train_context.min(r.max_context)
+            } else {
+                r.train_context
+            }
+        }) else {
             say(&format!("{kind}: skipped: the first probe failed: {}", first.note.clone().unwrap_or_default()));
             continue;
         };
