@@ -8,7 +8,8 @@
 #
 # Environment: PROMPTLOOP_MODELS (the GGUFs; default $PROMPTLOOP_CACHE/models, filled by
 # scripts/setup.sh), OUT (a directory for the JSON results; default target/gpu-check),
-# CUDA_ARCH (e.g. 90 for H100/H200; passed to llama.cpp's build as CMAKE_CUDA_ARCHITECTURES).
+# CUDA_ARCH (e.g. 90 for H100/H200: CMake's CUDAARCHS, the architectures llama.cpp is built for;
+# default: CMake's choice, which may be slow to build or miss the GPU).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CACHE="${PROMPTLOOP_CACHE:-$HOME/.cache/promptloop}"
@@ -20,7 +21,7 @@ command -v nvcc >/dev/null || { echo "nvcc not found: the CUDA build needs the C
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 nvcc --version | tail -1
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-$(nproc)}"
-[ -n "${CUDA_ARCH:-}" ] && export CMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH"
+if [ -n "${CUDA_ARCH:-}" ]; then export CUDAARCHS="$CUDA_ARCH"; fi
 t0=$(date +%s)
 cargo build --release -p harness --features cuda 2>&1 | tail -3
 echo "build: $(( $(date +%s) - t0 )) s"
