@@ -308,8 +308,7 @@ impl RouteMember {
 
     /// Predicted milliseconds of one example of `input` tokens with `output` tokens out.
     pub fn predicted_ms(&self, input: usize, output: u32) -> f64 {
-        input as f64 * self.prefill_ms_per_token.predict(input as f64).max(0.0)
-            + f64::from(output) / self.decode_tok_s.max(1e-3) * 1000.0
+        crate::calibrate::predicted_ms(&self.prefill_ms_per_token, self.decode_tok_s, input, output)
     }
 }
 

@@ -172,9 +172,14 @@ impl EngineEntry {
 
     /// Predicted latency of one example of `input` tokens with `output` tokens out.
     pub fn predicted_ms(&self, input: usize, output: u32) -> f64 {
-        input as f64 * self.prefill_ms_per_token.predict(input as f64).max(0.0)
-            + f64::from(output) / self.decode_tok_s.max(1e-3) * 1000.0
+        predicted_ms(&self.prefill_ms_per_token, self.decode_tok_s, input, output)
     }
+}
+
+/// Predicted milliseconds of one example of `input` tokens with `output` tokens out, from a
+/// prefill fit (ms per input token against input tokens) and a decode rate.
+pub fn predicted_ms(prefill_ms_per_token: &LinearFit, decode_tok_s: f64, input: usize, output: u32) -> f64 {
+    input as f64 * prefill_ms_per_token.predict(input as f64).max(0.0) + f64::from(output) / decode_tok_s.max(1e-3) * 1000.0
 }
 
 /// The largest context (tokens) whose predicted peak, times `1 + margin`, stays in the budget.
