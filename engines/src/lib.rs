@@ -42,7 +42,8 @@ pub use routed::{Member, RoutedEngine};
 pub use scripted::ScriptedEngine;
 pub use types::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,
-    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, ServerApi, StopReason, Timings, TokenCounts, WeightFormat,
+    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, ServerApi, StopReason, Timings, TokenCounts, TokenLogprob,
+    WeightFormat,
 };
 
 /// An in-process inference engine holding one loaded model.

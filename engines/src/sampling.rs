@@ -39,6 +39,18 @@ pub fn argmax(logits: &[f32], allowed: Option<&dyn Fn(usize) -> bool>) -> Option
     best.map(|(i, _)| i)
 }
 
+/// Natural log of `token`'s probability under softmax(`logits`) (non-finite logits count as
+/// impossible); `None` when `token` is out of range or its logit is not finite.
+pub fn logprob(logits: &[f32], token: usize) -> Option<f32> {
+    let l = *logits.get(token)?;
+    if !l.is_finite() {
+        return None;
+    }
+    let max = logits.iter().copied().filter(|x| x.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().filter(|x| x.is_finite()).map(|&x| f64::from(x - max).exp()).sum();
+    Some((f64::from(l - max) - sum.ln()) as f32)
+}
+
 /// Samples from softmax(logits / temperature) restricted to `allowed`, after a top-p cut.
 pub fn sample(
     logits: &[f32],
@@ -96,6 +108,20 @@ mod tests {
         assert_eq!(argmax(&l, Some(&odd)), Some(2));
         let none = |_: usize| false;
         assert_eq!(argmax(&l, Some(&none)), None);
+    }
+
+    #[test]
+    fn logprob_is_the_log_softmax_of_the_raw_logits() {
+        let l = [1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+        let z: f64 = l[..3].iter().map(|&x| f64::from(x).exp()).sum();
+        for (i, &x) in l[..3].iter().enumerate() {
+            let want = f64::from(x) - z.ln();
+            assert!((f64::from(logprob(&l, i).unwrap()) - want).abs() < 1e-6, "{i}");
+        }
+        let total: f64 = (0..3).map(|i| f64::from(logprob(&l, i).unwrap()).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(logprob(&l, 3), None);
+        assert_eq!(logprob(&l, 9), None);
     }
 
     #[test]

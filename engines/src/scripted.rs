@@ -118,6 +118,7 @@ impl Engine for ScriptedEngine {
                     batch_id,
                     prefix_cache: None,
                     engine: None,
+                    logprobs: Vec::new(),
                 })
             })
             .collect()

@@ -16,12 +16,12 @@ use llguidance::Matcher;
 
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
-use crate::sampling::Rng;
+use crate::sampling::{logprob, Rng};
 use crate::support::{panic_message, Ready, Worker};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
 use crate::{
     Capabilities, ChatMessage, Constraint, ConstraintBackend, Engine, EngineConfig, EngineError, EngineInfo, EngineKind,
-    JsonScanner, Request, Response, StopReason, Timings, TokenCounts,
+    JsonScanner, Request, Response, StopReason, Timings, TokenCounts, TokenLogprob,
 };
 
 /// A model that decodes one sequence at a time.
@@ -332,6 +332,7 @@ impl<M: SeqModel> Sequential<M> {
         let mut rng = Rng::new(req.sampling.seed);
         let mut scanner = JsonScanner::new();
         let mut out: Vec<u8> = Vec::new();
+        let mut logprobs: Vec<TokenLogprob> = Vec::new();
         let (mut n_out, mut n_forced, mut t_first) = (0usize, 0usize, None);
         let stop = 'gen: loop {
             let tok = match p.matcher.as_mut() {
@@ -345,6 +346,7 @@ impl<M: SeqModel> Sequential<M> {
                 break StopReason::Eos;
             }
             // The sampled token, then any the constraint forces after it (fed in one forward).
+            let mut picked_lp = logprob(&logits, tok as usize);
             let mut feed = vec![tok];
             let budget = (req.max_tokens.max(1) as usize).saturating_sub(n_out + 1);
             if let (true, Some(m)) = (self.fast_forward, p.matcher.as_mut()) {
@@ -356,6 +358,7 @@ impl<M: SeqModel> Sequential<M> {
                 n_out += 1;
                 let piece = self.tokenizer.piece(t);
                 out.extend_from_slice(piece);
+                logprobs.push(TokenLogprob { token: t, bytes: piece.len() as u32, logprob: picked_lp.take() });
                 if p.matcher.is_some() && scanner.feed(piece) {
                     break 'gen StopReason::ConstraintComplete;
                 }
@@ -396,6 +399,7 @@ impl<M: SeqModel> Sequential<M> {
             // No persistent prefix cache in these engines (`Capabilities::prefix_cache`).
             prefix_cache: None,
             engine: None,
+            logprobs,
         })
     }
 }

@@ -398,6 +398,22 @@ pub struct Response {
     /// Which engine of a per-example routed set ran this request (`None`: not routed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Every output token in order, with its log-probability under the model (in-process
+    /// engines; empty for remote ones and the scripted engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// One output token and how sure the model was of it: the natural log of its probability under
+/// the softmax of the raw logits at that step (before the constraint's mask and the sampler's
+/// temperature), computed from logits the decoder has anyway. `logprob` is `None` for a token
+/// the constraint forced (fed without a choice: it says nothing about the model).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: u32,
+    /// Bytes of output text the token added (its piece).
+    pub bytes: u32,
+    pub logprob: Option<f32>,
 }
 
 /// Where a cached prefix came from.

@@ -121,6 +121,16 @@ mod with_feature {
         assert!(res.iter().all(|r| r.tokens.shared_prefix < r.tokens.input));
     }
 
+    /// Per-token confidences come from the logits the decoder has anyway (see
+    /// `common::checks::logprobs_match_logits`; the check's schema is the common one).
+    #[test]
+    fn every_output_token_has_its_log_probability_from_the_engines_logits() {
+        let mut cfg = EngineConfig::new(smollm2());
+        cfg.n_ctx = Some(2048);
+        let e = engines::llama::LlamaEngine::load(&cfg).expect("SmolLM2 loads");
+        common::checks::logprobs_match_logits(&e, &|m| e.first_logits(m));
+    }
+
     #[test]
     fn over_long_input_is_a_typed_error_and_neighbours_still_run() {
         let long = "The parties agree as follows. ".repeat(800);

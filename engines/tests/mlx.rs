@@ -59,6 +59,14 @@ mod with_feature {
         common::checks::shared_prefix(shared());
     }
 
+    /// Per-token confidences come from the logits the decoder has anyway (see
+    /// `common::checks::logprobs_match_logits`).
+    #[test]
+    fn every_output_token_has_its_log_probability_from_the_engines_logits() {
+        let e = engines::mlx::MlxEngine::load(&config(WeightFormat::Gguf, 2048)).expect("mlx loads");
+        common::checks::logprobs_match_logits(&e, &|m| e.first_logits(m));
+    }
+
     #[test]
     fn over_long_input_is_a_typed_error_and_neighbours_still_run() {
         common::checks::over_long_input(shared());

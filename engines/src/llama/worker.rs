@@ -28,11 +28,12 @@ use super::constraint::{Compiler, SeqConstraint};
 use super::{Job, BINDINGS_VERSION};
 use crate::memory::PeakWatch;
 use crate::prefix_cache::{Key, PrefixStore};
-use crate::sampling::Rng;
+use crate::sampling::{logprob, Rng};
 use crate::support::panic_message;
 use crate::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo, EngineKind,
     JsonScanner, PrefixBoundary, PrefixCacheConfig, PrefixCacheUse, Request, Response, StopReason, Timings, TokenCounts,
+    TokenLogprob,
 };
 
 /// Marks the end of a request's reusable prefix while rendering the chat template.
@@ -347,6 +348,10 @@ struct Seq<'r> {
     /// Tokens to feed at the next decode step: the one just sampled and any it forced.
     pending: Vec<LlamaToken>,
     out: Vec<u8>,
+    /// Each output token with its log-probability (`None`: forced).
+    logprobs: Vec<TokenLogprob>,
+    /// The log-probability of the token `pick` just chose, for `emit` (forced tokens: `None`).
+    picked_lp: Option<f32>,
     n_out: usize,
     n_forced: usize,
     shared: usize,
@@ -442,6 +447,8 @@ impl Worker<'_> {
             pending: Vec::new(),
             n_forced: 0,
             out: Vec::new(),
+            logprobs: Vec::new(),
+            picked_lp: None,
             n_out: 0,
             shared: 0,
             reusable,
@@ -515,6 +522,7 @@ impl Worker<'_> {
                     batch_id,
                     prefix_cache: s.cache_use,
                     engine: None,
+                    logprobs: s.logprobs,
                 };
                 (slot, Ok(response))
             })
@@ -754,6 +762,7 @@ impl Worker<'_> {
                 return None;
             }
         };
+        s.picked_lp = logprob(logits, tok.0 as usize);
         if s.n_out == 0 {
             s.t_first = ms(t0);
         }
@@ -770,6 +779,8 @@ impl Worker<'_> {
         s.out_tokens.push(tok);
         let piece = self.model.vocab().token_to_piece(tok, false, None);
         s.out.extend_from_slice(&piece);
+        // `pick` leaves the chosen token's log-probability; a forced token finds none.
+        s.logprobs.push(TokenLogprob { token: tok.0 as u32, bytes: piece.len() as u32, logprob: s.picked_lp.take() });
         if s.constraint.is_active() && s.scanner.feed(&piece) {
             Some(StopReason::ConstraintComplete)
         } else if s.n_out >= s.req.max_tokens.max(1) as usize {

@@ -161,6 +161,7 @@ pub async fn call(client: &Client, t: &Target, req: &Request, batch_id: u64) -> 
         batch_id,
         prefix_cache: None,
         engine: None,
+        logprobs: Vec::new(),
     })
 }
 

@@ -193,6 +193,7 @@ async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, b
         batch_id,
         prefix_cache: req.prefix_boundary.map(|_| api::prefix_cache_use(&c)),
         engine: None,
+        logprobs: Vec::new(),
     })
 }
 

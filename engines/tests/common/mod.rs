@@ -262,6 +262,36 @@ pub mod checks {
         assert!(!res.text.is_empty());
     }
 
+    /// Every output token comes with its log-probability: as many entries as output tokens,
+    /// their pieces add up to the text, the forced ones (and only those) have none, and the rest
+    /// are log-probabilities. The first token of an unconstrained greedy output is the argmax of
+    /// the engine's own first-step logits (`first_logits`, the same prefill), and its recorded
+    /// log-probability is their log-softmax at that token, computed here independently.
+    pub fn logprobs_match_logits(e: &dyn Engine, first_logits: &dyn Fn(&[ChatMessage]) -> Result<Vec<f32>, EngineError>) {
+        let res = e.generate(&[ask("lp", DOC)]).remove(0).expect("generates");
+        assert_eq!(res.logprobs.len(), res.tokens.output, "{:?}", res.tokens);
+        assert_eq!(res.logprobs.iter().map(|t| t.bytes as usize).sum::<usize>(), res.text.len(), "{}", res.text);
+        assert_eq!(res.logprobs.iter().filter(|t| t.logprob.is_none()).count(), res.tokens.forced);
+        assert!(res.tokens.forced < res.tokens.output, "some tokens were sampled");
+        for t in &res.logprobs {
+            if let Some(lp) = t.logprob {
+                assert!(lp.is_finite() && lp <= 1e-6, "{t:?}");
+            }
+        }
+        let req = Request::new("lp0", vec![ChatMessage::user("Name a colour.")], 4);
+        let res = e.generate(std::slice::from_ref(&req)).remove(0).expect("generates");
+        let logits = first_logits(&req.messages).expect("first-step logits");
+        let first = res.logprobs[0];
+        let top = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
+        assert_eq!(Some(first.token), top, "greedy picks the argmax of its own logits");
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let want = f64::from(logits[first.token as usize] - max) - z.ln();
+        let got = f64::from(first.logprob.expect("a sampled token has a log-probability"));
+        println!("first token {}: recorded log-probability {got:.5}, log-softmax of the logits {want:.5}", first.token);
+        assert!((got - want).abs() < 1e-3, "recorded {got}, from the logits {want}");
+    }
+
     /// A missing file, a non-GGUF, a corrupt GGUF and an unsupported model (Gemma 3's `SentencePiece` vocabulary) are clear errors, never panics.
     pub fn bad_model_files(kind: EngineKind) {
         let load = |path: &Path| engines::load(kind, &EngineConfig::new(path)).err().expect("error");
