@@ -262,12 +262,15 @@ pub mod checks {
         assert!(!res.text.is_empty());
     }
 
+    /// An engine's first-step logits for a chat (the same prefill as `generate`).
+    pub type FirstLogits<'a> = dyn Fn(&[ChatMessage]) -> Result<Vec<f32>, EngineError> + 'a;
+
     /// Every output token comes with its log-probability: as many entries as output tokens,
     /// their pieces add up to the text, the forced ones (and only those) have none, and the rest
     /// are log-probabilities. The first token of an unconstrained greedy output is the argmax of
     /// the engine's own first-step logits (`first_logits`, the same prefill), and its recorded
     /// log-probability is their log-softmax at that token, computed here independently.
-    pub fn logprobs_match_logits(e: &dyn Engine, first_logits: &dyn Fn(&[ChatMessage]) -> Result<Vec<f32>, EngineError>) {
+    pub fn logprobs_match_logits(e: &dyn Engine, first_logits: &FirstLogits<'_>) {
         let res = e.generate(&[ask("lp", DOC)]).remove(0).expect("generates");
         assert_eq!(res.logprobs.len(), res.tokens.output, "{:?}", res.tokens);
         assert_eq!(res.logprobs.iter().map(|t| t.bytes as usize).sum::<usize>(), res.text.len(), "{}", res.text);
