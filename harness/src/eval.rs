@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::overflow::{self, Overflow};
-use crate::score::{feedback, score_example, ExampleScore, FieldVerdict};
+use crate::score::{confidence, feedback, score_example, ExampleScore, FieldVerdict};
 use crate::task::{Example, FieldSpec, Framing, Layout};
 
 /// How the model is asked: the instruction being optimized, where the document goes and how it
@@ -303,6 +303,7 @@ fn score(spec: &EvalSpec<'_>, ex: &Example, res: Result<Response, EngineError>) 
         Ok(r) => {
             let mut s = score_example(spec.fields, &r.text, r.truncated(), &ex.expected, Some(spec.validator));
             feedback::attach(&mut s, &ex.text);
+            confidence::attach(&mut s, &r.text, &r.logprobs);
             ExampleRecord {
                 id: ex.id.clone(),
                 line: ex.line,

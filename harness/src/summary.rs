@@ -95,9 +95,47 @@ pub struct Summary {
     /// Examples per engine, when routed per example (empty otherwise).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub routed: BTreeMap<String, usize>,
+    /// How sure the model was of its field values (in-process engines; `None` without
+    /// log-probabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<ConfidenceSummary>,
     pub speed: Speed,
     /// The engine's KV cache for all its sequences, from the model's shape (bytes).
     pub kv_cache_bytes: u64,
+}
+
+/// Field confidences over a pass (see [`crate::score::confidence`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfidenceSummary {
+    /// Field verdicts with a confidence.
+    pub fields: usize,
+    /// Geometric mean token probability of the correct values, and of the wrong ones.
+    pub mean_p_correct: Option<f64>,
+    pub mean_p_wrong: Option<f64>,
+    pub wrong_and_sure: usize,
+    pub right_by_luck: usize,
+}
+
+impl ConfidenceSummary {
+    pub fn of(records: &[ExampleRecord]) -> Option<Self> {
+        let verdicts: Vec<&crate::score::FieldVerdict> =
+            records.iter().flat_map(|r| &r.fields).filter(|f| f.confidence.is_some()).collect();
+        if verdicts.is_empty() {
+            return None;
+        }
+        let mean_p = |correct: bool| {
+            let ps: Vec<f64> =
+                verdicts.iter().filter(|f| f.correct == correct).filter_map(|f| f.confidence.map(|c| c.mean_p())).collect();
+            (!ps.is_empty()).then(|| ps.iter().sum::<f64>() / ps.len() as f64)
+        };
+        Some(ConfidenceSummary {
+            fields: verdicts.len(),
+            mean_p_correct: mean_p(true),
+            mean_p_wrong: mean_p(false),
+            wrong_and_sure: verdicts.iter().filter(|f| f.wrong_and_sure()).count(),
+            right_by_luck: verdicts.iter().filter(|f| f.right_by_luck()).count(),
+        })
+    }
 }
 
 /// Labels of a pass, for the summary header.
@@ -147,6 +185,7 @@ impl Summary {
             inputs_chunked: records.iter().filter(|r| r.input_chunks.is_some()).count(),
             inputs_truncated: records.iter().filter(|r| r.input_truncated).count(),
             routed,
+            confidence: ConfidenceSummary::of(records),
             speed: speed(records, wall_ms),
             kv_cache_bytes: labels.kv_cache_bytes,
         }
@@ -176,6 +215,18 @@ impl Summary {
         };
         let _ = writeln!(s, "engine errors   {errors}");
         let _ = writeln!(s, "truncated       {}", self.truncated);
+        if let Some(c) = &self.confidence {
+            let p = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "confidence      mean p {} right, {} wrong; {} wrong and sure, {} right by luck (of {} fields)",
+                p(c.mean_p_correct),
+                p(c.mean_p_wrong),
+                c.wrong_and_sure,
+                c.right_by_luck,
+                c.fields
+            );
+        }
         if self.inputs_chunked + self.inputs_truncated > 0 {
             let _ = writeln!(
                 s,

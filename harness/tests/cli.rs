@@ -54,6 +54,50 @@ fn llguidance_outputs_validate_for_every_example_of_the_split() {
     }
     assert_eq!(s["truncated"].as_u64().unwrap() as usize, 10 - complete, "{s}");
     assert!(complete >= 8, "only {complete} of 10 outputs completed within the token cap");
+    assert_confidences(&recs, &s);
+}
+
+/// Every completed record has a confidence on each field whose value the model chose (forced
+/// tokens aside), mean >= min, both log-probabilities; the summary counts them.
+fn assert_confidences(recs: &[serde_json::Value], s: &serde_json::Value) {
+    let mut with = 0;
+    for r in recs.iter().filter(|r| r["format_ok"] == true) {
+        let confs: Vec<&serde_json::Value> = r["fields"].as_array().unwrap().iter().filter_map(|f| f.get("confidence")).collect();
+        assert!(!confs.is_empty(), "no field confidence in {}", r["id"]);
+        for c in confs {
+            let (mean, min) = (c["mean_logprob"].as_f64().unwrap(), c["min_logprob"].as_f64().unwrap());
+            assert!(min <= mean + 1e-6 && mean <= 1e-6 && c["tokens"].as_u64().unwrap() >= 1, "{c}");
+            with += 1;
+        }
+    }
+    assert_eq!(s["confidence"]["fields"].as_u64(), Some(with), "{s}");
+}
+
+/// candle and MLX give the same per-field confidences as llama: one dev example each.
+#[test]
+fn candle_and_mlx_records_carry_field_confidences() {
+    require_model();
+    let task = cuad_mini();
+    for engine in ["candle", "mlx"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out_path = dir.path().join("dev.jsonl");
+        let out = promptloop(&[
+            "eval",
+            "--task",
+            task.to_str().unwrap(),
+            "--split",
+            "dev",
+            "--limit",
+            "1",
+            "--engine",
+            engine,
+            "--json",
+            "--out",
+            out_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{engine}: {}", stderr(&out));
+        assert_confidences(&records(&out_path), &summary(&out));
+    }
 }
 
 #[test]
@@ -63,7 +107,16 @@ fn gbnf_outputs_validate_and_table_is_printed() {
     let out = promptloop(&["eval", "--task", task.to_str().unwrap(), "--split", "dev", "--limit", "3", "--constraint", "gbnf"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
-    for needle in ["mean score", "agreement_date", "failures        format 0,", "latency", "prefill", "decode", "peak memory"] {
+    for needle in [
+        "mean score",
+        "agreement_date",
+        "failures        format 0,",
+        "latency",
+        "prefill",
+        "decode",
+        "peak memory",
+        "confidence      mean p",
+    ] {
         assert!(table.contains(needle), "missing `{needle}` in:\n{table}");
     }
     assert!(table.contains("constraint gbnf"), "{table}");

@@ -98,6 +98,12 @@ pub struct Failures {
     pub errors: BTreeMap<String, usize>,
     /// Outputs that hit the token cap.
     pub truncated: usize,
+    /// Field verdicts with a confidence (in-process engines only).
+    pub with_confidence: usize,
+    /// Wrong field verdicts the model was sure of (every chosen token p >= 0.6).
+    pub wrong_and_sure: usize,
+    /// Correct field verdicts on a guess (some chosen token p < 0.3).
+    pub right_by_luck: usize,
 }
 
 /// Baseline against best on one split.
@@ -428,6 +434,9 @@ pub fn failures<'a>(records: impl Iterator<Item = &'a ExampleRecord>) -> Failure
         for c in r.fields.iter().filter_map(|f| f.class) {
             *out.classes.entry(c).or_insert(0) += 1;
         }
+        out.with_confidence += r.fields.iter().filter(|f| f.confidence.is_some()).count();
+        out.wrong_and_sure += r.fields.iter().filter(|f| f.wrong_and_sure()).count();
+        out.right_by_luck += r.fields.iter().filter(|f| f.right_by_luck()).count();
         if let Some(e) = &r.error {
             *out.errors.entry(e.clone()).or_insert(0) += 1;
         }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::analysis::{Analysis, CandStatus, Failures, SplitCompare};
 use super::{diff, duration_text, escape, frontier, mib, plots, RunData};
 use crate::calibrate::RoutingTable;
+use crate::score::confidence::{GUESS_BELOW, SURE_AT};
 use crate::score::FailureClass;
 use crate::summary::percentile;
 
@@ -442,6 +443,10 @@ fn failures_table(splits: &[SplitCompare]) -> String {
     }
     row("engine errors (examples)", &|f| f.errors.values().sum());
     row("outputs at the token cap (examples)", &|f| f.truncated);
+    if shown.iter().any(|c| c.baseline_failures.with_confidence + c.best_failures.with_confidence > 0) {
+        row(&format!("wrong and sure: every chosen token p \u{2265} {SURE_AT} (field verdicts)"), &|f| f.wrong_and_sure);
+        row(&format!("right by luck: a chosen token p < {GUESS_BELOW} (field verdicts)"), &|f| f.right_by_luck);
+    }
     s.push_str("</table>\n");
     s
 }

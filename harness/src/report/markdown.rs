@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::analysis::{Analysis, SplitCompare};
 use super::{diff, duration_text, mib, RunData};
 use crate::calibrate::RoutingTable;
+use crate::score::confidence::{GUESS_BELOW, SURE_AT};
 use crate::score::FailureClass;
 
 /// A table cell: pipes and newlines escaped.
@@ -137,6 +138,10 @@ pub fn run_report(run: &RunData, a: &Analysis) -> String {
         }
         row("engine errors", &|f| f.errors.values().sum());
         row("at the token cap", &|f| f.truncated);
+        if shown.iter().any(|c| c.baseline_failures.with_confidence + c.best_failures.with_confidence > 0) {
+            row(&format!("wrong and sure (every chosen token p ≥ {SURE_AT})"), &|f| f.wrong_and_sure);
+            row(&format!("right by luck (a chosen token p < {GUESS_BELOW})"), &|f| f.right_by_luck);
+        }
     }
 
     let slow = a.slowest(5);

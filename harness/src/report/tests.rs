@@ -29,6 +29,7 @@ fn verdict(field: &str, class: Option<FailureClass>) -> FieldVerdict {
         expected: json!("x"),
         feedback: String::new(),
         evidence: None,
+        confidence: None,
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             expected,
             feedback: String::new(),
             evidence: None,
+            confidence: None,
         }
     }
 

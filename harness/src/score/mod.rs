@@ -7,6 +7,7 @@
 //! compared with its [`MatchRule`](crate::task::MatchRule) (see [`matchers`]); a field is correct
 //! when its score is >= [`CORRECT_AT`]. Null, `""` and `[]` all mean "no answer".
 
+pub mod confidence;
 mod date;
 pub mod feedback;
 pub mod matchers;
@@ -85,6 +86,9 @@ pub struct FieldVerdict {
     /// Where the gold value occurs in the document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<feedback::Evidence>,
+    /// How sure the model was of its value (in-process engines); see [`confidence`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<confidence::Confidence>,
 }
 
 /// The score of one example.
@@ -125,6 +129,7 @@ impl ExampleScore {
                 expected: expected.get(&spec.name).cloned().unwrap_or(Value::Null),
                 feedback: String::new(),
                 evidence: None,
+                confidence: None,
             })
             .collect();
         ExampleScore { score: 0.0, fields, format_ok: false, truncated: false, format_error: None }
@@ -202,6 +207,7 @@ fn judge(spec: &FieldSpec, predicted: Value, expected: Value) -> FieldVerdict {
         expected,
         feedback: String::new(),
         evidence: None,
+        confidence: None,
     }
 }
 

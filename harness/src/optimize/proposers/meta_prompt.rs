@@ -171,6 +171,11 @@ fn write_failure(out: &mut String, i: usize, f: &Failure<'_>) {
             }
         }
     }
+    // Fields the model got right on a coin flip: the next prompt may lose them.
+    let lucky: Vec<&str> = r.fields.iter().filter(|v| v.right_by_luck()).map(|v| v.field.as_str()).collect();
+    if !lucky.is_empty() {
+        let _ = writeln!(out, "Right by luck (correct, but the model was unsure): {}", lucky.join(", "));
+    }
     out.push('\n');
 }
 
@@ -425,7 +430,14 @@ mod tests {
             expected: json!("Delaware"),
             feedback: "answered null, expected \"Delaware\"; the expected value is in the document at byte 42 of 51".into(),
             evidence: None,
+            confidence: None,
         }];
+        // A correct field on a coin flip (a chosen token at p 0.14) is named as such.
+        let mut lucky = rec.fields[0].clone();
+        lucky.field = "parties".into();
+        (lucky.correct, lucky.class, lucky.score, lucky.feedback) = (true, None, 1.0, String::new());
+        lucky.confidence = Some(crate::score::confidence::Confidence { mean_logprob: -1.0, min_logprob: -2.0, tokens: 2 });
+        rec.fields.push(lucky);
         let req = reflect_request(&task, "Extract the facts.", &[Failure { example: &ex, record: &rec }], 0.7, 512, 3);
         let text = &req.messages[0].content;
         assert!(text.contains("<prompt>\nExtract the facts.\n</prompt>"), "{text}");
@@ -436,6 +448,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("governed by the laws of Delaware"), "the excerpt around the evidence: {text}");
+        assert!(text.contains("Right by luck (correct, but the model was unsure): parties\n"), "{text}");
         assert!(text.contains("Analysis:") && text.contains("between <prompt> and </prompt>"), "{text}");
         assert_eq!(req.seed, Some(3));
     }
