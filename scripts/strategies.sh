@@ -7,12 +7,12 @@
 #
 #   scripts/strategies.sh [OUT_DIR] [STRATEGY...]      (extra optimize flags in $FLAGS)
 #
-# Strategies (names below; default: demos edits edits+demos pareto):
-#   demos          --proposer demos                       (today's offline default)
+# Strategies (names below; default: demos joint pareto rewrite-local opro-local reflect-local):
+#   demos          --proposer demos --demo-excerpt head   (the offline default before joint)
 #   edits          --proposer edits
 #   edits+demos    --proposer edits,demos --demo-excerpt evidence
 #   pareto         --proposer edits,demos,merge --demo-excerpt evidence --search pareto
-#   joint          --proposer edits,joint --demo-excerpt evidence
+#   joint          --proposer edits,joint --demo-excerpt evidence   (the offline default)
 #   rewrite-local  --optimizer local:gemma3-270m --proposer rewrite
 #   opro-local     --optimizer local:gemma3-270m --proposer opro
 #   reflect-local  --optimizer local:gemma3-270m --proposer reflect
@@ -24,7 +24,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${1:-runs/strategies-$(date +%Y%m%d-%H%M%S)}"
 shift || true
 STRATS=("$@")
-[ ${#STRATS[@]} -gt 0 ] || STRATS=(demos edits edits+demos pareto)
+[ ${#STRATS[@]} -gt 0 ] || STRATS=(demos joint pareto rewrite-local opro-local reflect-local)
 TASK="${TASK:-evals/cuad-mini}"
 BIN="${PROMPTLOOP:-./target/release/promptloop}"
 [ -x "$BIN" ] || { echo "build first: cargo build --release (or set PROMPTLOOP)" >&2; exit 2; }
@@ -33,7 +33,7 @@ common=(--task "$TASK" --max-evals "${MAX_EVALS:-150}" --seed "${SEED:-0}" --can
     --max-iterations 20 --accept "${ACCEPT:-mean}" -q)
 for s in "${STRATS[@]}"; do
     case "$s" in
-        demos) args=(--optimizer none --proposer demos) ;;
+        demos) args=(--optimizer none --proposer demos --demo-excerpt head) ;;
         edits) args=(--optimizer none --proposer edits) ;;
         edits+demos) args=(--optimizer none --proposer edits,demos --demo-excerpt evidence) ;;
         pareto) args=(--optimizer none --proposer edits,demos,merge --demo-excerpt evidence --search pareto) ;;

@@ -403,4 +403,23 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     // Human-readable form.
     let out = promptloop_env(&args[..args.len() - 1], &[]);
     assert!(stdout(&out).contains("optimizer calls   at most 7"), "{}", stdout(&out));
+    // Without an optimizer the default search is the offline one: field-guidance edits and
+    // the joint instruction x demo search, no optimizer call.
+    let offline = [
+        "optimize",
+        "--task",
+        task.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--optimizer",
+        "none",
+        "--dry-run",
+        "--json",
+    ];
+    let out = promptloop_env(&offline, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(plan["proposer"], "edits,joint", "{plan}");
+    assert_eq!(plan["optimizer_calls_max"], 0, "{plan}");
+    assert!(!dir.exists());
 }

@@ -35,7 +35,7 @@ pub struct OptimizeArgs {
     /// scorer's feedback), demos, edits (field guidance from the feedback, no LLM), merge (two
     /// Pareto-frontier prompts combined), joint (instructions x demos by a bandit), or a
     /// schedule used in turn (e.g. edits,demos,merge). Default: rewrite with an optimizer,
-    /// demos without.
+    /// edits,joint without.
     #[arg(long)]
     pub proposer: Option<Schedule>,
     /// Run directory to create (`run.jsonl`, `best_prompt.txt`).
@@ -54,7 +54,7 @@ pub struct OptimizeArgs {
     pub demos: usize,
     /// What part of its document a demo shows: head (the first 1200 characters) or evidence
     /// (the head's first third and a window around each gold value the document states).
-    #[arg(long, default_value = "head")]
+    #[arg(long, default_value = "evidence")]
     pub demo_excerpt: DemoExcerpt,
     /// Where each iteration's proposals start: greedy (the best prompt kept so far) or pareto
     /// (a prompt best on some train example, drawn by how many it leads; GEPA's selection).
@@ -141,7 +141,7 @@ impl OptimizeArgs {
     /// The run's configuration, parsed and validated once (`--engine auto` routed here).
     fn config(&self, prices: &PriceTable) -> anyhow::Result<RunConfig> {
         let proposer = self.proposer.clone().unwrap_or_else(|| {
-            let default = if self.optimizer.is_none() { "demos" } else { "rewrite" };
+            let default = if self.optimizer.is_none() { "edits,joint" } else { "rewrite" };
             default.parse().expect("a known proposer")
         });
         let search = SearchOptions {
