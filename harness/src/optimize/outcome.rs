@@ -94,6 +94,9 @@ pub enum Verdict {
     NoTrainGain,
     /// Won on train, lost on dev (held out).
     Overfit,
+    /// No gain on train the gate can confirm, but no lower mean on train or dev, with fewer
+    /// prompt tokens (`tokens`, was `was`): the new current prompt, as good and cheaper.
+    Shorter { tokens: usize, was: usize },
     /// No candidate could be evaluated (every optimizer call failed, or every candidate was
     /// rejected before its eval).
     NoCandidate { failed_calls: usize },
@@ -103,7 +106,7 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn accepted(&self) -> bool {
-        matches!(self, Verdict::Accepted)
+        matches!(self, Verdict::Accepted | Verdict::Shorter { .. })
     }
 
     /// Reads a format-2 decision's free-text reason back.

@@ -25,7 +25,8 @@ pub struct RaceResult {
 
 /// Races the candidates `alive` (indices, ascending) on `n` examples from a first rung of
 /// `first`. `gain(candidate, size)` scores a candidate on the first `size` examples and
-/// returns its mean gain over the current prompt on them; ties keep the earlier candidate.
+/// returns its mean gain over the current prompt on them; ties keep the candidate with the
+/// fewer prompt tokens (`tokens(candidate)`), then the earlier one.
 ///
 /// # Errors
 /// The first error `gain` returns.
@@ -33,6 +34,7 @@ pub fn race<E>(
     mut alive: Vec<usize>,
     n: usize,
     first: usize,
+    tokens: impl Fn(usize) -> usize,
     mut gain: impl FnMut(usize, usize) -> Result<f64, E>,
 ) -> Result<RaceResult, E> {
     let mut dropped = Vec::new();
@@ -46,7 +48,10 @@ pub fn race<E>(
             return Ok(RaceResult { finalists: alive, dropped });
         }
         let mut order: Vec<usize> = (0..rung.len()).collect();
-        order.sort_by(|&a, &b| rung[b].1.total_cmp(&rung[a].1).then(rung[a].0.cmp(&rung[b].0)));
+        order.sort_by(|&a, &b| {
+            let (i, j) = (rung[a].0, rung[b].0);
+            rung[b].1.total_cmp(&rung[a].1).then(tokens(i).cmp(&tokens(j))).then(i.cmp(&j))
+        });
         let keep = rung.len().div_ceil(2);
         for &r in &order[keep..] {
             let (i, g) = rung[r];
@@ -75,10 +80,16 @@ mod tests {
     fn halving_keeps_the_better_half_until_all_of_train() {
         // Candidate i gains i/10 on any prefix: 3 and 2 survive 4 -> 2, then 3 wins 2 -> 1.
         let mut calls = Vec::new();
-        let r = race::<()>(vec![0, 1, 2, 3], 16, 4, |i, size| {
-            calls.push((i, size));
-            Ok(i as f64 / 10.0)
-        })
+        let r = race::<()>(
+            vec![0, 1, 2, 3],
+            16,
+            4,
+            |_| 0,
+            |i, size| {
+                calls.push((i, size));
+                Ok(i as f64 / 10.0)
+            },
+        )
         .unwrap();
         assert_eq!(r.finalists, vec![3]);
         assert_eq!(calls, vec![(0, 4), (1, 4), (2, 4), (3, 4), (2, 8), (3, 8), (3, 16)]);
@@ -95,12 +106,19 @@ mod tests {
     }
 
     #[test]
-    fn ties_keep_the_earlier_candidate_and_errors_stop_the_race() {
-        let r = race::<()>(vec![0, 1, 2], 4, 1, |_, _| Ok(0.0)).unwrap();
+    fn ties_keep_the_shorter_then_the_earlier_candidate_and_errors_stop_the_race() {
+        let r = race::<()>(vec![0, 1, 2], 4, 1, |_| 10, |_, _| Ok(0.0)).unwrap();
         assert_eq!(r.finalists, vec![0]);
-        let err = race(vec![0, 1], 4, 1, |i, _| if i == 1 { Err("engine down") } else { Ok(0.0) });
+        // Equal gains: the one with the fewest prompt tokens goes on.
+        let tokens = [30, 20, 25];
+        let r = race::<()>(vec![0, 1, 2], 4, 1, |i| tokens[i], |_, _| Ok(0.0)).unwrap();
+        assert_eq!(r.finalists, vec![1]);
+        // A gain still beats a shorter prompt.
+        let r = race::<()>(vec![0, 1, 2], 4, 1, |i| tokens[i], |i, _| Ok(if i == 0 { 0.1 } else { 0.0 })).unwrap();
+        assert_eq!(r.finalists, vec![0]);
+        let err = race(vec![0, 1], 4, 1, |_| 0, |i, _| if i == 1 { Err("engine down") } else { Ok(0.0) });
         assert_eq!(err, Err("engine down"));
-        let all = race::<()>(vec![2, 5], 4, 4, |_, _| Ok(0.0)).unwrap();
+        let all = race::<()>(vec![2, 5], 4, 4, |_| 0, |_, _| Ok(0.0)).unwrap();
         assert_eq!((all.finalists, all.dropped.len()), (vec![2, 5], 0));
     }
 }

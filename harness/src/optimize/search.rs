@@ -23,7 +23,7 @@ use super::proposers::llm::LlmProposer;
 use super::proposers::merge::MergeProposer;
 use super::proposers::{Clock, Context, Proposed, Proposer};
 use super::racing;
-use super::records::{CandidateEntry, DecisionEntry, FinalEntry, IdScore, LogRecord, Spend, SplitRow};
+use super::records::{CandidateEntry, DecisionEntry, FinalEntry, GateEntry, IdScore, LogRecord, Spend, SplitRow};
 use super::OptimizeError;
 use crate::config::{ProposerKind, RunConfig, SearchMode};
 use crate::eval::ExampleRecord;
@@ -114,8 +114,8 @@ struct Loop<'a, 'l> {
     empty_prompt_tokens: Option<usize>,
 }
 
-/// An iteration's finalist: its index, prompt and train records.
-type Finalist = (usize, Prompt, Vec<ExampleRecord>);
+/// An iteration's finalist: its index, prompt, train records and prompt tokens.
+type Finalist = (usize, Prompt, Vec<ExampleRecord>, usize);
 
 /// The current prompt and its records.
 struct Current {
@@ -193,7 +193,7 @@ impl Loop<'_, '_> {
                     pool.push(m);
                 }
             }
-            let Some((index, cand, cand_train)) = finalists else {
+            let Some((index, cand, cand_train, cand_tokens)) = finalists else {
                 let why = self.proposer(kind)?.exhausted(&proposed);
                 if why.is_some() && !exhausted.contains(&kind) {
                     exhausted.push(kind);
@@ -254,6 +254,27 @@ impl Loop<'_, '_> {
                     decision.verdict = Verdict::Accepted;
                     decision.accepted = true;
                     decision.reason = "accepted".into();
+                    cur = Current { prompt: cand, train: cand_train, dev: cand_dev };
+                    accepted += 1;
+                    exhausted.clear();
+                    self.write_best(&cur.prompt)?;
+                }
+                decision.dev = Some(dev_gate);
+            } else if let Some(was) = self.shorter_within_noise(&train_gate, cand_tokens, &cur.prompt)? {
+                // No gain the gate can confirm, no loss on train either, and cheaper: kept if
+                // dev does not fall at all (no margin: quality is never traded for tokens).
+                let cand_dev = self.evaluate(&cand, "dev", dev)?;
+                let dev_gate = gate::compare(&self.rule, &scores(&cand_dev), &scores(&cur.dev), "dev-gate", it);
+                if gate::overfits(&dev_gate, 0.0) {
+                    decision.reason = format!(
+                        "{}; {cand_tokens} prompt tokens instead of {was}, but lower on dev (dev mean {:.4} vs {:.4})",
+                        decision.reason, dev_gate.candidate_mean, dev_gate.current_mean
+                    );
+                } else {
+                    decision.verdict = Verdict::Shorter { tokens: cand_tokens, was };
+                    decision.accepted = true;
+                    decision.reason =
+                        format!("accepted: as good on train and dev with {cand_tokens} prompt tokens instead of {was}");
                     cur = Current { prompt: cand, train: cand_train, dev: cand_dev };
                     accepted += 1;
                     exhausted.clear();
@@ -353,15 +374,22 @@ impl Loop<'_, '_> {
         let alive: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].0.rejected.is_none()).collect();
         let first = racing::first_rung(self.s.config.search.racing, alive.len(), n, self.evaluator.batch());
         let mut last: HashMap<usize, Vec<ExampleRecord>> = HashMap::new();
-        let result = racing::race(alive, n, first, |i, size| {
-            let recs = self.evaluator.evaluate(self.log, self.obs, &entries[i].1, "train", &train[..size])?;
-            let entry = &mut entries[i].0;
-            entry.train_mean = mean_score(&recs);
-            entry.scores = recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect();
-            let gain = mean_score(&recs) - mean_score(&cur.train[..size]);
-            last.insert(i, recs);
-            Ok::<f64, OptimizeError>(gain)
-        })?;
+        let tokens: Vec<usize> = entries.iter().map(|(e, _)| e.prompt_tokens.unwrap_or(0)).collect();
+        let result = racing::race(
+            alive,
+            n,
+            first,
+            |i| tokens[i],
+            |i, size| {
+                let recs = self.evaluator.evaluate(self.log, self.obs, &entries[i].1, "train", &train[..size])?;
+                let entry = &mut entries[i].0;
+                entry.train_mean = mean_score(&recs);
+                entry.scores = recs.iter().map(|r| IdScore { id: r.id.clone(), score: r.score }).collect();
+                let gain = mean_score(&recs) - mean_score(&cur.train[..size]);
+                last.insert(i, recs);
+                Ok::<f64, OptimizeError>(gain)
+            },
+        )?;
         for (i, why) in result.dropped {
             entries[i].0.rejected = Some(why);
         }
@@ -383,12 +411,33 @@ impl Loop<'_, '_> {
                 if recs.len() == n {
                     full.push(Member { prompt: cand.clone(), train: recs.clone() });
                 }
-                if best.as_ref().is_none_or(|b| mean_score(&recs) > mean_score(&b.2)) {
-                    best = Some((index, cand, recs));
+                // The best train mean; of equal ones, the fewest prompt tokens.
+                let better = |b: &Finalist| {
+                    let (m, bm) = (mean_score(&recs), mean_score(&b.2));
+                    m > bm + 1e-12 || ((m - bm).abs() <= 1e-12 && tokens[i] < b.3)
+                };
+                if best.as_ref().is_none_or(better) {
+                    best = Some((index, cand, recs, tokens[i]));
                 }
             }
         }
         Ok((best, full))
+    }
+
+    /// The current prompt's tokens when a candidate that showed no confirmed gain on train
+    /// (`train`) is still within noise of it (a mean no lower) and has fewer prompt tokens;
+    /// `None` otherwise.
+    fn shorter_within_noise(
+        &mut self,
+        train: &GateEntry,
+        tokens: usize,
+        current: &Prompt,
+    ) -> Result<Option<usize>, OptimizeError> {
+        if train.candidate_mean < train.current_mean - 1e-12 {
+            return Ok(None);
+        }
+        let was = self.prompt_tokens(current)?;
+        Ok((tokens < was).then_some(was))
     }
 
     /// Tokens the prompt's instruction (demos included) adds to a prompt: the chat template

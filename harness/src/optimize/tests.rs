@@ -217,6 +217,48 @@ fn no_gain_on_train_is_rejected_and_the_loop_goes_on() {
 }
 
 #[test]
+fn a_shorter_prompt_as_good_on_train_and_dev_is_kept_and_one_lower_on_dev_is_not() {
+    // Scores that no prompt changes (even examples right, odd ones wrong), and a task prompt
+    // whose field guidance line does nothing: the edits' ablation (the line removed) ties on
+    // train with fewer prompt tokens, so racing sends it on and the gate keeps it as shorter.
+    for lower_on_dev in [false, true] {
+        let fx = Fixture::new(4, 2, 0);
+        let prompt = "Extract the label as JSON.\n\nField guidance:\n- label: a line of guidance that changes nothing at all for this model.\n";
+        std::fs::write(fx.dir.path().join("prompt.txt"), prompt).unwrap();
+        let mut config = fx.config();
+        config.search.proposer = "edits".parse().unwrap();
+        config.search.max_iterations = 1;
+        let engine = ScriptedEngine::new(move |r| {
+            let n: usize = label(r)[1..].parse().unwrap();
+            let dev = prompt_of(r).contains("Document (dev)");
+            let right = if lower_on_dev && dev { prompt_of(r).contains("changes nothing") } else { n % 2 == 0 };
+            Ok(answer(&if right { label(r) } else { "none".into() }))
+        });
+        let (out, _) = run(&fx, config, &engine, "short");
+        let out = out.unwrap();
+        let d = &decisions(&fx.out("short"))[0];
+        let cand = &candidates(&fx.out("short"))[d.candidate.unwrap()];
+        assert!(!cand.prompt.contains("changes nothing"), "the ablation went on: {}", cand.prompt);
+        let train = d.train.as_ref().unwrap();
+        assert!((train.candidate_mean - train.current_mean).abs() < 1e-12, "{d:?}");
+        let (base, best) = out.summary.prompt_tokens.unwrap();
+        if lower_on_dev {
+            assert_eq!(d.verdict, Verdict::NoTrainGain, "{d:?}");
+            assert!(!d.accepted && d.reason.contains("but lower on dev (dev mean 0.0000 vs 1.0000)"), "{}", d.reason);
+            assert_eq!(out.summary.best_sha256, out.summary.baseline_sha256);
+            assert_eq!(base, best);
+        } else {
+            let tokens = cand.prompt_tokens.unwrap();
+            assert_eq!(d.verdict, Verdict::Shorter { tokens, was: base }, "{d:?}");
+            assert!(d.accepted && tokens < base);
+            assert_eq!(d.reason, format!("accepted: as good on train and dev with {tokens} prompt tokens instead of {base}"));
+            assert_eq!((out.summary.accepted, best), (1, tokens));
+            assert_eq!(std::fs::read_to_string(fx.out("short").join("best_prompt.txt")).unwrap(), cand.prompt);
+        }
+    }
+}
+
+#[test]
 fn winning_on_train_and_losing_on_dev_is_overfit() {
     for accept in [Accept::Mean, Accept::Bootstrap] {
         let fx = Fixture::new(8, 4, 0);
