@@ -110,6 +110,76 @@ fn run_log_resume_and_kill_resume_match_an_uninterrupted_run() {
     assert_eq!(std::fs::read_to_string(b.join("best_prompt.txt")).unwrap(), best);
 }
 
+/// A Pareto run (`--search pareto`: iteration 1's parent drawn from the frontier, seeded) of
+/// the offline proposers on the real model, killed with SIGKILL at a random record and resumed,
+/// ends with the same candidates, decisions and final record as the same run uninterrupted.
+#[test]
+fn a_killed_pareto_run_resumes_to_the_same_log() {
+    require_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let task = cuad_mini();
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["optimize", "--task", task.to_str().unwrap(), "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        for s in [
+            "--optimizer",
+            "none",
+            "--proposer",
+            "edits,demos",
+            "--search",
+            "pareto",
+            "--limit-train",
+            "3",
+            "--limit-dev",
+            "2",
+            "--limit-test",
+            "1",
+            "--max-iterations",
+            "2",
+            "--candidates",
+            "1",
+            "--demos",
+            "1",
+            "--json",
+        ] {
+            a.push(s.to_owned());
+        }
+        a
+    };
+    let whole = tmp.path().join("whole");
+    let a = args(&whole);
+    let out = promptloop(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = log_of(&whole);
+    assert_eq!(recs[0]["options"]["search"], "pareto", "{}", recs[0]);
+    assert_eq!(of_type(&recs, "decision").len(), 2);
+    let evals = of_type(&recs, "eval").len();
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptloop"))
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map_or(0, |t| t.lines().count());
+    let kill_at = random_in(3, recs.len() - 1, "log lines before the kill");
+    while lines(&killed) < kill_at && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(lines(&killed) >= kill_at);
+    let out = promptloop(&["optimize", "--resume", killed.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = log_of(&killed);
+    assert_eq!(outcome(&resumed), outcome(&recs));
+    assert_eq!(of_type(&resumed, "eval").len(), evals, "no eval done twice");
+}
+
 /// Starts a run of `task_dir` into `out` and kills it once the header is written (before or
 /// while the first evals run).
 fn header_only_run(task_dir: &str, out: &Path) {
