@@ -98,8 +98,15 @@ fn check_rules(recs: &[Value]) {
         let reason = d["reason"].as_str().unwrap();
         let (tc, tb) = (d["train"]["candidate_mean"].as_f64(), d["train"]["current_mean"].as_f64());
         let (dc, db) = (d["dev"]["candidate_mean"].as_f64(), d["dev"]["current_mean"].as_f64());
-        if d["accepted"] == true {
+        if d["accepted"] == true && d["verdict"]["kind"] == "shorter" {
+            // As good on train and dev, with fewer prompt tokens.
+            assert!(tc.unwrap() >= tb.unwrap() && dc.unwrap() >= db.unwrap(), "{d}");
+            assert!(d["verdict"]["tokens"].as_u64() < d["verdict"]["was"].as_u64(), "{d}");
+        } else if d["accepted"] == true {
             assert!(tc.unwrap() > tb.unwrap() && dc.unwrap() >= db.unwrap(), "{d}");
+        } else if reason.starts_with("rejected: no gain") && reason.contains("but lower on dev") {
+            // A shorter candidate no lower on train went to dev and lost there.
+            assert!(tc.unwrap() <= tb.unwrap() && dc.unwrap() < db.unwrap(), "{d}");
         } else if reason.starts_with("rejected: no gain") {
             assert!(tc.unwrap() <= tb.unwrap() && d["dev"].is_null(), "{d}");
         } else if reason.starts_with("rejected: overfit") {
