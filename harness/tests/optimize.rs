@@ -85,23 +85,7 @@ fn run_log_resume_and_kill_resume_match_an_uninterrupted_run() {
 
     // 3. Killed part way (SIGKILL), then resumed: same outcome records as the run above.
     let b = tmp.path().join("b");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptloop"))
-        .args(optimize_args(task, b.to_str().unwrap()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map_or(0, |t| t.lines().count());
-    // A random point between the first evals and the last record.
-    let kill_at = random_in(3, recs.len() - 1, "log lines before the kill");
-    while lines(&b) < kill_at && t0.elapsed() < Duration::from_secs(300) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = lines(&b);
-    assert!(partial >= kill_at, "killed with {partial} lines of {}", recs.len());
+    kill_part_way(&optimize_args(task, b.to_str().unwrap()), &b, recs.len());
     let out = promptloop(&["optimize", "--resume", b.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let resumed = log_of(&b);
@@ -158,26 +142,30 @@ fn a_killed_pareto_run_resumes_to_the_same_log() {
     let evals = of_type(&recs, "eval").len();
 
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptloop"))
-        .args(args(&killed))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let lines = |p: &Path| std::fs::read_to_string(p.join("run.jsonl")).map_or(0, |t| t.lines().count());
-    let kill_at = random_in(3, recs.len() - 1, "log lines before the kill");
-    while lines(&killed) < kill_at && t0.elapsed() < Duration::from_secs(300) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(lines(&killed) >= kill_at);
+    kill_part_way(&args(&killed), &killed, recs.len());
     let out = promptloop(&["optimize", "--resume", killed.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let resumed = log_of(&killed);
     assert_eq!(outcome(&resumed), outcome(&recs));
     assert_eq!(of_type(&resumed, "eval").len(), evals, "no eval done twice");
+}
+
+/// Runs `promptloop args` (writing its log in `dir`) and kills it (SIGKILL) once the log has a
+/// random number of lines between the first evals and the last of the `total` an uninterrupted
+/// run writes.
+fn kill_part_way<S: AsRef<std::ffi::OsStr>>(args: &[S], dir: &Path, total: usize) {
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_promptloop")).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    let lines = || std::fs::read_to_string(dir.join("run.jsonl")).map_or(0, |t| t.lines().count());
+    let kill_at = random_in(3, total - 1, "log lines before the kill");
+    while lines() < kill_at && t0.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = lines();
+    assert!(partial >= kill_at, "killed with {partial} lines of {total}");
 }
 
 /// Starts a run of `task_dir` into `out` and kills it once the header is written (before or
