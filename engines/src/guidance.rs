@@ -53,14 +53,50 @@ impl SchemaCompiler {
 }
 
 /// Asks llguidance for compact JSON (`, ` and `: `, no free whitespace): small models given
-/// flexible whitespace can fill the token budget with newlines.
+/// flexible whitespace can fill the token budget with newlines. `uniqueItems`, which llguidance
+/// does not implement (a grammar cannot track the items already written), is dropped: the
+/// output is still checked against the whole schema when it is scored.
 pub(crate) fn compact_json(schema: &serde_json::Value) -> serde_json::Value {
     let mut s = schema.clone();
+    drop_unique_items(&mut s);
     if let Some(obj) = s.as_object_mut() {
         obj.entry("x-guidance")
             .or_insert_with(|| serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}));
     }
     s
+}
+
+/// Removes every `uniqueItems` keyword from a schema, at any depth (a property that happens to
+/// be called `uniqueItems` stays).
+fn drop_unique_items(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.get("uniqueItems").is_some_and(serde_json::Value::is_boolean) {
+                map.remove("uniqueItems");
+            }
+            map.values_mut().for_each(drop_unique_items);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_unique_items),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unique_items_is_dropped_at_any_depth_but_a_property_of_that_name_stays() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "uniqueItems": true, "items": {"type": "string"}},
+                "uniqueItems": {"type": "string"}
+            }
+        });
+        let out = super::compact_json(&schema);
+        assert!(out["properties"]["tags"].get("uniqueItems").is_none(), "{out}");
+        assert_eq!(out["properties"]["uniqueItems"], serde_json::json!({"type": "string"}));
+        assert_eq!(out["x-guidance"]["whitespace_flexible"], false);
+    }
 }
 
 /// Picks a token from `logits` among those `allowed` (all when `None`): argmax when greedy,

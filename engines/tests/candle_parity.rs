@@ -47,12 +47,8 @@ mod with_feature {
         let llama = LlamaModel::load_from_file(&backend, smollm2(), &LlamaModelParams::default()).expect("llama.cpp loads");
         let candle = CandleEngine::load(&EngineConfig::new(smollm2())).expect("candle loads");
         let instruction = std::fs::read_to_string(repo_file("evals/cuad/prompt.txt")).expect("evals/cuad/prompt.txt");
-        let dev = std::fs::read_to_string(repo_file("evals/cuad/dev.jsonl")).expect("evals/cuad/dev.jsonl");
         let mut cases: Vec<(String, Vec<ChatMessage>)> = Vec::new();
-        for (i, line) in dev.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let ex: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("dev.jsonl:{}: {e}", i + 1));
-            let text = ex["text"].as_str().unwrap_or_else(|| panic!("dev.jsonl:{}: no text", i + 1));
-            let id = ex["id"].as_str().unwrap_or("?").to_owned();
+        for (id, text) in common::records("cuad", "dev.jsonl") {
             // Both layouts the eval uses: instruction as system message, and document first.
             cases.push((
                 id.clone(),

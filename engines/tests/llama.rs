@@ -212,17 +212,9 @@ mod with_feature {
 
     // --- prefix cache -------------------------------------------------------------------------
 
-    /// The heads of real CUAD contracts (`evals/cuad-mini`, dev split), about 700 tokens each.
+    /// The heads of real CUAD contracts (cuad-mini's dev split), about 700 tokens each.
     fn contracts(n: usize) -> Vec<String> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini/dev.jsonl");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.lines()
-            .take(n)
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line is JSON");
-                v["text"].as_str().expect("text field").chars().take(3000).collect()
-            })
-            .collect()
+        common::cuad_mini_dev().into_iter().take(n).map(|(_, text)| text.chars().take(3000).collect()).collect()
     }
 
     /// Document first, then the instruction: the document is the reusable prefix.

@@ -29,23 +29,31 @@ pub fn model_fingerprint(path: &Path) -> std::io::Result<ModelFingerprint> {
     Ok(ModelFingerprint { path: path.to_path_buf(), sha256_first_mib, size })
 }
 
-/// SHA-256 over the task's files: task.toml, schema, prompt and each split, each preceded by
-/// its file name.
+/// SHA-256 over what the task is: task.toml, schema and prompt (each preceded by its file name),
+/// then each split's name and records as loaded (id, text, expected). Records, not split files,
+/// because a split may be a selection over a dataset's files under the data root.
 ///
 /// # Errors
 /// A task file cannot be read.
 pub fn task_sha256(task: &Task) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
-    let mut paths = vec![task.dir.join("task.toml"), task.schema_path.clone(), task.prompt_path.clone()];
-    paths.extend(task.splits.values().map(|s| s.path.clone()));
     let mut h = Sha256::new();
-    for path in paths {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        h.update(name.as_bytes());
-        h.update([0]);
-        let bytes = fs_err::read(&path)?;
+    let mut chunk = |bytes: &[u8]| {
         h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+        h.update(bytes);
+    };
+    for path in [task.dir.join("task.toml"), task.schema_path.clone(), task.prompt_path.clone()] {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        chunk(name.as_bytes());
+        chunk(&fs_err::read(&path)?);
+    }
+    for split in task.splits.values() {
+        chunk(split.name.as_bytes());
+        for example in &split.examples {
+            chunk(example.id.as_bytes());
+            chunk(example.text.as_bytes());
+            chunk(example.expected.to_string().as_bytes());
+        }
     }
     Ok(hex(&h.finalize()))
 }

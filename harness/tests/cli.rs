@@ -5,6 +5,43 @@ use std::process::{Command, Output};
 
 use crate::support::{cuad_mini, promptloop, promptloop_env, records, repo, require_model, stderr, stdout, summary, task_copy};
 
+/// Every shipped task evals on the head of its dev split with the real model: records read from
+/// the data root, every output well formed under the constraint, a score in [0, 1].
+#[test]
+fn every_shipped_task_evals_on_its_dev_split() {
+    require_model();
+    for (name, limit) in
+        [("cuad-mini", "2"), ("banking77", "3"), ("nlupp-hotels", "3"), ("evidence-inference", "1"), ("cuad", "1")]
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out_path = dir.path().join("dev.jsonl");
+        let task = repo().join("evals").join(name);
+        let out = promptloop(&[
+            "eval",
+            "--task",
+            task.to_str().unwrap(),
+            "--split",
+            "dev",
+            "--limit",
+            limit,
+            "--on-overflow",
+            "truncate",
+            "--json",
+            "--out",
+            out_path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let s = summary(&out);
+        assert_eq!(s["examples"].as_u64(), limit.parse().ok(), "{name}: {s}");
+        assert_eq!(s["failure_classes"]["format"].as_u64().unwrap_or(0), 0, "{name}: {s}");
+        let mean = s["mean_score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{name}: {s}");
+        let recs = records(&out_path);
+        assert_eq!(recs.len().to_string(), limit, "{name}");
+        assert!(recs.iter().all(|r| r["score"].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x))), "{name}");
+    }
+}
+
 /// Every output of the whole dev split parses and satisfies the task's schema under the default
 /// constraint (llguidance): `format` failures are 0 over the split.
 #[test]
@@ -163,6 +200,31 @@ fn expected_not_matching_schema_exits_2_naming_line_and_field() {
     assert!(err.contains("train.jsonl:3") && err.contains("/parties"), "{err}");
 }
 
+/// A data root without the task's dataset, or a dataset without one of its split files: exit 2,
+/// naming the path, before any model is loaded.
+#[test]
+fn a_missing_data_root_or_split_file_exits_2_naming_the_path() {
+    let empty = tempfile::tempdir().unwrap();
+    let root = empty.path().to_str().unwrap();
+    let out = promptloop(&["eval", "--task", "evals/cuad-mini", "--data-root", root]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&empty.path().join("cuad").display().to_string()) && err.contains("task.toml"), "{err}");
+    let out = promptloop_env(&["eval", "--task", "evals/banking77"], &[("PROMPTLOOP_DATA", root)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&empty.path().join("banking77").display().to_string()), "{}", stderr(&out));
+    // The dataset is there but lacks the test split's file.
+    let ds = empty.path().join("banking77");
+    std::fs::create_dir(&ds).unwrap();
+    let shared = harness::task::Task::load(&repo().join("evals/banking77")).unwrap().data.unwrap();
+    for f in ["train.jsonl", "dev.jsonl"] {
+        std::fs::copy(shared.join(f), ds.join(f)).unwrap();
+    }
+    let out = promptloop(&["eval", "--task", "evals/banking77", "--data-root", root]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&ds.join("test.jsonl").display().to_string()), "{}", stderr(&out));
+}
+
 #[test]
 fn unknown_split_and_missing_model_are_input_errors() {
     let task = cuad_mini();
@@ -238,10 +300,11 @@ fn torn_run(dir: &Path) -> [String; 5] {
     let example = repo().join("reports/examples/cuad-mini-demos/run.jsonl");
     let header = std::fs::read_to_string(&example).expect("example run log").lines().next().expect("header line").to_owned();
     std::fs::write(dir.join("run.jsonl"), format!("{header}\n{{\"type\":\"eval\",\"split\":\"tr")).unwrap();
+    let copy = task_copy();
     let task = dir.join("task");
     std::fs::create_dir_all(&task).unwrap();
     for f in ["task.toml", "schema.json", "prompt.txt", "train.jsonl", "dev.jsonl", "test.jsonl"] {
-        std::fs::copy(cuad_mini().join(f), task.join(f)).unwrap();
+        std::fs::copy(copy.path().join(f), task.join(f)).unwrap();
     }
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     ["optimize".into(), "--resume".into(), s(dir), "--task".into(), s(&task)]

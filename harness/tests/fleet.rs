@@ -216,7 +216,7 @@ fn metric(url: &str, name: &str) -> f64 {
 
 /// Examples in cuad-mini's dev split.
 fn dev_size() -> usize {
-    std::fs::read_to_string(cuad_mini().join("dev.jsonl")).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+    harness::task::Task::load(&cuad_mini()).unwrap_or_else(|e| panic!("{e}")).splits["dev"].examples.len()
 }
 
 #[test]

@@ -8,9 +8,12 @@ use crate::support::{cuad_mini, promptloop, require_model, stderr, stdout, summa
 fn init_writes_a_task_that_eval_runs() {
     require_model();
     let scratch = tempfile::tempdir().expect("temp dir");
-    let all: String = ["train.jsonl", "dev.jsonl", "test.jsonl"]
+    // cuad-mini's records (read from the data root), as one file a user would bring.
+    let task = harness::task::Task::load(&cuad_mini()).unwrap_or_else(|e| panic!("{e}"));
+    let all: String = ["train", "dev", "test"]
         .iter()
-        .map(|f| std::fs::read_to_string(cuad_mini().join(f)).expect("cuad-mini split"))
+        .flat_map(|s| &task.splits[*s].examples)
+        .map(|e| serde_json::json!({"id": e.id, "text": e.text, "expected": e.expected}).to_string() + "\n")
         .collect();
     let from = scratch.path().join("examples.jsonl");
     std::fs::write(&from, all).unwrap();

@@ -45,12 +45,31 @@ pub fn records(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A copy of cuad-mini in a temp dir, for breaking one file.
+/// A self-contained copy of cuad-mini in a temp dir, for breaking one file: its records, read
+/// from the data root as the task selects them, written as `train.jsonl`, `dev.jsonl` and
+/// `test.jsonl` beside a `task.toml` that names those files instead of the dataset.
 pub fn task_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    for f in ["task.toml", "schema.json", "prompt.txt", "train.jsonl", "dev.jsonl", "test.jsonl"] {
+    let task = harness::task::Task::load(&cuad_mini()).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["schema.json", "prompt.txt"] {
         std::fs::copy(cuad_mini().join(f), dir.path().join(f)).expect("copy task file");
     }
+    let toml_text = std::fs::read_to_string(cuad_mini().join("task.toml")).expect("task.toml");
+    let mut toml: toml::Table = toml_text.parse().expect("task.toml parses");
+    toml.remove("data");
+    let mut splits = toml::Table::new();
+    for (name, split) in &task.splits {
+        let file = format!("{name}.jsonl");
+        let lines: Vec<String> = split
+            .examples
+            .iter()
+            .map(|e| serde_json::json!({"id": e.id, "text": e.text, "expected": e.expected}).to_string())
+            .collect();
+        std::fs::write(dir.path().join(&file), lines.join("\n") + "\n").expect("write split");
+        splits.insert(name.clone(), toml::Value::String(file));
+    }
+    toml.insert("splits".into(), toml::Value::Table(splits));
+    std::fs::write(dir.path().join("task.toml"), toml::to_string(&toml).expect("task.toml")).expect("write task.toml");
     dir
 }
 

@@ -97,15 +97,12 @@ pub fn agreement_with_llama(kind: EngineKind, limit: Option<usize>) -> Agreement
             prop["maxLength"] = json!(100);
         }
     }
-    let requests: Vec<Request> = read("dev.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
+    let requests: Vec<Request> = cuad_mini_dev()
+        .into_iter()
         .take(limit.unwrap_or(usize::MAX))
-        .map(|l| {
-            let ex: serde_json::Value = serde_json::from_str(l).expect("dev.jsonl line");
-            let doc = ex["text"].as_str().expect("text");
+        .map(|(id, doc)| {
             let messages = vec![ChatMessage::system(instruction.clone()), ChatMessage::user(format!("Contract:\n\n{doc}"))];
-            Request::new(ex["id"].as_str().expect("id"), messages, 256).with_schema(bounded.clone())
+            Request::new(&id, messages, 256).with_schema(bounded.clone())
         })
         .collect();
     let cfg = config(WeightFormat::Gguf, 4096);
@@ -315,4 +312,52 @@ pub mod checks {
         assert!(err.to_string().contains("gemma3") || err.to_string().contains("tokenizer"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The folder of a shared dataset: under `PROMPTLOOP_DATA`, else the nearest `shared/datasets`
+/// above the repository (the rule `harness::task` applies; the engines crate cannot depend on the
+/// harness). Panics with where it looked: these tests need the real records.
+pub fn dataset(name: &str) -> PathBuf {
+    if let Some(root) = std::env::var_os("PROMPTLOOP_DATA").filter(|v| !v.is_empty()) {
+        return PathBuf::from(root).join(name);
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = repo.canonicalize().unwrap_or(repo);
+    let looked: Vec<PathBuf> = repo.ancestors().map(|a| a.join("shared/datasets").join(name)).collect();
+    looked.iter().find(|p| p.is_dir()).cloned().unwrap_or_else(|| {
+        panic!("dataset `{name}` not found under PROMPTLOOP_DATA or any of {looked:?}: these tests read the real records")
+    })
+}
+
+/// `(id, text)` of a dataset file's records, in file order.
+pub fn records(name: &str, file: &str) -> Vec<(String, String)> {
+    let path = dataset(name).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (v["id"].as_str().expect("id").to_owned(), v["text"].as_str().expect("text").to_owned())
+        })
+        .collect()
+}
+
+/// The cuad-mini dev contracts, in split order, as `evals/cuad-mini/task.toml` selects them:
+/// CUAD's dev contracts of at most 10,000 characters sorted by id, then the unused pool's short
+/// ones sorted by id after the 16 - (short train) that the train split takes first, 10 in all.
+pub fn cuad_mini_dev() -> Vec<(String, String)> {
+    let short = |file: &str| {
+        let mut r: Vec<(String, String)> =
+            records("cuad", file).into_iter().filter(|(_, t)| t.chars().count() <= 10_000).collect();
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+        r
+    };
+    let train = short("train.jsonl").len().min(16);
+    let mut pool = short("unused_pool.jsonl").into_iter().skip(16 - train);
+    let mut dev = short("dev.jsonl");
+    dev.truncate(10);
+    while dev.len() < 10 {
+        dev.push(pool.next().expect("enough short contracts in the pool"));
+    }
+    dev
 }

@@ -23,6 +23,10 @@ pub struct Cli {
     /// No progress bars; errors only (warnings and progress notes are dropped).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The folder that holds the datasets a task names with `data = "..."` (default: the
+    /// `PROMPTLOOP_DATA` environment variable, else the nearest `shared/datasets` above the task).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_root: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,6 +72,12 @@ pub enum Command {
 pub struct InputError(pub String);
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(root) = &cli.data_root {
+        // One setting for the whole process, read where tasks are loaded (and by the calibration
+        // probes this process starts, which inherit it).
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+        std::env::set_var(harness::task::DATA_ROOT_ENV, root);
+    }
     match cli.command {
         Command::Eval(args) => eval::run(&args, cli.quiet),
         Command::Optimize(args) => optimize::run(&args, cli.quiet),

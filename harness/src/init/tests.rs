@@ -68,11 +68,14 @@ fn jsonl(records: &[Value]) -> String {
     records.iter().map(|r| r.to_string() + "\n").collect()
 }
 
+/// cuad-mini's records (read from the data root) as one JSONL file, train, dev, test.
 fn cuad_mini_lines() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad-mini");
-    ["train.jsonl", "dev.jsonl", "test.jsonl"]
+    let task = crate::task::Task::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    ["train", "dev", "test"]
         .iter()
-        .map(|f| std::fs::read_to_string(dir.join(f)).expect("cuad-mini split"))
+        .flat_map(|s| &task.splits[*s].examples)
+        .map(|e| serde_json::json!({"id": e.id, "text": e.text, "expected": e.expected}).to_string() + "\n")
         .collect()
 }
 

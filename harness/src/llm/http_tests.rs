@@ -3,7 +3,7 @@
 
 use super::*;
 
-const KEY: &str = "sk-test-0123456789abcdef";
+const KEY: &str = "sk-fake-0123456789abcdef";
 
 fn client(api: Api, base: &str, key: Option<&str>) -> Result<HttpOptimizer, ConfigError> {
     HttpOptimizer::new(api, "m", base, key.map(str::to_owned), RetryPolicy::default())

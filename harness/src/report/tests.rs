@@ -30,6 +30,7 @@ fn verdict(field: &str, class: Option<FailureClass>) -> FieldVerdict {
         feedback: String::new(),
         evidence: None,
         confidence: None,
+        scored: true,
     }
 }
 

@@ -237,7 +237,7 @@ mod tests {
         let mut score = crate::score::score_example(
             &fields
                 .iter()
-                .map(|f| crate::task::FieldSpec { name: (*f).into(), rule: crate::task::MatchRule::Exact })
+                .map(|f| crate::task::FieldSpec { name: (*f).into(), rule: crate::task::MatchRule::Exact, sparse: false })
                 .collect::<Vec<_>>(),
             text,
             false,
@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn forced_only_values_and_missing_logprobs_give_no_confidence() {
         let text = r#"{"a": "x"}"#;
-        let fields = [crate::task::FieldSpec { name: "a".into(), rule: crate::task::MatchRule::Exact }];
+        let fields = [crate::task::FieldSpec { name: "a".into(), rule: crate::task::MatchRule::Exact, sparse: false }];
         let mut score = crate::score::score_example(&fields, text, false, &json!({"a": "y"}), None);
         attach(&mut score, text, &[tok(10, None)]);
         assert_eq!(score.fields[0].confidence, None);

@@ -218,6 +218,7 @@ mod tests {
             feedback: String::new(),
             evidence: None,
             confidence: None,
+            scored: true,
         }
     }
 
@@ -270,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_scored_example_round_trips_through_json_and_old_records_still_read() {
-        let fields = vec![FieldSpec { name: "law".into(), rule: MatchRule::Exact }];
+        let fields = vec![FieldSpec { name: "law".into(), rule: MatchRule::Exact, sparse: false }];
         let mut s = score_example(&fields, r#"{"law": null}"#, false, &json!({"law": "Ohio"}), None);
         attach(&mut s, "Ohio law governs.");
         let back: ExampleScore = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();

@@ -89,6 +89,19 @@ pub struct FieldVerdict {
     /// How sure the model was of its value (in-process engines); see [`confidence`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<confidence::Confidence>,
+    /// False for a sparse field where gold and answer are both null: it does not enter the
+    /// example's score.
+    #[serde(default = "scored_default", skip_serializing_if = "is_true")]
+    pub scored: bool,
+}
+
+fn scored_default() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The score of one example.
@@ -130,6 +143,7 @@ impl ExampleScore {
                 feedback: String::new(),
                 evidence: None,
                 confidence: None,
+                scored: true,
             })
             .collect();
         ExampleScore { score: 0.0, fields, format_ok: false, truncated: false, format_error: None }
@@ -179,7 +193,7 @@ pub fn score_example(
     let verdicts: Vec<FieldVerdict> =
         fields.iter().map(|spec| judge(spec, predicted_of(&spec.name), expected_of(&spec.name))).collect();
     ExampleScore {
-        score: mean(verdicts.iter().map(|v| v.score)),
+        score: mean(verdicts.iter().filter(|v| v.scored).map(|v| v.score)),
         fields: verdicts,
         format_ok: true,
         truncated,
@@ -189,6 +203,7 @@ pub fn score_example(
 
 /// The verdict on one field of a well-formed output.
 fn judge(spec: &FieldSpec, predicted: Value, expected: Value) -> FieldVerdict {
+    let both_empty = is_empty_value(&predicted) && is_empty_value(&expected);
     let (score, class) = match (is_empty_value(&predicted), is_empty_value(&expected)) {
         (true, true) => (1.0, None),
         (true, false) => (0.0, Some(FailureClass::Missed)),
@@ -208,6 +223,7 @@ fn judge(spec: &FieldSpec, predicted: Value, expected: Value) -> FieldVerdict {
         feedback: String::new(),
         evidence: None,
         confidence: None,
+        scored: !(spec.sparse && both_empty),
     }
 }
 

@@ -9,7 +9,7 @@ use super::{score_example, Aggregate, ExampleScore, FailureClass};
 use crate::task::{FieldSpec, MatchRule};
 
 fn specs() -> Vec<FieldSpec> {
-    let spec = |name: &str, rule| FieldSpec { name: name.into(), rule };
+    let spec = |name: &str, rule| FieldSpec { name: name.into(), rule, sparse: false };
     vec![
         spec("title", MatchRule::Exact),
         spec("parties", MatchRule::List { fuzzy: 0.85 }),

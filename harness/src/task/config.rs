@@ -30,7 +30,12 @@ pub(super) struct RawTask {
     pub layout: Option<Layout>,
     /// The label before the document in prompts; see `super::Framing`.
     pub document_label: Option<Spanned<String>>,
-    pub splits: Spanned<BTreeMap<String, Spanned<String>>>,
+    /// A dataset under the data root that the splits read from (see `super::data`).
+    pub data: Option<Spanned<String>>,
+    /// Each record's text is cut to its first N characters.
+    pub clip_chars: Option<Spanned<u32>>,
+    /// Each split: a file name, or a selection table (see `super::data::SplitSource`).
+    pub splits: Spanned<BTreeMap<String, Spanned<toml::Value>>>,
     pub bounds: Option<Spanned<RawBounds>>,
     #[serde(default)]
     pub fields: BTreeMap<String, Spanned<RawFieldRule>>,
@@ -55,6 +60,7 @@ pub(super) struct RawFieldRule {
     pub kind: Option<MatchKind>,
     pub fuzzy: Option<f64>,
     pub tolerance: Option<f64>,
+    pub sparse: Option<bool>,
 }
 
 /// The `match = "..."` values.
@@ -367,7 +373,7 @@ pub(super) fn field_specs(
                 MatchRule::List { fuzzy }
             }
         };
-        specs.push(FieldSpec { name: name.clone(), rule });
+        specs.push(FieldSpec { name: name.clone(), rule, sparse: raw.and_then(|r| r.sparse).unwrap_or(false) });
     }
     Ok(specs)
 }

@@ -13,8 +13,14 @@ use super::{Example, Split, TaskError};
 /// Longest validator message kept in an error (they can quote whole documents).
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// Loads and checks the split `name` from `path`.
-pub(super) fn load_split(name: &str, path: PathBuf, validator: &jsonschema::Validator) -> Result<Split, TaskError> {
+/// Loads and checks the split `name` from `path`. With `keep`, each `expected` object keeps only
+/// those keys before it is checked (a task scoring some of a dataset's fields).
+pub(super) fn load_split(
+    name: &str,
+    path: PathBuf,
+    validator: &jsonschema::Validator,
+    keep: Option<&[String]>,
+) -> Result<Split, TaskError> {
     let bytes = read_bytes(&path, "split file")?;
     let mut examples = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -31,7 +37,7 @@ pub(super) fn load_split(name: &str, path: PathBuf, validator: &jsonschema::Vali
         if text.trim().is_empty() {
             continue;
         }
-        let example = parse_line(text, line, &path, validator)?;
+        let example = parse_line(text, line, &path, validator, keep)?;
         if let Some(&first_line) = seen.get(&example.id) {
             return Err(TaskError::DuplicateId { path, line, id: example.id, first_line });
         }
@@ -45,7 +51,13 @@ pub(super) fn load_split(name: &str, path: PathBuf, validator: &jsonschema::Vali
 }
 
 /// Parses and checks one non-blank line.
-fn parse_line(text: &str, line: usize, path: &Path, validator: &jsonschema::Validator) -> Result<Example, TaskError> {
+fn parse_line(
+    text: &str,
+    line: usize,
+    path: &Path,
+    validator: &jsonschema::Validator,
+    keep: Option<&[String]>,
+) -> Result<Example, TaskError> {
     let value: Value = serde_json::from_str(text).map_err(|err| TaskError::JsonLine {
         path: path.to_path_buf(),
         line,
@@ -73,7 +85,10 @@ fn parse_line(text: &str, line: usize, path: &Path, validator: &jsonschema::Vali
         Value::String(text) => text,
         other => return Err(TaskError::BadText { path: path.to_path_buf(), line, id, found: json_type(&other) }),
     };
-    let expected = object.remove("expected").ok_or_else(|| missing("expected"))?;
+    let mut expected = object.remove("expected").ok_or_else(|| missing("expected"))?;
+    if let (Some(keep), Value::Object(fields)) = (keep, &mut expected) {
+        fields.retain(|k, _| keep.contains(k));
+    }
     if let Some(err) = validator.iter_errors(&expected).next() {
         return Err(TaskError::ExpectedInvalid {
             path: path.to_path_buf(),

@@ -9,6 +9,8 @@
 //! max-tokens = 256              # optional
 //! layout = "instruction-first"  # or "document-first"
 //! document-label = "Invoice"    # optional, default "Document"; "" = no head
+//! data = "cuad"                 # optional: splits read from <data root>/cuad/, see `data`
+//! clip-chars = 4000             # optional: each text cut to its first 4000 characters
 //!
 //! [splits]
 //! train = "train.jsonl"
@@ -20,12 +22,16 @@
 //! [fields.parties]              # optional per-field match rules
 //! match = "list"
 //! fuzzy = 0.85
+//!
+//! [fields.adults]
+//! sparse = true                 # null answer to null gold not scored (see `FieldSpec::sparse`)
 //! ```
 //!
 //! Paths are relative to the task directory (absolute paths work too). Keys are kebab-case and
 //! unknown keys are errors. Files may use CRLF line endings and start with a UTF-8 BOM.
 
 mod config;
+mod data;
 mod error;
 mod framing;
 mod jsonl;
@@ -33,13 +39,14 @@ pub(crate) mod read;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use config::{DEFAULT_FUZZY, DEFAULT_MAX_TOKENS, DEFAULT_TOLERANCE};
+pub use data::DATA_ROOT_ENV;
 pub use error::{ExampleSite, TaskError};
 pub use framing::{Framing, DEFAULT_DOCUMENT_LABEL};
 
@@ -70,6 +77,8 @@ pub struct Task {
     /// One entry per schema property, in schema order.
     pub fields: Vec<FieldSpec>,
     pub splits: BTreeMap<String, Split>,
+    /// The dataset folder the splits read from (`data = "..."` under the data root), if any.
+    pub data: Option<PathBuf>,
 }
 
 /// Where the document goes relative to the instruction in the model's prompt.
@@ -112,6 +121,11 @@ impl std::fmt::Display for Layout {
 pub struct FieldSpec {
     pub name: String,
     pub rule: MatchRule,
+    /// A sparse field (`sparse = true`): a null answer to a null gold value is not scored, so
+    /// answering null everywhere earns nothing on it; a value where the gold is null still
+    /// scores 0. For slot fields that are null in most records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// The matcher for a field; see `crate::score`.
@@ -233,13 +247,23 @@ impl Task {
             return Err(TaskError::PromptEmpty { path: prompt_path });
         }
 
-        let mut splits = BTreeMap::new();
-        for (split_name, file) in raw.splits.get_ref() {
-            if split_name.trim().is_empty() {
-                return Err(doc.error(Some(file.span()), "splits", "a split name must not be empty".into()));
+        let data = match &raw.data {
+            Some(name) => {
+                Some(data::dataset_dir(name.get_ref(), &dir).map_err(|message| doc.error(Some(name.span()), "data", message))?)
             }
-            let split = jsonl::load_split(split_name, dir.join(file.get_ref()), &validator)?;
-            splits.insert(split_name.clone(), split);
+            None => None,
+        };
+        let mut splits = load_splits(&raw, &dir, data.as_deref(), &properties_order, &validator, &doc)?;
+        if let Some(clip) = &raw.clip_chars {
+            if *clip.get_ref() == 0 {
+                return Err(doc.error(Some(clip.span()), "clip-chars", "must be at least 1".into()));
+            }
+            let max = *clip.get_ref() as usize;
+            for example in splits.values_mut().flat_map(|s| s.examples.iter_mut()) {
+                if let Some((cut, _)) = example.text.char_indices().nth(max) {
+                    example.text.truncate(cut);
+                }
+            }
         }
         check_leakage(&splits)?;
 
@@ -257,6 +281,7 @@ impl Task {
             bounds,
             fields,
             splits,
+            data,
         })
     }
 
@@ -330,6 +355,50 @@ pub(crate) fn load_schema(path: &Path) -> Result<(Value, Vec<String>), TaskError
         }
     }
     Ok((schema, order))
+}
+
+/// Reads every split, in the order `task.toml` writes them: from the task directory, or from the
+/// dataset folder `data` (then `expected` keeps the schema's properties, and a record an earlier
+/// split took is not taken again).
+fn load_splits(
+    raw: &RawTask,
+    dir: &Path,
+    data: Option<&Path>,
+    properties: &[String],
+    validator: &jsonschema::Validator,
+    doc: &TomlDoc<'_>,
+) -> Result<BTreeMap<String, Split>, TaskError> {
+    let base = data.unwrap_or(dir);
+    let keep = data.map(|_| properties);
+    let mut written: Vec<(&String, &toml::Spanned<toml::Value>)> = raw.splits.get_ref().iter().collect();
+    written.sort_by_key(|(_, v)| v.span().start);
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut splits = BTreeMap::new();
+    for (split_name, value) in written {
+        if split_name.trim().is_empty() {
+            return Err(doc.error(Some(value.span()), "splits", "a split name must not be empty".into()));
+        }
+        let source = data::SplitSource::parse(split_name, value, doc)?;
+        let mut files = Vec::new();
+        for file in source.files() {
+            files.push(jsonl::load_split(split_name, base.join(file), validator, keep)?);
+        }
+        let split = match source {
+            data::SplitSource::File(_) => files.remove(0),
+            data::SplitSource::Select(sel) => {
+                let path = files[0].path.clone();
+                let records = files.into_iter().map(|f| f.examples).collect();
+                let examples = data::select(&sel, records, &taken, |e: &Example| e.id.as_str(), |e| e.text.chars().count());
+                if examples.is_empty() {
+                    return Err(TaskError::EmptySplit { path, split: split_name.clone() });
+                }
+                Split { name: split_name.clone(), path, examples }
+            }
+        };
+        taken.extend(split.examples.iter().map(|e| e.id.clone()));
+        splits.insert(split_name.clone(), split);
+    }
+    Ok(splits)
 }
 
 /// Fails when one id is in two splits.

@@ -431,6 +431,7 @@ mod tests {
             feedback: "answered null, expected \"Delaware\"; the expected value is in the document at byte 42 of 51".into(),
             evidence: None,
             confidence: None,
+            scored: true,
         }];
         // A correct field on a coin flip (a chosen token at p 0.14) is named as such.
         let mut lucky = rec.fields[0].clone();

@@ -242,17 +242,77 @@ fn bounds_off_by_default_without_train_split() {
 
 // ---- the real data ----
 
-/// Where the CUAD splits live on the build machines (see SOURCE.md there).
-const CUAD_DIR: &str = "/work/shared/datasets/cuad";
+/// The shared datasets' folder of `name`, found as the shipped tasks find it.
+fn dataset(name: &str) -> PathBuf {
+    let evals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals/cuad");
+    super::data::dataset_dir(name, &evals).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every shipped task loads from the data root with the split sizes its task.toml selects, and
+/// every gold object scores perfectly against itself under the task's matchers.
+#[test]
+fn every_shipped_task_loads_from_the_data_root_and_its_gold_scores_perfectly() {
+    let evals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals");
+    let expect = [
+        ("banking77", [("dev", 40), ("test", 100), ("train", 60)], 1),
+        ("cuad", [("dev", 40), ("test", 100), ("train", 60)], 41),
+        ("cuad-mini", [("dev", 10), ("test", 12), ("train", 16)], 4),
+        ("evidence-inference", [("dev", 40), ("test", 92), ("train", 60)], 1),
+        ("nlupp-hotels", [("dev", 40), ("test", 100), ("train", 60)], 15),
+    ];
+    for (name, sizes, fields) in expect {
+        let task = Task::load(&evals.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: Vec<(&str, usize)> = task.splits.values().map(|s| (s.name.as_str(), s.examples.len())).collect();
+        assert_eq!(got, sizes, "{name}");
+        assert_eq!(task.fields.len(), fields, "{name}");
+        assert!(task.data.as_ref().is_some_and(|d| d.is_dir()), "{name}: {:?}", task.data);
+        let validator = task.validator().unwrap();
+        for split in task.splits.values() {
+            for example in &split.examples {
+                assert_eq!(example.expected.as_object().map(serde_json::Map::len), Some(fields), "{name} {}", example.id);
+                let output = example.expected.to_string();
+                let score = crate::score::score_example(&task.fields, &output, false, &example.expected, Some(&validator));
+                assert!(
+                    score.all_correct() && (score.score - 1.0).abs() < 1e-12,
+                    "{name} {} {}: {score:?}",
+                    split.name,
+                    example.id
+                );
+            }
+        }
+    }
+    // cuad-mini: short contracts only; evidence-inference: texts cut to 4,000 characters.
+    let mini = Task::load(&evals.join("cuad-mini")).unwrap();
+    assert!(mini.splits.values().flat_map(|s| &s.examples).all(|e| e.text.chars().count() <= 10_000));
+    let ei = Task::load(&evals.join("evidence-inference")).unwrap();
+    assert!(ei.splits.values().flat_map(|s| &s.examples).all(|e| e.text.chars().count() <= 4000));
+    assert!(ei.splits.values().flat_map(|s| &s.examples).any(|e| e.text.chars().count() == 4000));
+}
+
+/// nlupp-hotels' slots are sparse: answering null everywhere scores only the intents.
+#[test]
+fn answering_null_everywhere_on_nlupp_earns_nothing_on_its_slots() {
+    let evals = Path::new(env!("CARGO_MANIFEST_DIR")).join("../evals");
+    let task = Task::load(&evals.join("nlupp-hotels")).unwrap();
+    let dev = &task.split("dev").unwrap().examples;
+    let with_slot =
+        dev.iter().find(|e| e.expected.as_object().unwrap().iter().any(|(k, v)| k != "intents" && !v.is_null())).unwrap();
+    let mut nulls = with_slot.expected.clone();
+    for (k, v) in nulls.as_object_mut().unwrap() {
+        if k != "intents" {
+            *v = serde_json::Value::Null;
+        }
+    }
+    let score = crate::score::score_example(&task.fields, &nulls.to_string(), false, &with_slot.expected, None);
+    let gold_slots = with_slot.expected.as_object().unwrap().iter().filter(|(k, v)| *k != "intents" && !v.is_null()).count();
+    // Intents right (1), every gold slot missed (0): the mean is over those fields only.
+    assert!((score.score - 1.0 / (1 + gold_slots) as f64).abs() < 1e-12, "{score:?}");
+    assert_eq!(score.fields.iter().filter(|f| f.scored).count(), 1 + gold_slots);
+}
 
 #[test]
 fn loads_real_cuad_data_by_absolute_path() {
-    let cuad = Path::new(CUAD_DIR);
-    assert!(
-        cuad.join("schema.json").is_file(),
-        "the CUAD data set is missing: expected {CUAD_DIR}/schema.json and train/dev/test.jsonl \
-         (build them with the data set's build_cuad.py, see SOURCE.md)"
-    );
+    let cuad = dataset("cuad");
     let f = Fixture::new();
     let abs = |name: &str| format!("{:?}", cuad.join(name).display().to_string());
     f.write(

@@ -170,3 +170,77 @@ fn document_label_with_a_line_break() {
     f.write("task.toml", format!("# how documents are introduced\ndocument-label = \"Two\\nlines\"\n{TOML}"));
     f.error("task.toml", &["task.toml:2", "`document-label`", "line break"]);
 }
+
+// ---- splits read from a dataset under the data root ----
+
+/// A checkout `tmp/checkout/task` beside `tmp/shared/datasets/ds` holding train (3 records, one
+/// long) and pool (2) files; `task.toml` is [`super::TOML`]'s head plus `splits`.
+fn data_task(splits: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = tmp.path().join("checkout/task");
+    let ds = tmp.path().join("shared/datasets/ds");
+    std::fs::create_dir_all(&task).unwrap();
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(task.join("schema.json"), super::SCHEMA).unwrap();
+    std::fs::write(task.join("prompt.txt"), "Extract.\n").unwrap();
+    std::fs::write(
+        task.join("task.toml"),
+        format!("data = \"ds\"\nschema = \"schema.json\"\nprompt = \"prompt.txt\"\n\n{splits}"),
+    )
+    .unwrap();
+    let mut long: serde_json::Value = serde_json::from_str(&super::line("a-long")).unwrap();
+    long["text"] = "x".repeat(100).into();
+    // The dataset's records carry a field the task's schema does not have: it is dropped.
+    let mut extra: serde_json::Value = serde_json::from_str(&super::line("c")).unwrap();
+    extra["expected"]["not_in_the_task"] = "dropped".into();
+    std::fs::write(ds.join("train.jsonl"), format!("{extra}\n{long}\n{}\n", super::line("b"))).unwrap();
+    std::fs::write(ds.join("pool.jsonl"), format!("{}\n{}\n", super::line("p2"), super::line("p1"))).unwrap();
+    (tmp, task)
+}
+
+#[test]
+fn splits_select_from_the_dataset_in_the_order_written_and_never_take_a_record_twice() {
+    let (_tmp, dir) = data_task(
+        "[splits.train]\nfrom = [\"train.jsonl\", \"pool.jsonl\"]\nmax-chars = 50\nsort = \"id\"\ntake = 3\n\n\
+         [splits.dev]\nfrom = \"pool.jsonl\"\n",
+    );
+    let task = crate::task::Task::load(&dir).unwrap();
+    let ids = |s: &str| task.split(s).unwrap().examples.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids("train"), ["b", "c", "p1"]);
+    assert_eq!(ids("dev"), ["p2"]);
+    assert!(task.split("train").unwrap().examples.iter().all(|e| e.expected.get("not_in_the_task").is_none()));
+}
+
+#[test]
+fn a_dataset_without_the_split_file_names_the_path() {
+    let (_tmp, dir) = data_task("[splits]\ntest = \"test.jsonl\"\n");
+    let err = crate::task::Task::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("shared/datasets/ds/test.jsonl"), "{err}");
+}
+
+#[test]
+fn a_missing_dataset_names_the_places_searched() {
+    let (tmp, dir) = data_task("[splits]\ntrain = \"train.jsonl\"\n");
+    std::fs::rename(tmp.path().join("shared"), tmp.path().join("elsewhere")).unwrap();
+    let err = crate::task::Task::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("task.toml:1") && err.contains("`data`"), "{err}");
+    assert!(err.contains(&tmp.path().join("shared/datasets/ds").display().to_string()), "{err}");
+}
+
+#[test]
+fn a_bad_selection_names_its_key() {
+    for (splits, key) in [
+        ("[splits.train]\nform = \"train.jsonl\"\n", "splits.train.form"),
+        ("[splits.train]\nfrom = \"train.jsonl\"\ntake = 0\n", "splits.train.take"),
+        ("[splits.train]\nfrom = \"train.jsonl\"\nsort = \"length\"\n", "splits.train.sort"),
+        ("[splits.train]\nmax-chars = 5\n", "splits.train.from"),
+        ("[splits]\ntrain = 3\n", "splits.train"),
+    ] {
+        let (_tmp, dir) = data_task(splits);
+        let err = crate::task::Task::load(&dir).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")) && err.contains("task.toml:"), "{splits}: {err}");
+    }
+    let (_tmp, dir) = data_task("[splits.train]\nfrom = \"train.jsonl\"\nmax-chars = 1\n");
+    let err = crate::task::Task::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("split `train` has no examples"), "{err}");
+}
