@@ -210,6 +210,15 @@ impl SearchOptions {
         ((cap - fixed) / per).min(self.max_iterations)
     }
 
+    /// Whether another iteration fits `--max-evals` after `used` evaluations (those the run log
+    /// holds, so a resumed run counts what it ran before): its worst case (every candidate on
+    /// all of train, the finalist on dev) plus baseline and best on test. The budget counts
+    /// evaluations actually run, so racing, the eval cache and candidates dropped unscored
+    /// leave room for more iterations; the run never exceeds the cap.
+    pub fn next_iteration_fits(&self, used: usize, train: usize, dev: usize, test: usize) -> bool {
+        self.max_evals.is_none_or(|cap| used + self.candidates * train + dev + 2 * test <= cap)
+    }
+
     /// With `--max-evals`: an error when the budget allows fewer than 3 proposals (candidates
     /// evaluated) on splits of these sizes, naming the budget it needs.
     ///
@@ -681,6 +690,11 @@ mod tests {
         assert!(err.contains("fewer than 3 proposals") && err.contains("it needs at least 58"), "{err}");
         s.max_evals = Some(10);
         assert_eq!(s.iterations_within_budget(8, 4, 3), 0);
+        // The loop counts evaluations actually run: 2 candidates on 8 train + 4 dev + 6 test.
+        let s = SearchOptions { max_evals: Some(100), candidates: 2, ..SearchOptions::default() };
+        assert!(s.next_iteration_fits(74, 8, 4, 3));
+        assert!(!s.next_iteration_fits(75, 8, 4, 3));
+        assert!(SearchOptions { max_evals: None, ..s }.next_iteration_fits(usize::MAX / 2, 8, 4, 3));
     }
 
     #[test]

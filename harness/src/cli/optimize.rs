@@ -388,7 +388,7 @@ fn dry_run(task: &Task, config: &RunConfig, prices: &PriceTable, json: bool) -> 
     println!("evaluations       at most {evals} (baseline train+dev, every candidate on train, each iteration's best on dev, baseline and best on test)");
     if let Some(cap) = o.max_evals {
         println!(
-            "eval budget       {cap} (--max-evals): at most {iterations} of {} iterations, {} proposals",
+            "eval budget       {cap} (--max-evals): at least {iterations} of {} iterations, {} proposals (evaluations actually run are counted: racing and the cache leave room for more)",
             o.max_iterations,
             iterations * o.candidates
         );

@@ -13,7 +13,8 @@ pub enum Rejection {
     /// It copies train documents verbatim (the leakage guard; never evaluated). The overlap
     /// itself is in the candidate's `overlap`.
     Leakage { fraction: f64, ngram: usize, threshold: f64 },
-    /// Its instruction is the current prompt's (never evaluated).
+    /// The same prompt as the current one or one proposed earlier in the run (never evaluated
+    /// again).
     Duplicate,
     /// Its instruction takes more prompt tokens than `--max-prompt-tokens` (never evaluated).
     PromptTooLong { tokens: usize, max: usize },
@@ -34,7 +35,7 @@ impl Rejection {
     /// Reads a format-2 free-text reason back.
     pub fn from_text(text: &str) -> Self {
         raced_from_text(text).unwrap_or_else(|| {
-            if text.contains("duplicate of the current prompt") {
+            if text.contains("duplicate of the current prompt") || text.contains("duplicate of a prompt proposed before") {
                 Rejection::Duplicate
             } else {
                 Rejection::Other { reason: text.to_owned() }
@@ -71,7 +72,7 @@ impl fmt::Display for Rejection {
                 fraction * 100.0,
                 threshold * 100.0
             ),
-            Rejection::Duplicate => f.write_str("rejected: duplicate of the current prompt"),
+            Rejection::Duplicate => f.write_str("rejected: duplicate of a prompt proposed before"),
             Rejection::PromptTooLong { tokens, max } => {
                 write!(f, "rejected: the instruction takes {tokens} prompt tokens, more than --max-prompt-tokens {max}")
             }
@@ -142,6 +143,7 @@ mod tests {
         assert_eq!(Rejection::from_text(&r.to_string()), r);
         assert!(r.partly_scored());
         assert_eq!(Rejection::from_text("rejected: duplicate of the current prompt"), Rejection::Duplicate);
+        assert_eq!(Rejection::from_text(&Rejection::Duplicate.to_string()), Rejection::Duplicate);
         let leak = "rejected: leakage: 40% of its 8-grams copy train documents";
         assert_eq!(Rejection::from_text(leak), Rejection::Other { reason: leak.into() });
         assert!(!Rejection::Duplicate.partly_scored());

@@ -2,7 +2,7 @@
 //! gate on dev, log, repeat; then baseline against best on every split. The pieces live beside
 //! it: [`Evaluator`], the proposers, [`gate`] and [`racing`] (pure functions), the events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use engines::{ChatMessage, Engine};
@@ -84,9 +84,9 @@ pub fn run(
                 seed: search.seed,
                 excerpt: search.demo_excerpt,
             },
-            edits: EditsProposer { candidates: search.candidates },
+            edits: EditsProposer { candidates: search.candidates, seed: search.seed },
             merge: MergeProposer,
-            joint: JointProposer::new(search.candidates, search.demos),
+            joint: JointProposer::seeded(search.candidates, search.demos, search.seed),
         },
         llm,
         guard: Guard::new(train_texts, search.leak_ngram, search.leak_threshold),
@@ -94,6 +94,7 @@ pub fn run(
         idle_spend: Spend { cost_usd: setup.price.map(|_| 0.0), ..Spend::default() },
         clock: Clock::start(search.time_budget_s),
         empty_prompt_tokens: None,
+        seen: HashSet::new(),
     };
     lp.run()
 }
@@ -112,6 +113,8 @@ struct Loop<'a, 'l> {
     clock: Clock,
     /// Tokens of the chat template around an empty message.
     empty_prompt_tokens: Option<usize>,
+    /// SHA-256 of every prompt proposed so far, the baseline's included: never scored twice.
+    seen: HashSet<String>,
 }
 
 /// An iteration's finalist: its index, prompt, train records and prompt tokens.
@@ -132,6 +135,7 @@ impl Loop<'_, '_> {
         let dev = limit(&task.split("dev")?.examples, opts.limit_dev);
 
         let baseline = Prompt::new(task.prompt.clone(), task.framing.clone());
+        self.seen.insert(baseline.sha256());
         self.write_best(&baseline)?;
         let base_train = self.evaluate(&baseline, "train", train)?;
         let base_dev = self.evaluate(&baseline, "dev", dev)?;
@@ -151,7 +155,6 @@ impl Loop<'_, '_> {
         tracing::info!(train = train.len(), ?min_detectable_gain, "the gate's power");
         self.obs.event(&Event::Power { train: train.len(), min_detectable_gain });
         let test_len = task.splits.get("test").map_or(0, |t| limit(&t.examples, opts.limit_test).len());
-        let budget_iterations = opts.iterations_within_budget(train.len(), dev.len(), test_len);
 
         for it in 0..opts.max_iterations {
             self.progress(it, &cur);
@@ -159,9 +162,10 @@ impl Loop<'_, '_> {
                 stopped_by = reason;
                 break;
             }
-            if let (Some(cap), true) = (opts.max_evals, it >= budget_iterations) {
+            let used = self.log.evals_logged();
+            if let (Some(cap), false) = (opts.max_evals, opts.next_iteration_fits(used, train.len(), dev.len(), test_len)) {
                 stopped_by = format!(
-                    "eval budget {cap} (another iteration could take {} evaluations, and baseline and best on test {})",
+                    "eval budget {cap}: {used} used, and another iteration could take {} evaluations, and baseline and best on test {}",
                     opts.candidates * train.len() + dev.len(),
                     2 * test_len
                 );
@@ -179,7 +183,17 @@ impl Loop<'_, '_> {
                 Some(m) => (&pool[m].prompt, pool[m].train.as_slice()),
                 None => (&cur.prompt, cur.train.as_slice()),
             };
-            let ctx = Context { iteration: it, kind, task, current, current_train, pool: &pool, train, clock: self.clock };
+            let ctx = Context {
+                iteration: it,
+                kind,
+                task,
+                current,
+                current_train,
+                pool: &pool,
+                seen: &self.seen,
+                train,
+                clock: self.clock,
+            };
             let mut proposed = pick(&mut self.picks, &mut self.llm, kind, self.s.config)?.propose(&ctx, self.log, self.obs)?;
             if let Some(m) = parent {
                 let sha = pool[m].prompt.sha256();
@@ -359,6 +373,10 @@ impl Loop<'_, '_> {
                 if entry.rejected.is_none() && cand.base.trim() == cur.prompt.base.trim() {
                     entry.rejected = Some(Rejection::Duplicate);
                 }
+            }
+            // A prompt proposed before (in any iteration, by any proposer) is not scored again.
+            if entry.rejected.is_none() && !self.seen.insert(entry.prompt_sha256.clone()) {
+                entry.rejected = Some(Rejection::Duplicate);
             }
             if let (None, Some(max), Some(tokens)) =
                 (&entry.rejected, self.s.config.search.max_prompt_tokens, entry.prompt_tokens)

@@ -550,19 +550,22 @@ fn engine_errors_are_scored_not_fatal() {
 
 #[test]
 fn an_eval_budget_stops_the_loop_and_too_small_a_budget_is_refused() {
-    let fx = Fixture::new(4, 2, 2);
+    let fx = Fixture::new(8, 2, 2);
     let mut config = fx.config();
-    config.search.max_iterations = 5;
+    config.search.max_iterations = 50;
     config.search.candidates = 2;
-    // Baseline 4 + 2, test 2 x 2, an iteration 2 x 4 + 2: room for 2 iterations, not 3.
-    config.search.max_evals = Some(6 + 4 + 2 * 10 + 9);
+    // Baseline 8 + 2, test 2 x 2, an iteration at worst 2 x 8 + 2: the worst case leaves room
+    // for 2 iterations; counting the evaluations actually run (racing, the cache) fits more.
+    config.search.max_evals = Some(10 + 4 + 2 * 18 + 9);
     let engine = ScriptedEngine::new(|r| Ok(answer(if label(r) == "L0" { "L0" } else { "none" })));
     let (out, _) = run(&fx, config.clone(), &engine, "budget");
     let out = out.unwrap();
-    assert_eq!(out.summary.iterations, 2);
-    assert!(out.summary.stopped_by.starts_with("eval budget 39"), "{}", out.summary.stopped_by);
+    assert!(out.summary.iterations >= 2, "{}", out.summary.iterations);
+    assert!(out.summary.stopped_by.starts_with("eval budget 59"), "{}", out.summary.stopped_by);
     let evals = records(&fx.out("budget")).iter().filter(|r| matches!(r, LogRecord::Eval(_))).count();
-    assert!(evals <= 39, "{evals}");
+    // Never over the cap, and it stopped only when a worst-case iteration (18) plus test (4)
+    // no longer fit: the budget is used, not reserved.
+    assert!(evals <= 59 && evals + 18 + 4 > 59, "{evals}");
 
     config.search.max_evals = Some(20);
     let err = Session::start(fx.task(), &fx.out("tiny"), config).unwrap_err();

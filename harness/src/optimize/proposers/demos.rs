@@ -28,7 +28,18 @@ pub struct DemosProposer {
 impl Proposer for DemosProposer {
     fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
         let pool = failing_pool(ctx.current, ctx.train, ctx.current_train);
-        let prompts = propose_with(ctx.current, &pool, self.candidates, self.k, self.seed, ctx.iteration, self.excerpt);
+        // More draws than candidates, so that a demo set drawn twice, or proposed in an earlier
+        // iteration, gives way to the next draw (the first draws are the same as without).
+        let draws = propose_with(ctx.current, &pool, self.candidates * 8, self.k, self.seed, ctx.iteration, self.excerpt);
+        let mut seen = std::collections::HashSet::new();
+        let prompts = draws
+            .into_iter()
+            .filter(|p| {
+                let sha = p.sha256();
+                !ctx.seen.contains(&sha) && seen.insert(sha)
+            })
+            .take(self.candidates)
+            .collect();
         Ok(Proposed::offline(prompts))
     }
 

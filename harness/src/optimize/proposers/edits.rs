@@ -14,10 +14,13 @@
 //!   helping after later edits is not kept forever.
 //!
 //! Candidates are ordered by how many failures an edit addresses (ablations last), so the
-//! iteration's budget goes to the biggest failure class first. Deterministic: no randomness.
-//! Only train examples are read; the cue words are single words, never document passages.
+//! iteration's budget goes to the biggest failure class first; edits addressing as many failures
+//! are taken in an order drawn from the run's seed and the iteration, and a prompt already
+//! proposed in the run is skipped for the next edit in line. Only train examples are read; the
+//! cue words are single words, never document passages, and words common to most train
+//! documents are not cues (learned from the data, not a fixed list).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::Value;
 
@@ -27,6 +30,7 @@ use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
 use crate::optimize::prompt::Prompt;
 use crate::optimize::OptimizeError;
+use crate::rng::SplitMix64;
 use crate::score::FailureClass;
 use crate::task::{Example, FieldSpec, MatchRule, Task};
 
@@ -37,59 +41,24 @@ pub const CUE_WINDOW: usize = 80;
 /// Cue words named in a where-to-look line.
 pub const CUES: usize = 3;
 
-/// Words too common to be a cue.
-const STOPWORDS: &[&str] = &[
-    "this",
-    "that",
-    "with",
-    "from",
-    "have",
-    "will",
-    "shall",
-    "such",
-    "which",
-    "their",
-    "there",
-    "these",
-    "those",
-    "into",
-    "upon",
-    "than",
-    "then",
-    "been",
-    "being",
-    "were",
-    "when",
-    "where",
-    "what",
-    "each",
-    "other",
-    "only",
-    "also",
-    "under",
-    "made",
-    "between",
-    "among",
-    "hereby",
-    "herein",
-    "hereto",
-    "thereof",
-    "following",
-    "above",
-    "below",
-    "said",
-    "does",
-];
+/// A word in at least this share of the train documents is too common to be a cue ("shall" in
+/// contracts, "please" in messages): the common words are learned from the data, in any language.
+pub const COMMON_DOC_SHARE: f64 = 0.6;
+/// Fewer train documents than this are too few to tell common words from cues: none is dropped.
+pub const MIN_DOCS_FOR_COMMON: usize = 5;
 
 /// The `edits` proposer: up to `candidates` prompts, each the current one with one edit.
 #[derive(Debug, Clone)]
 pub struct EditsProposer {
     pub candidates: usize,
+    /// The run's seed: the order of edits that address as many failures.
+    pub seed: u64,
 }
 
 impl Proposer for EditsProposer {
     fn propose(&mut self, ctx: &Context<'_>, _log: &mut RunLog, _obs: &mut dyn Observer) -> Result<Proposed, OptimizeError> {
-        let prompts = propose(ctx.task, ctx.current, ctx.train, ctx.current_train, self.candidates);
+        let order = Some((self.seed, ctx.iteration));
+        let prompts = propose_with(ctx.task, ctx.current, ctx.train, ctx.current_train, self.candidates, order, ctx.seen);
         Ok(Proposed::offline(prompts))
     }
 
@@ -120,8 +89,33 @@ pub enum Edit {
     Remove(String),
 }
 
+/// The words too common to be cues: those in at least [`COMMON_DOC_SHARE`] of the documents,
+/// when there are at least [`MIN_DOCS_FOR_COMMON`] of them.
+pub fn common_words(train: &[Example]) -> BTreeSet<String> {
+    if train.len() < MIN_DOCS_FOR_COMMON {
+        return BTreeSet::new();
+    }
+    let mut df: BTreeMap<String, usize> = BTreeMap::new();
+    for ex in train {
+        let words: BTreeSet<String> = cue_words(&ex.text).collect();
+        for w in words {
+            *df.entry(w).or_insert(0) += 1;
+        }
+    }
+    let min = (COMMON_DOC_SHARE * train.len() as f64).ceil() as usize;
+    df.into_iter().filter(|(_, n)| *n >= min).map(|(w, _)| w).collect()
+}
+
+/// The lower-cased words of `text` that could be cues: alphabetic, at least 4 letters.
+fn cue_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 4 && w.chars().all(char::is_alphabetic))
+        .map(str::to_lowercase)
+}
+
 /// Tallies the current prompt's `records` of `train` per field of `fields`.
 pub fn tally(fields: &[FieldSpec], train: &[Example], records: &[ExampleRecord]) -> Vec<FieldTally> {
+    let common = common_words(train);
     let mut out: Vec<FieldTally> = fields.iter().map(|f| FieldTally { field: f.name.clone(), ..FieldTally::default() }).collect();
     for ex in train {
         let Some(rec) = records.iter().find(|r| r.id == ex.id) else { continue };
@@ -144,7 +138,7 @@ pub fn tally(fields: &[FieldSpec], train: &[Example], records: &[ExampleRecord])
             };
             t.found += 1;
             let mut seen: Vec<String> = Vec::new();
-            for w in words_before(&ex.text, start) {
+            for w in words_before(&ex.text, start).into_iter().filter(|w| !common.contains(w)) {
                 if !seen.contains(&w) {
                     *t.cues.entry(w.clone()).or_insert(0) += 1;
                     seen.push(w);
@@ -167,12 +161,7 @@ fn words_before(text: &str, at: usize) -> Vec<String> {
     while !text.is_char_boundary(from) {
         from += 1;
     }
-    text[from..at]
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.len() >= 4 && w.chars().all(char::is_alphabetic))
-        .map(str::to_lowercase)
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect()
+    cue_words(&text[from..at]).collect()
 }
 
 /// The most frequent cue words of a tally (ties in alphabetical order). With two or more
@@ -325,14 +314,43 @@ pub fn apply(base: &str, edit: &Edit) -> Option<String> {
     Some(format!("{head}\n\n{GUIDANCE_HEADER}\n{}\n", lines.join("\n")))
 }
 
-/// Up to `count` candidates: `current` with one edit each, best edit first.
+/// Up to `count` candidates: `current` with one edit each, best edit first (ties in field order).
 pub fn propose(task: &Task, current: &Prompt, train: &[Example], records: &[ExampleRecord], count: usize) -> Vec<Prompt> {
+    propose_with(task, current, train, records, count, None, &HashSet::new())
+}
+
+/// [`propose`], with ties among edits that address as many failures shuffled by `order`'s
+/// (seed, iteration), and prompts whose SHA-256 is in `seen` (already proposed) skipped.
+pub fn propose_with(
+    task: &Task,
+    current: &Prompt,
+    train: &[Example],
+    records: &[ExampleRecord],
+    count: usize,
+    order: Option<(u64, usize)>,
+    seen: &HashSet<String>,
+) -> Vec<Prompt> {
     let tallies = tally(&task.fields, train, records);
-    edits(task, &current.base, &tallies)
+    let mut edits = edits(task, &current.base, &tallies);
+    if let Some((seed, iteration)) = order {
+        let mut rng = SplitMix64::derive(seed, "edits", iteration as u64);
+        // Within each run of equal counts (the list is sorted by count), a seeded shuffle.
+        let mut start = 0;
+        while start < edits.len() {
+            let end = start + edits[start..].iter().take_while(|(n, _)| *n == edits[start].0).count();
+            for i in (start + 1..end).rev() {
+                let j = start + rng.below(i - start + 1);
+                edits.swap(i, j);
+            }
+            start = end;
+        }
+    }
+    edits
         .into_iter()
         .filter_map(|(_, edit)| apply(&current.base, &edit))
-        .take(count)
         .map(|base| Prompt { base, ..current.clone() })
+        .filter(|p| !seen.contains(&p.sha256()))
+        .take(count)
         .collect()
 }
 

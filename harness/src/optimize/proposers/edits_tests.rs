@@ -73,10 +73,14 @@ fn missed_values_give_a_where_to_look_line_with_the_words_before_them() {
     assert_eq!(field(&tallies, "kind").hallucinated, 1);
 
     let edits = edits(&task, &task.prompt, &tallies);
-    // The biggest failure count first: 2 misses of `signed`, then the hallucinated `kind`.
+    // The biggest failure count first: 2 misses of `signed`, then the hallucinated `kind`. Two
+    // documents are too few to tell common words ("this") from cues: none is dropped.
     assert_eq!(
         edits[0],
-        (2, Edit::Add("- signed: the lease usually states it; look near words such as \"executed\", \"lease\".".into()))
+        (
+            2,
+            Edit::Add("- signed: the lease usually states it; look near words such as \"executed\", \"lease\", \"this\".".into())
+        )
     );
     assert_eq!(edits[1], (1, Edit::Add("- kind: use null unless the lease states it in so many words; never guess.".into())));
     assert_eq!(edits.len(), 2);
@@ -175,4 +179,60 @@ fn cue_words_from_an_offset_past_the_end_or_inside_a_char_are_none_not_a_panic()
     assert_eq!(words_before("governed by Delaware", 12), vec!["governed"]);
     assert_eq!(words_before("short", 900), vec!["short"], "clamped to the end");
     assert!(words_before("é governed", 1).is_empty(), "byte 1 is inside 'é'");
+}
+
+/// Words in most train documents are not cues, whatever the language; words before the value
+/// in only some documents are. Ties among edits of equal weight follow the seed, and a prompt
+/// proposed before is skipped for the next edit.
+#[test]
+fn common_words_are_learned_from_the_documents_and_seeds_order_equal_edits() {
+    let (_d, task) = task();
+    let docs = [
+        "Ce bail est signé le 2020-01-05 par Ann Lee.",
+        "Ce bail, signé le 2021-07-09, lie Bo Chan.",
+        "Ce bail est conclu; signé le 2019-03-01 avec Cy Doe.",
+        "Ce bail lie Di Eng; daté du 2018-02-02.",
+        "Ce bail lie Ed Fox; daté du 2017-04-04.",
+    ];
+    let common = common_words(
+        &docs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Example { id: format!("d{i}"), text: (*t).into(), expected: json!({}), line: 1 })
+            .collect::<Vec<_>>(),
+    );
+    // "bail" is in all 5 documents; "signé" in 3 of 5 (60%): both common; "daté" in 2: not.
+    assert!(common.contains("bail") && common.contains("signé") && !common.contains("daté"), "{common:?}");
+    let scored_docs: Vec<(Example, ExampleRecord)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let date =
+                text.split(|c: char| c == ' ' || c == ',' || c == '.').find(|w| w.len() == 10 && w.starts_with('2')).unwrap();
+            scored(
+                &task,
+                &format!("d{i}"),
+                text,
+                json!({"signed": date, "tenants": [], "kind": null}),
+                &json!({"signed": null, "tenants": [], "kind": "commercial"}),
+            )
+        })
+        .collect();
+    let (train, records): (Vec<_>, Vec<_>) = scored_docs.into_iter().unzip();
+    let tallies = tally(&task.fields, &train, &records);
+    let signed = field(&tallies, "signed");
+    assert!(!signed.cues.contains_key("bail") && !signed.cues.contains_key("signé"), "{:?}", signed.cues);
+    assert_eq!(signed.cues.get("daté"), Some(&2), "{:?}", signed.cues);
+
+    // Two edits address 5 failures each (5 misses of `signed`, 5 hallucinated `kind`): the
+    // seed decides which comes first, every seed offers both, and a seen prompt is skipped.
+    let current = Prompt::new(task.prompt.clone(), Framing::default());
+    let firsts: BTreeSet<String> = (0..16)
+        .map(|seed| propose_with(&task, &current, &train, &records, 1, Some((seed, 0)), &HashSet::new())[0].base.clone())
+        .collect();
+    assert_eq!(firsts.len(), 2, "{firsts:?}");
+    let both = propose_with(&task, &current, &train, &records, 2, Some((0, 0)), &HashSet::new());
+    let seen: HashSet<String> = [both[0].sha256()].into();
+    let next = propose_with(&task, &current, &train, &records, 1, Some((0, 0)), &seen);
+    assert_eq!(next[0], both[1]);
 }

@@ -12,8 +12,12 @@
 //!   component; an untried component scores highest). A candidate is the instruction with the
 //!   best bound plus the `k` demos with the best bounds, skipping combinations already proposed.
 //!
-//! Deterministic: ties go to pool order. The `scored` hook feeds it, so a resumed run (whose
-//! candidates are scored again from the log) proposes the same combinations.
+//! Ties (every untried demo has an infinite bound) go to a demo order drawn from the run's seed:
+//! a seeded shuffle of train, and for a task with enum fields (classification) the labels taken
+//! in turn, so that the first demos tried cover as many labels as there are demos. Different
+//! seeds try different demos first; the same seed proposes the same combinations, and the
+//! `scored` hook feeds it, so a resumed run (whose candidates are scored again from the log)
+//! proposes them again. Instructions keep pool order on ties (the task's own prompt first).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +26,8 @@ use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
 use crate::optimize::prompt::{Demo, Prompt};
 use crate::optimize::OptimizeError;
+use crate::rng::SplitMix64;
+use crate::task::{Example, MatchRule, Task};
 
 /// One component's record: the sum and count of the train means of candidates holding it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -35,6 +41,8 @@ struct Stat {
 pub struct JointProposer {
     pub candidates: usize,
     pub k: usize,
+    /// The run's seed: the order of untried demos.
+    pub seed: u64,
     /// By instruction text (trimmed).
     instructions: BTreeMap<String, Stat>,
     /// By demo id.
@@ -48,6 +56,11 @@ pub struct JointProposer {
 impl JointProposer {
     pub fn new(candidates: usize, k: usize) -> Self {
         JointProposer { candidates, k, ..JointProposer::default() }
+    }
+
+    /// The same, with the run's seed.
+    pub fn seeded(candidates: usize, k: usize, seed: u64) -> Self {
+        JointProposer { seed, ..JointProposer::new(candidates, k) }
     }
 
     /// The upper confidence bound of a component (untried: infinite).
@@ -80,7 +93,7 @@ impl JointProposer {
         if instructions.is_empty() {
             instructions.push(&ctx.current.base);
         }
-        let ids: Vec<&str> = ctx.train.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = demo_order(ctx.task, ctx.train, self.seed).into_iter().map(|i| ctx.train[i].id.as_str()).collect();
         let by_instruction = self.ranked(&instructions, &self.instructions);
         let by_demo = self.ranked(&ids, &self.demos);
         let mut out = Vec::new();
@@ -112,6 +125,31 @@ impl JointProposer {
         }
         out
     }
+}
+
+/// Indices of `train` in the order untried demos are tried: a shuffle seeded by `seed`, then, when
+/// the task has enum fields, one example of each label (the enum values, together) in turn.
+pub fn demo_order(task: &Task, train: &[Example], seed: u64) -> Vec<usize> {
+    let mut rng = SplitMix64::derive(seed, "joint-demo-order", 0);
+    let shuffled = rng.sample_indices(train.len(), train.len());
+    let enums: Vec<&str> = task.fields.iter().filter(|f| f.rule == MatchRule::Enum).map(|f| f.name.as_str()).collect();
+    if enums.is_empty() {
+        return shuffled;
+    }
+    let label = |i: usize| {
+        enums.iter().map(|f| train[i].expected.get(*f).map(ToString::to_string).unwrap_or_default()).collect::<Vec<_>>()
+    };
+    // Groups in order of their first member; then the first of each group, the second, ...
+    let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    for i in shuffled {
+        let l = label(i);
+        match groups.iter_mut().find(|(g, _)| *g == l) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((l, vec![i])),
+        }
+    }
+    let rounds = groups.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
+    (0..rounds).flat_map(|r| groups.iter().filter_map(move |(_, m)| m.get(r).copied())).collect()
 }
 
 impl Proposer for JointProposer {
@@ -165,6 +203,7 @@ mod tests {
             train,
             current_train: &[],
             pool,
+            seen: Box::leak(Box::default()),
             clock: Clock::start(None),
         }
     }
@@ -180,13 +219,14 @@ mod tests {
             Member { prompt: base.clone(), train: vec![record("a", 0.0)] },
             Member { prompt: other.clone(), train: vec![record("a", 0.0)] },
         ];
-        let mut j = JointProposer::new(2, 1);
+        let mut j = JointProposer::seeded(2, 1, 7);
         let first = j.combinations(&ctx(&task, &base, &train, &pool));
-        // Nothing scored: pool order, demo a with the first instruction, then the second
-        // instruction with demo a as well (a new combination).
+        // Nothing scored: the seed's first demo with the first instruction, then the second
+        // instruction with that demo as well (a new combination).
+        let d = train[demo_order(&task, &train, 7)[0]].id.clone();
         assert_eq!(first.len(), 2);
-        assert_eq!((first[0].base.as_str(), first[0].demo_ids()), ("Extract.\n", vec!["a".to_owned()]));
-        assert_eq!((first[1].base.as_str(), first[1].demo_ids()), ("Extract carefully.\n", vec!["a".to_owned()]));
+        assert_eq!((first[0].base.as_str(), first[0].demo_ids()), ("Extract.\n", vec![d.clone()]));
+        assert_eq!((first[1].base.as_str(), first[1].demo_ids()), ("Extract carefully.\n", vec![d]));
         // Scores: the second instruction and demo c do well.
         let mut with = |b: &Prompt, ids: &[&str], mean: f64| {
             let mut p = b.clone();
@@ -203,6 +243,41 @@ mod tests {
         // Never the same combination twice.
         let again = j.combinations(&ctx(&task, &base, &train, &pool));
         assert!(again.iter().all(|p| !(p.base == next[0].base && p.demo_ids() == next[0].demo_ids())));
+    }
+
+    #[test]
+    fn seeds_change_the_first_demos_and_classification_demos_cover_the_labels_first() {
+        let (_d, task) = task();
+        let train: Vec<Example> = (0..12).map(|i| example(&format!("e{i:02}"))).collect();
+        let firsts: BTreeSet<usize> = (0..20).map(|seed| demo_order(&task, &train, seed)[0]).collect();
+        assert!(firsts.len() >= 5, "20 seeds, first demos {firsts:?}");
+        let order = demo_order(&task, &train, 3);
+        assert_eq!(order, demo_order(&task, &train, 3), "the same seed, the same order");
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..12).collect::<Vec<_>>(), "a permutation");
+
+        // An enum field with 3 labels over 9 examples (6, 2, 1): the first 3 demos are 3 labels.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("task.toml"), "schema = \"s.json\"\nprompt = \"p.txt\"\n[splits]\ntrain = \"t.jsonl\"\n").unwrap();
+        let schema = r#"{"type":"object","properties":{"label":{"type":"string","enum":["x","y","z"]}},"required":["label"]}"#;
+        std::fs::write(p.join("s.json"), schema).unwrap();
+        std::fs::write(p.join("p.txt"), "Classify.\n").unwrap();
+        let labels = ["x", "x", "x", "x", "x", "x", "y", "y", "z"];
+        let lines: String = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{{\"id\":\"c{i}\",\"text\":\"t{i}\",\"expected\":{{\"label\":\"{l}\"}}}}\n"))
+            .collect();
+        std::fs::write(p.join("t.jsonl"), lines).unwrap();
+        let task = Task::load(p).unwrap();
+        let train = &task.splits["train"].examples;
+        for seed in 0..10 {
+            let order = demo_order(&task, train, seed);
+            let first: BTreeSet<&str> = order[..3].iter().map(|&i| train[i].expected["label"].as_str().unwrap()).collect();
+            assert_eq!(first.len(), 3, "seed {seed}: {order:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Context<'a> {
     pub current_train: &'a [ExampleRecord],
     /// Every prompt scored on all of train so far (the baseline first), for the frontier.
     pub pool: &'a [Member],
+    /// SHA-256 of every prompt proposed in the run so far, the task's own included: a proposer
+    /// that can offer something else should (the loop rejects a repeat as a duplicate).
+    pub seen: &'a std::collections::HashSet<String>,
     pub clock: Clock,
 }
 
