@@ -4,7 +4,7 @@
 //! ([`compact_gbnf`]) sent instead of `json_schema`.
 //!
 //! llama-server's own grammar from `json_schema` also allows `"\n"{1,2} [ \t]{0,20}` after
-//! every `{`, `[`, `,` and `:`. Under greedy decoding SmolLM2 takes that newline at the first
+//! every `{`, `[`, `,` and `:`. Under greedy decoding `SmolLM2` takes that newline at the first
 //! step on every cuad-mini dev contract, so the two engines answered differently from the
 //! second byte on (docs/engines.md, "Engine parity"). The grammar here describes the same
 //! language as llguidance's compact JSON, so greedy decoding picks the same tokens on both.
