@@ -12,6 +12,7 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use toktrie::TokEnv;
 
+use crate::json_grammar::{ITEM_SEPARATOR, KEY_SEPARATOR};
 use crate::sampling::{argmax, sample, Rng};
 use crate::{ConstraintBackend, EngineError, Sampling};
 
@@ -52,8 +53,9 @@ impl SchemaCompiler {
     }
 }
 
-/// Asks llguidance for compact JSON (`, ` and `: `, no free whitespace): small models given
-/// flexible whitespace can fill the token budget with newlines. `uniqueItems`, which llguidance
+/// Asks llguidance for compact JSON (`, ` and `: `, no free whitespace; the layout
+/// `crate::json_grammar` gives llama-servers): small models given flexible whitespace can fill
+/// the token budget with newlines. `uniqueItems`, which llguidance
 /// does not implement (a grammar cannot track the items already written), is dropped: the
 /// output is still checked against the whole schema when it is scored.
 pub(crate) fn compact_json(schema: &serde_json::Value) -> serde_json::Value {
@@ -61,7 +63,7 @@ pub(crate) fn compact_json(schema: &serde_json::Value) -> serde_json::Value {
     drop_unique_items(&mut s);
     if let Some(obj) = s.as_object_mut() {
         obj.entry("x-guidance")
-            .or_insert_with(|| serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}));
+            .or_insert_with(|| serde_json::json!({"whitespace_flexible": false, "item_separator": ITEM_SEPARATOR, "key_separator": KEY_SEPARATOR}));
     }
     s
 }

@@ -13,6 +13,7 @@ mod error;
 mod gguf_header;
 #[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
 mod guidance;
+pub mod json_grammar;
 mod json_scan;
 pub mod memory;
 pub mod prefix_cache;

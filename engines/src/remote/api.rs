@@ -97,8 +97,9 @@ pub fn tokenize_body(prompt: &str) -> Value {
 }
 
 /// The `/completion` body for `req` on prompt `tokens`: greedy (temperature 0, top-k 1) or
-/// the request's seeded sampling, `n_predict` = `max_tokens`, the constraint as `json_schema`,
-/// and the slot pinned when given.
+/// the request's seeded sampling, `n_predict` = `max_tokens`, the constraint as a compact-JSON
+/// `grammar` ([`grammar`]; `json_schema` when it has no translation), and the slot pinned when
+/// given.
 ///
 /// `cache_prompt` is on only for a request with a document prefix (`prefix_boundary`): that is
 /// the KV worth keeping across passes. llama-server's README warns that reusing cached KV can
@@ -125,9 +126,26 @@ pub fn completion_body(req: &Request, tokens: &[i64], id_slot: Option<usize>) ->
     // no top-k cut (0 = off), like our own sampler (temperature, then nucleus).
     body["top_k"] = json!(i32::from(s.is_greedy()));
     if let Constraint::JsonSchema(schema) = &req.constraint {
-        body["json_schema"] = schema.clone();
+        match grammar(schema) {
+            Some(g) => body["grammar"] = json!(g),
+            None => body["json_schema"] = schema.clone(),
+        }
     }
     body
+}
+
+/// The constraint as llama-server's `grammar`: compact JSON, the layout llguidance allows the
+/// in-process engines (see [`crate::json_grammar`]), so greedy decoding agrees token for token.
+/// `None` for a schema the translation does not cover: the server then gets it as
+/// `json_schema`, and its own grammar allows newlines and indentation between tokens.
+pub fn grammar(schema: &Value) -> Option<String> {
+    match crate::json_grammar::compact_gbnf(schema) {
+        Ok(g) => Some(g),
+        Err(why) => {
+            tracing::debug!(%why, "schema sent as json_schema: the server's whitespace, not compact JSON");
+            None
+        }
+    }
 }
 
 /// `{"prompt": "..."}` of `/apply-template`.
@@ -171,7 +189,11 @@ pub fn stop_reason(c: &Completion, constrained: bool) -> StopReason {
 /// tokenize calls (our "tokenize" phase), `total_ms` the request's wall time end to end.
 pub fn counts_and_timings(c: &Completion, input: usize, client_ms: f64, total_ms: f64) -> (TokenCounts, Timings) {
     let t = c.timings;
-    let counts = TokenCounts { input, output: t.predicted_n.max(c.tokens_predicted), ..TokenCounts::default() };
+    // The server counts the end-of-generation token it sampled; the in-process engines stop
+    // before it (at the end of the JSON value, or on the token itself), so it is not output.
+    let predicted = t.predicted_n.max(c.tokens_predicted);
+    let output = if c.stop_type == "eos" && !c.truncated { predicted.saturating_sub(1) } else { predicted };
+    let counts = TokenCounts { input, output, ..TokenCounts::default() };
     let timings = Timings {
         tokenize_ms: client_ms,
         prefill_ms: t.prompt_ms,
@@ -237,7 +259,7 @@ mod tests {
     #[test]
     fn greedy_requests_pin_argmax_and_carry_the_schema() {
         let req = Request::new("a", vec![ChatMessage::user("hi")], 32)
-            .with_schema(json!({"type": "object"}))
+            .with_schema(json!({"type": "object", "additionalProperties": false}))
             .with_prefix_boundary(0, 1);
         let body = completion_body(&req, &[1, 2, 3], Some(2));
         assert_eq!(body["temperature"], 0.0);
@@ -245,7 +267,10 @@ mod tests {
         assert_eq!(body["n_predict"], 32);
         assert_eq!(body["id_slot"], 2);
         assert_eq!(body["cache_prompt"], true);
-        assert_eq!(body["json_schema"], json!({"type": "object"}));
+        assert!(body.get("json_schema").is_none(), "{body}");
+        assert!(body["grammar"].as_str().unwrap().starts_with(r#"root ::= "{}""#), "{body}");
+        let open = Request::new("c", vec![], 8).with_schema(json!({"type": "object"}));
+        assert_eq!(completion_body(&open, &[], None)["json_schema"], json!({"type": "object"}), "not translated: as json_schema");
         assert_eq!(body["prompt"], json!([1, 2, 3]));
         let free = completion_body(&Request::new("b", vec![], 8), &[], None);
         assert_eq!(free["id_slot"], -1);
@@ -262,7 +287,7 @@ mod tests {
         assert_eq!(stop_reason(&c, true), StopReason::ConstraintComplete);
         assert_eq!(stop_reason(&c, false), StopReason::Eos);
         let (counts, t) = counts_and_timings(&c, 100, 3.0, 70.0);
-        assert_eq!((counts.input, counts.output), (100, 5));
+        assert_eq!((counts.input, counts.output), (100, 4), "the end-of-generation token is not output");
         assert!((t.ttft_ms - 23.0).abs() < 1e-9 && (t.decode_ms - 40.0).abs() < 1e-9);
         assert!(prefix_cache_use(&c).hit());
         assert_eq!(stop_reason(&completion(r#"{"content":"","stop_type":"limit"}"#), true), StopReason::MaxTokens);

@@ -145,12 +145,20 @@ impl RemoteEngine {
                         slots: p.props.total_slots.max(1),
                         api: ServerApi::Native,
                         model: String::new(),
+                        llama_server: true,
                     });
                     endpoints.push((url.clone(), p.props.total_slots, None));
                 }
                 Err(why) => {
                     tracing::warn!(endpoint = %url, reason = %why, "llama-server left out of the fleet");
-                    targets.push(Target { url: url.clone(), n_ctx: 0, slots: 1, api: ServerApi::Native, model: String::new() });
+                    targets.push(Target {
+                        url: url.clone(),
+                        n_ctx: 0,
+                        slots: 1,
+                        api: ServerApi::Native,
+                        model: String::new(),
+                        llama_server: true,
+                    });
                     endpoints.push((url.clone(), 1, Some(why.clone())));
                 }
             }
@@ -249,12 +257,20 @@ impl RemoteEngine {
                         slots: window,
                         api: ServerApi::OpenAi,
                         model: m.id.clone(),
+                        llama_server: m.meta.is_some(),
                     });
                     endpoints.push((url.clone(), window, None));
                 }
                 Err(why) => {
                     tracing::warn!(endpoint = %url, reason = %why, "server left out of the fleet");
-                    targets.push(Target { url: url.clone(), n_ctx: 0, slots: 1, api: ServerApi::OpenAi, model: String::new() });
+                    targets.push(Target {
+                        url: url.clone(),
+                        n_ctx: 0,
+                        slots: 1,
+                        api: ServerApi::OpenAi,
+                        model: String::new(),
+                        llama_server: false,
+                    });
                     endpoints.push((url.clone(), 1, Some(why.clone())));
                 }
             }

@@ -91,7 +91,11 @@ pub fn parse_models(bytes: &[u8]) -> Result<Model, String> {
 /// extension; vLLM and `SGLang` ignore fields they do not know) is on only for a request with a
 /// document prefix, as with `server:`: reusing a previous prompt's KV moves logits, so a request
 /// without one is prefilled whole and its output does not depend on what the server ran before.
-pub fn chat_body(req: &Request, model: &str) -> Value {
+///
+/// On a llama-server (`llama_server`) the constraint goes as its `grammar` extension when the
+/// schema has a compact-JSON translation ([`api::grammar`]), as with `server:`: its own grammar
+/// from `response_format` allows newlines between tokens, and greedy decoding takes them.
+pub fn chat_body(req: &Request, model: &str, llama_server: bool) -> Value {
     let s = req.sampling;
     let mut body = json!({
         "model": model,
@@ -105,6 +109,10 @@ pub fn chat_body(req: &Request, model: &str) -> Value {
         "cache_prompt": req.prefix_boundary.is_some(),
     });
     if let Constraint::JsonSchema(schema) = &req.constraint {
+        if let Some(g) = llama_server.then(|| api::grammar(schema)).flatten() {
+            body["grammar"] = json!(g);
+            return body;
+        }
         body["response_format"] = json!({
             "type": "json_schema",
             "json_schema": { "name": "output", "schema": schema, "strict": true },
@@ -144,7 +152,7 @@ pub fn response_parts(
 /// One request on one endpoint.
 pub async fn call(client: &Client, t: &Target, req: &Request, batch_id: u64) -> Result<Response, Failure> {
     let t0 = Instant::now();
-    let body = chat_body(req, &t.model);
+    let body = chat_body(req, &t.model, t.llama_server);
     let bytes = post(client, &t.url, "/v1/chat/completions", &body, req.max_tokens).await?;
     let reply: ChatReply = api::parse(&bytes, "the /v1/chat/completions reply").map_err(Failure::Endpoint)?;
     let constrained = matches!(req.constraint, Constraint::JsonSchema(_));
@@ -198,7 +206,7 @@ mod tests {
     #[test]
     fn a_greedy_request_asks_for_structured_output_at_temperature_zero() {
         let req = Request::new("a", vec![ChatMessage::user("hi")], 32).with_schema(json!({"type": "object"}));
-        let body = chat_body(&req, "smol");
+        let body = chat_body(&req, "smol", false);
         assert_eq!(body["model"], "smol");
         assert_eq!(body["temperature"], 0.0);
         assert_eq!(body["max_tokens"], 32);
@@ -206,7 +214,12 @@ mod tests {
         assert_eq!(body["response_format"]["type"], "json_schema");
         assert_eq!(body["response_format"]["json_schema"]["schema"], json!({"type": "object"}));
         assert_eq!(body["cache_prompt"], false, "no document prefix: prefilled whole");
-        assert!(chat_body(&Request::new("b", vec![], 8), "smol").get("response_format").is_none());
+        assert!(chat_body(&Request::new("b", vec![], 8), "smol", false).get("response_format").is_none());
+        // A llama-server gets the compact-JSON grammar instead (the same as `server:` sends).
+        let closed = Request::new("c", vec![], 8).with_schema(json!({"type": "object", "additionalProperties": false}));
+        let body = chat_body(&closed, "smol", true);
+        assert!(body.get("response_format").is_none() && body["grammar"].as_str().is_some(), "{body}");
+        assert!(chat_body(&req, "smol", true).get("response_format").is_some(), "an open object: no translation");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Target {
     pub api: crate::ServerApi,
     /// The served model's id (`openai:`; empty for the native API).
     pub model: String,
+    /// The endpoint is a llama-server (always for the native API; for `openai:`, when
+    /// `/v1/models` carries its `meta`): the constraint goes as its compact-JSON `grammar`.
+    pub llama_server: bool,
 }
 
 /// Runs `requests` over the fleet; results in request order.

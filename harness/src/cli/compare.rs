@@ -137,28 +137,34 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     peer.check().map_err(|err| InputError(format!("--peer {}: {err}", args.peer)))?;
     let engine = load_setup_engine(&setup, &cfg)?;
     let info = engine.info().clone();
-    // Both sides run the same examples: those whose longer prompt (either layout, either pass)
-    // plus the output cap fits one sequence's context. Longer ones would be a fast error on both
-    // sides (the server's 400, our `too_long`), which says nothing about speed; they are left out
-    // and named. `--limit` counts the examples kept.
+    // Both sides run the same examples: those whose prompt of each pass plus the output cap
+    // fits each side's context, ours counted by our engine (either layout) and the peer's by
+    // the peer itself (its template, tokenizer and slot context, when it is a llama-server).
+    // Longer ones would be a fast error on one side (the server's 400, our `too_long`), which
+    // says nothing about speed and leaves that side's pass short of a document; they are left
+    // out and named. `--limit` counts the examples kept.
     let ctx = info.capabilities.max_context;
+    let peer_ctx = peer.context();
     let mut examples: Vec<Example> = Vec::new();
     let mut left_out = Vec::new();
     for ex in &split.examples {
         if args.limit.is_some_and(|n| examples.len() >= n) {
             break;
         }
-        let mut need = 0;
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for instruction in [&prompt1, &prompt2] {
             for layout in [Layout::InstructionFirst, args.layout] {
                 let msgs = PromptSpec { instruction, layout, framing: &task.framing }.messages(&ex.text);
-                need = need.max(engine.count_tokens(&msgs).with_context(|| format!("counting the tokens of {}", ex.id))?);
+                ours.push(engine.count_tokens(&msgs).with_context(|| format!("counting the tokens of {}", ex.id))?);
             }
+            let msgs = PromptSpec { instruction, layout: Layout::InstructionFirst, framing: &task.framing }.messages(&ex.text);
+            theirs.push(peer_ctx.and_then(|_| peer.count_tokens(&msgs)).unwrap_or(ours[ours.len() - 2]));
         }
-        if need + max_tokens as usize > ctx {
-            left_out.push(LeftOut { id: ex.id.clone(), tokens: need });
-        } else {
+        let need = ours.iter().chain(&theirs).copied().max().unwrap_or(0);
+        if fits(&ours, max_tokens, ctx) && fits(&theirs, max_tokens, peer_ctx.unwrap_or(ctx)) {
             examples.push(ex.clone());
+        } else {
+            left_out.push(LeftOut { id: ex.id.clone(), tokens: need });
         }
     }
     anyhow::ensure!(
@@ -282,6 +288,12 @@ fn table(r: &Report, info: &engines::EngineInfo) -> String {
     s
 }
 
+/// Whether every one of a side's prompts (one per pass and layout, in tokens) leaves room for
+/// `max_tokens` in its context `ctx`: each pass's own prompt is checked, not the first pass's.
+fn fits(prompts: &[usize], max_tokens: u32, ctx: usize) -> bool {
+    prompts.iter().all(|&n| n + max_tokens as usize <= ctx)
+}
+
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let (n, sum) = xs.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
     if n == 0 {
@@ -310,6 +322,34 @@ impl Peer {
         let status = self.rt.block_on(async { self.client.get(&url).timeout(Duration::from_secs(5)).send().await })?.status();
         anyhow::ensure!(status.is_success(), "GET /health answered {status}");
         Ok(())
+    }
+
+    /// The peer's context per slot (llama-server's `/props`); `None` when it does not say.
+    fn context(&self) -> Option<usize> {
+        let v = self.get_json("/props")?;
+        v["default_generation_settings"]["n_ctx"].as_u64().map(|n| n as usize).filter(|&n| n > 0)
+    }
+
+    /// The tokens `messages` take on the peer: its own chat template (`/apply-template`) and
+    /// tokenizer (`/tokenize`), as its `/v1/chat/completions` renders them. `None` when the peer
+    /// has no such endpoints (not a llama-server).
+    fn count_tokens(&self, messages: &[engines::ChatMessage]) -> Option<usize> {
+        let prompt = self.post_json("/apply-template", &json!({ "messages": messages }))?;
+        let prompt = prompt["prompt"].as_str()?;
+        let body = json!({ "content": prompt, "add_special": true, "parse_special": true });
+        Some(self.post_json("/tokenize", &body)?["tokens"].as_array()?.len())
+    }
+
+    fn get_json(&self, path: &str) -> Option<Value> {
+        let url = format!("{}{path}", self.base);
+        self.rt.block_on(async { self.client.get(&url).send().await.ok()?.error_for_status().ok()?.json::<Value>().await.ok() })
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Option<Value> {
+        let url = format!("{}{path}", self.base);
+        self.rt.block_on(async {
+            self.client.post(&url).json(body).send().await.ok()?.error_for_status().ok()?.json::<Value>().await.ok()
+        })
     }
 
     fn pass(
@@ -363,5 +403,19 @@ impl Peer {
             }
         }
         Pass { wall_s: t0.elapsed().as_secs_f64(), mean_score: mean(scores.into_iter()), format_failures, errors }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fits;
+
+    #[test]
+    fn every_pass_prompt_must_fit_with_the_output_cap() {
+        // Pass 1's prompt fits 8192 with 256 output tokens; pass 2's, 40 tokens longer, does not.
+        assert!(fits(&[7900], 256, 8192));
+        assert!(!fits(&[7900, 7940], 256, 8192), "pass 2's own prompt is checked");
+        assert!(fits(&[7900, 7936], 256, 8192), "exactly full fits");
+        assert!(fits(&[], 256, 8192));
     }
 }
