@@ -208,6 +208,7 @@ impl Gbnf {
 
     /// The alternatives from member `i` on: write member j (every member before it, from i, is
     /// optional and skipped), then `tail[j + 1]`; or nothing when every member left is optional.
+    #[allow(clippy::unused_self)] // a method beside the other rule writers
     fn choices(&self, members: &[(String, bool)], i: usize, tail: &[String], after_one: bool) -> String {
         let sep = if after_one { format!("{} ", literal(ITEM_SEPARATOR)) } else { String::new() };
         let mut alts = Vec::new();
@@ -221,8 +222,9 @@ impl Gbnf {
         alts.join(" | ")
     }
 
-    /// `enum` / `const`: the values, each written as compact JSON (strings as serde_json writes
+    /// `enum` / `const`: the values, each written as compact JSON (strings as `serde_json` writes
     /// them, as llguidance does), kept only when they have the schema's `type`.
+    #[allow(clippy::unused_self)] // a method beside the other rule writers
     fn literals(&mut self, obj: &Map<String, Value>, values: &[Value], at: &str) -> Result<String, Unsupported> {
         let unsupported = |what: &str| Unsupported(format!("{what} at {at}"));
         if let Some(k) =

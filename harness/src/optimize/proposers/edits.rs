@@ -321,6 +321,7 @@ pub fn propose(task: &Task, current: &Prompt, train: &[Example], records: &[Exam
 
 /// [`propose`], with ties among edits that address as many failures shuffled by `order`'s
 /// (seed, iteration), and prompts whose SHA-256 is in `seen` (already proposed) skipped.
+#[allow(clippy::implicit_hasher)] // the loop's own set
 pub fn propose_with(
     task: &Task,
     current: &Prompt,
