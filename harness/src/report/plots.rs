@@ -2,7 +2,7 @@
 //! is written as SVG `<text>` elements (no font files: plotters is built without `ttf`, so
 //! label sizes are estimated), rendered by the browser's own sans-serif.
 //!
-//! One piece at ~750 lines: every plot shares the palette, the SVG set-up, the keyed axis and
+//! One piece at ~700 lines: every plot shares the palette, the SVG set-up, the keyed axis and
 //! the legend placement, so the report's figures look alike.
 
 use std::error::Error;
