@@ -82,24 +82,6 @@ fn drop_unique_items(schema: &mut serde_json::Value) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unique_items_is_dropped_at_any_depth_but_a_property_of_that_name_stays() {
-        let schema = serde_json::json!({
-            "type": "object",
-            "properties": {
-                "tags": {"type": "array", "uniqueItems": true, "items": {"type": "string"}},
-                "uniqueItems": {"type": "string"}
-            }
-        });
-        let out = super::compact_json(&schema);
-        assert!(out["properties"]["tags"].get("uniqueItems").is_none(), "{out}");
-        assert_eq!(out["properties"]["uniqueItems"], serde_json::json!({"type": "string"}));
-        assert_eq!(out["x-guidance"]["whitespace_flexible"], false);
-    }
-}
-
 /// Picks a token from `logits` among those `allowed` (all when `None`): argmax when greedy,
 /// else seeded temperature/top-p sampling.
 pub(crate) fn pick(
@@ -150,4 +132,22 @@ pub(crate) fn choose(
     let id = u32::try_from(tok).map_err(|_| EngineError::Decode(format!("token id {tok} out of range")))?;
     matcher.consume_token(id).map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
     Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unique_items_is_dropped_at_any_depth_but_a_property_of_that_name_stays() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "uniqueItems": true, "items": {"type": "string"}},
+                "uniqueItems": {"type": "string"}
+            }
+        });
+        let out = super::compact_json(&schema);
+        assert!(out["properties"]["tags"].get("uniqueItems").is_none(), "{out}");
+        assert_eq!(out["properties"]["uniqueItems"], serde_json::json!({"type": "string"}));
+        assert_eq!(out["x-guidance"]["whitespace_flexible"], false);
+    }
 }

@@ -16,7 +16,6 @@ use llguidance::Matcher;
 
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
-use crate::rng::SplitMix64;
 use crate::sampling::{logprob, request_rng};
 use crate::support::{panic_message, Ready, Worker};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
