@@ -55,6 +55,10 @@ esac
 # Habits before tests: formatting (rustfmt.toml) and clippy (pedantic, as configured in the
 # workspace lints) on every target, warnings as errors. Either failing fails the run.
 cargo fmt --all -- --check
+# The feature sets the engines crate ships besides the full one: none (the scripted engine and
+# the trait only) and `remote` alone, so code that only a gated backend uses does not rot unseen.
+cargo check --release -p engines --no-default-features
+cargo check --release -p engines --no-default-features --features remote
 cargo clippy "${CONFIG[@]}" --release --workspace --all-targets --features "$FEATURES" -- -D warnings
 # --no-fail-fast: a failing test binary does not hide the results of the others.
 cargo test "${CONFIG[@]}" --release --workspace --all-targets --features "$FEATURES" --no-fail-fast "$@"

@@ -13,7 +13,8 @@ use llguidance::{Matcher, ParserFactory};
 use toktrie::TokEnv;
 
 use crate::json_grammar::{ITEM_SEPARATOR, KEY_SEPARATOR};
-use crate::sampling::{argmax, sample, Rng};
+use crate::rng::SplitMix64;
+use crate::sampling::{argmax, sample};
 use crate::{ConstraintBackend, EngineError, Sampling};
 
 /// Compiles JSON Schemas into llguidance matchers for one model, with a cache by schema text.
@@ -83,10 +84,14 @@ fn drop_unique_items(schema: &mut serde_json::Value) {
     }
 }
 
-
 /// Picks a token from `logits` among those `allowed` (all when `None`): argmax when greedy,
 /// else seeded temperature/top-p sampling.
-pub(crate) fn pick(logits: &[f32], allowed: Option<&dyn Fn(usize) -> bool>, sampling: &Sampling, rng: &mut Rng) -> Option<usize> {
+pub(crate) fn pick(
+    logits: &[f32],
+    allowed: Option<&dyn Fn(usize) -> bool>,
+    sampling: &Sampling,
+    rng: &mut SplitMix64,
+) -> Option<usize> {
     if sampling.is_greedy() {
         argmax(logits, allowed)
     } else {
@@ -117,7 +122,12 @@ pub(crate) fn fast_forward(matcher: &mut Matcher, max: usize) -> Result<Vec<u32>
 }
 
 /// Picks the next token under `matcher`'s mask and advances the matcher with it.
-pub(crate) fn choose(matcher: &mut Matcher, logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<usize, EngineError> {
+pub(crate) fn choose(
+    matcher: &mut Matcher,
+    logits: &[f32],
+    sampling: &Sampling,
+    rng: &mut SplitMix64,
+) -> Result<usize, EngineError> {
     let mask = matcher.compute_mask().map_err(|e| EngineError::Decode(format!("llguidance: {e}")))?;
     let allowed = |i: usize| u32::try_from(i).is_ok_and(|t| mask.is_allowed(t));
     let tok = pick(logits, Some(&allowed), sampling, rng).ok_or_else(none_allowed)?;

@@ -47,10 +47,6 @@ impl JsonScanner {
         }
         self.complete
     }
-
-    pub fn is_complete(&self) -> bool {
-        self.complete
-    }
 }
 
 #[cfg(test)]

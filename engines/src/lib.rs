@@ -17,7 +17,9 @@ pub mod json_grammar;
 mod json_scan;
 pub mod memory;
 pub mod prefix_cache;
+pub mod rng;
 pub mod routed;
+#[cfg(any(feature = "llama", feature = "candle", feature = "mlx"))]
 mod sampling;
 pub mod scripted;
 #[cfg(any(feature = "candle", feature = "mlx"))]
@@ -39,6 +41,7 @@ pub mod remote;
 
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
+pub use rng::SplitMix64;
 pub use routed::{Member, RoutedEngine};
 pub use scripted::ScriptedEngine;
 pub use types::{
@@ -47,10 +50,12 @@ pub use types::{
     WeightFormat,
 };
 
-/// An in-process inference engine holding one loaded model.
+/// An inference engine serving one model: in process (`llama`, `candle`, `mlx`), on
+/// llama-servers or OpenAI-compatible servers (`remote`), several behind one ([`RoutedEngine`]),
+/// or a closure ([`ScriptedEngine`], the test double).
 ///
-/// Implementations are cheap handles to a worker thread; `generate` blocks until the whole
-/// batch is done. Results come back in request order, one `Result` per request, so one
+/// Implementations are cheap handles to a worker thread, a runtime or a closure; `generate`
+/// blocks until the whole batch is done. Results come back in request order, one `Result` per request, so one
 /// over-long input does not fail its neighbours.
 pub trait Engine: Send + Sync {
     /// What was loaded and what this engine can do.

@@ -1,27 +1,12 @@
 //! Token choice over raw logits: argmax, or seeded temperature/top-p sampling. Kept in Rust so
 //! every backend picks tokens the same way and the constraint mask is applied once.
 
-/// Small seeded PRNG (SplitMix64): reproducible per request, no global state.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+use crate::rng::SplitMix64;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// The stream a request with `seed` samples from (the seed mixed with a constant first, so
+/// that seed 0 does not start from state 0).
+pub fn request_rng(seed: u64) -> SplitMix64 {
+    SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15)
 }
 
 /// Index of the largest logit among those `allowed` (all when `allowed` is `None`).
@@ -57,7 +42,7 @@ pub fn sample(
     allowed: Option<&dyn Fn(usize) -> bool>,
     temperature: f32,
     top_p: f32,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Option<usize> {
     let mut cands: Vec<(usize, f32)> = logits
         .iter()
@@ -129,7 +114,7 @@ mod tests {
         let l = [1.0, 1.1, 0.9, 1.05];
         let even = |i: usize| i % 2 == 0;
         let draw = |seed| {
-            let mut rng = Rng::new(seed);
+            let mut rng = request_rng(seed);
             (0..32).map(|_| sample(&l, Some(&even), 1.0, 1.0, &mut rng).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));

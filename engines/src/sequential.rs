@@ -16,7 +16,7 @@ use llguidance::Matcher;
 
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
 use crate::memory::PeakWatch;
-use crate::sampling::{logprob, Rng};
+use crate::sampling::{logprob, request_rng};
 use crate::support::{panic_message, Ready, Worker};
 use crate::tokenizer::{GgufTokenizer, TokenizerError};
 use crate::{
@@ -329,7 +329,7 @@ impl<M: SeqModel> Sequential<M> {
         let req = p.req;
         let mut logits = self.prefill(&mut state, &p.tokens[shared..])?;
         let prefill_ms = prefix_ms + ms(t0);
-        let mut rng = Rng::new(req.sampling.seed);
+        let mut rng = request_rng(req.sampling.seed);
         let mut scanner = JsonScanner::new();
         let mut out: Vec<u8> = Vec::new();
         let mut logprobs: Vec<TokenLogprob> = Vec::new();

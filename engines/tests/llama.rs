@@ -17,7 +17,6 @@ mod common;
 #[cfg(feature = "llama")]
 mod with_feature {
     use super::common;
-    use std::path::PathBuf;
     use std::sync::OnceLock;
 
     use engines::{ChatMessage, ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind, Request, StopReason};

@@ -111,6 +111,13 @@ pub struct ExampleRecord {
     pub engine: Option<String>,
 }
 
+impl ExampleRecord {
+    /// Every field right: no error, well-formed output, each field correct.
+    pub fn is_exact(&self) -> bool {
+        self.error.is_none() && self.format_ok && self.fields.iter().all(|f| f.correct)
+    }
+}
+
 /// Receives progress from [`run`]. The binary draws a progress bar and writes `--out`.
 pub trait Reporter {
     fn start(&mut self, _total: usize) {}

@@ -9,9 +9,9 @@ use std::str::FromStr;
 
 use engines::memory::Machine;
 use engines::{EngineKind, WeightFormat};
+use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{self, EngineEntry, RoutingTable};
-use crate::config::{PerExample, RouteMember};
 use crate::fingerprint::model_fingerprint;
 
 /// `--engine`: a kind, a kind's variant (`candle:q8_0`: the weight format it computes with),
@@ -98,6 +98,72 @@ impl fmt::Display for EngineChoice {
             EngineChoice::Servers(urls) => write!(f, "server:{}", urls.join(",")),
             EngineChoice::OpenAi(urls) => write!(f, "openai:{}", urls.join(",")),
         }
+    }
+}
+
+/// Per-example routing: each prompt goes to the member predicted fastest among those whose
+/// threshold holds it (the routing table's rule, per example instead of per run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerExample {
+    /// The output tokens the predictions assume (the table's).
+    pub max_tokens: u32,
+    /// In-process members first (they count tokens without a network call).
+    pub members: Vec<RouteMember>,
+}
+
+/// One engine of a [`PerExample`] set, with what the routing table learned about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteMember {
+    pub engine: EngineKind,
+    /// Context per sequence an in-process member is opened with (a server has its own).
+    pub ctx: Option<u32>,
+    /// The longest prompt (tokens) routed to it.
+    pub max_input_tokens: usize,
+    /// The endpoints of a `server` member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "engines::ServerApi::is_native")]
+    pub server_api: engines::ServerApi,
+    /// Prefill milliseconds per input token against input tokens, as in the table.
+    pub prefill_ms_per_token: calibrate::LinearFit,
+    pub decode_tok_s: f64,
+}
+
+impl RouteMember {
+    /// `llama`, or `server` (what each record's `engine` says).
+    pub fn label(&self) -> String {
+        self.engine.to_string()
+    }
+
+    /// Predicted milliseconds of one example of `input` tokens with `output` tokens out.
+    pub fn predicted_ms(&self, input: usize, output: u32) -> f64 {
+        calibrate::predicted_ms(&self.prefill_ms_per_token, self.decode_tok_s, input, output)
+    }
+}
+
+impl PerExample {
+    /// The member for a prompt of `tokens` tokens: the fastest predicted among those whose
+    /// threshold holds it; `None` when none does.
+    pub fn pick(&self, tokens: usize) -> Option<usize> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.max_input_tokens > 0 && tokens <= m.max_input_tokens)
+            .min_by(|(_, a), (_, b)| a.predicted_ms(tokens, self.max_tokens).total_cmp(&b.predicted_ms(tokens, self.max_tokens)))
+            .map(|(i, _)| i)
+    }
+
+    /// In words, for the router's note and the report.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let at = if m.servers.is_empty() { String::new() } else { format!(" at {}", m.servers.join(",")) };
+                format!("{}{at} up to {} tokens", m.label(), m.max_input_tokens)
+            })
+            .collect();
+        format!("each example routed to the fastest that fits: {}", parts.join("; "))
     }
 }
 

@@ -1,35 +1,34 @@
 //! A session: an optimize run started or resumed from a [`RunConfig`], without the command
-//! line. It checks the task and the run directory, resolves the engine set-up once (engine
-//! configuration, constraint schema, token cap, engine key), writes or recovers the run log,
-//! and runs the loop. The binary only parses arguments, connects the optimizer and shows
+//! line: start, resume and run. It checks the task and the run directory, prepares the engine
+//! set-up once (see [`crate::engine_setup`]) and keys it, writes or recovers the run log, and
+//! runs the loop. The binary only parses arguments, connects the optimizer and shows
 //! progress; tests start and resume runs through here with any [`Engine`].
 
 use std::path::{Path, PathBuf};
 
-use engines::{ConstraintBackend, Engine, EngineConfig, EngineError, EngineKind};
-use serde_json::Value;
+use engines::Engine;
 
-use crate::config::{ConfigError, EngineSetup, RunConfig};
-use crate::fingerprint::{model_fingerprint, sha256_hex, task_sha256, ModelFingerprint};
+use crate::config::{ConfigError, RunConfig};
+use crate::engine_setup::{load_setup_engine, prepare, EngineSetup, PrepareError, Prepared};
+use crate::fingerprint::{sha256_hex, task_sha256};
 use crate::llm::prices::Price;
 use crate::llm::Optimizer;
-use crate::models::ModelError;
 use crate::optimize::cache::{engine_key, EngineKeyParts};
 use crate::optimize::log::read_header;
 use crate::optimize::records::{Header, FORMAT_VERSION};
 use crate::optimize::{self, LogError, Observer, OptimizeError, Outcome, RunLog, Setup, LOG_FILE};
 use crate::task::{Task, TaskError};
 
-/// Why a run could not be set up. [`SetupError::is_input`] tells the user's fault (exit 2)
-/// from the machine's.
+/// Why a run could not be started or resumed. [`StartError::is_input`] tells the user's fault
+/// (exit 2) from the machine's.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Task(#[from] TaskError),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Prepare(#[from] PrepareError),
     #[error(transparent)]
     Log(#[from] LogError),
     /// A bad run directory or one that does not match (foreign task, changed files, another
@@ -38,139 +37,40 @@ pub enum SetupError {
     Run(String),
     #[error("{what}: {error}")]
     Io { what: String, error: std::io::Error },
-    #[error("loading {path}: {error}")]
-    Engine { path: PathBuf, error: EngineError },
 }
 
-impl SetupError {
+impl StartError {
     /// Whether the user's input is at fault (exit code 2).
     pub fn is_input(&self) -> bool {
         match self {
-            SetupError::Config(_) | SetupError::Task(_) | SetupError::Model(_) | SetupError::Run(_) => true,
-            SetupError::Log(e) => e.is_input(),
-            // A bad engine set-up (a fleet serving another model, no server there, a value out
-            // of range) is input; a backend failing to load is the machine's.
-            SetupError::Engine { error, .. } => error.is_setup(),
-            SetupError::Io { .. } => false,
+            StartError::Config(_) | StartError::Task(_) | StartError::Run(_) => true,
+            StartError::Prepare(e) => e.is_input(),
+            StartError::Log(e) => e.is_input(),
+            StartError::Io { .. } => false,
         }
     }
 }
 
-/// What the engine and the cache need, resolved from a task and an engine set-up.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub model: ModelFingerprint,
-    pub config: EngineConfig,
-    /// The constraint schema (bounds applied unless turned off); `None` when unconstrained.
-    pub constraint: Option<Value>,
-    /// What the bounds did, in words (when applied).
-    pub bounds_note: Option<String>,
-    pub max_tokens: u32,
-    pub engine_key: String,
-}
-
-/// Resolves `setup` for `task`: the model file, the engine configuration, the constraint and
-/// the engine key. For the `server` engine this asks the servers what they serve.
-///
-/// # Errors
-/// The model name or file is bad, the task lacks the split the bounds come from, or the
-/// servers are not usable or serve something else.
-pub fn prepare(task: &Task, setup: &EngineSetup) -> Result<Prepared, SetupError> {
-    let model_path = crate::models::resolve(&setup.model)?;
-    let model = model_fingerprint(&model_path).map_err(|error| SetupError::Io { what: "reading the model".into(), error })?;
-    let config = setup.engine_config(&model_path);
-    let (constraint, bounds_note) = constraint_schema(task, setup.constraint, setup.no_bounds)?;
-    let max_tokens = setup.max_tokens.unwrap_or(task.max_tokens);
-    let schema_sha = constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));
-    // A fleet's results are keyed by what its servers serve (build and model), not by URL.
-    let identity = |cfg: &EngineConfig| {
-        engines::server_identity(cfg).map_err(|error| SetupError::Engine { path: model_path.clone(), error })
-    };
-    let server = if setup.engine == EngineKind::Server {
-        Some(identity(&config)?)
-    } else if let Some(per) = &setup.per_example {
-        // Routed per example: every member's part of the key, a server member by what it serves.
-        let mut parts = Vec::new();
-        for m in &per.members {
-            let served = if m.servers.is_empty() { String::new() } else { identity(&setup.member_config(&model_path, m))? };
-            parts.push(format!("{} ctx {:?} up to {} {served}", m.label(), m.ctx, m.max_input_tokens));
-        }
-        Some(format!("per example: {}", parts.join("; ")))
-    } else {
-        None
-    };
-    let engine_key = engine_key(&EngineKeyParts {
-        model: &model,
+/// The engine key of a prepared set-up: what identifies its outputs in the run log's cache.
+fn prepared_engine_key(setup: &EngineSetup, p: &Prepared) -> String {
+    let schema_sha = p.constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes()));
+    engine_key(&EngineKeyParts {
+        model: &p.model,
         kind: setup.engine,
         overflow: setup.on_overflow,
         constraint: setup.constraint,
         constraint_schema_sha256: schema_sha.as_deref(),
-        max_tokens,
-        config: &config,
-        server: server.as_deref(),
-    });
-    Ok(Prepared { model, config, constraint, bounds_note, max_tokens, engine_key })
-}
-
-/// The task's schema, hardened with bounds from the gold values of `bounds.from_split` unless
-/// turned off; `None` when unconstrained. Also returns the bounds' description.
-///
-/// # Errors
-/// The bounds' split is missing.
-pub fn constraint_schema(
-    task: &Task,
-    backend: ConstraintBackend,
-    no_bounds: bool,
-) -> Result<(Option<Value>, Option<String>), TaskError> {
-    if backend == ConstraintBackend::None {
-        return Ok((None, None));
-    }
-    if task.bounds.enabled && !no_bounds {
-        let from = task.split(&task.bounds.from_split)?;
-        let (schema, notes) = crate::bounds::harden_schema(&task.schema, &from.examples, &task.bounds);
-        let about = format!("bounds from {} gold values:\n{}", from.name, crate::bounds::describe(&notes));
-        return Ok((Some(schema), Some(about)));
-    }
-    Ok((Some(task.schema.clone()), None))
-}
-
-/// Loads the engine of `setup` (`config` being its [`EngineSetup::engine_config`]): one engine,
-/// or the members of its per-example routing behind one [`engines::RoutedEngine`].
-///
-/// # Errors
-/// A backend is not compiled in or cannot load the model.
-pub fn load_setup_engine(setup: &EngineSetup, config: &EngineConfig) -> Result<Box<dyn Engine>, SetupError> {
-    let Some(per) = &setup.per_example else {
-        return load_engine(setup.engine, config);
-    };
-    let mut members = Vec::with_capacity(per.members.len());
-    for m in &per.members {
-        let cfg = setup.member_config(&config.model, m);
-        members.push(engines::Member { label: m.label(), engine: load_engine(m.engine, &cfg)? });
-    }
-    let rule = per.clone();
-    let routed = engines::RoutedEngine::new(members, Box::new(move |tokens| rule.pick(tokens)))
-        .map_err(|error| SetupError::Engine { path: config.model.clone(), error })?;
-    tracing::info!("{}", per.describe());
-    Ok(Box::new(routed))
-}
-
-/// Loads one engine and logs what it is.
-///
-/// # Errors
-/// The backend is not compiled in or cannot load the model.
-pub fn load_engine(kind: EngineKind, config: &EngineConfig) -> Result<Box<dyn Engine>, SetupError> {
-    let engine = engines::load(kind, config).map_err(|error| SetupError::Engine { path: config.model.clone(), error })?;
-    let info = engine.info();
-    tracing::info!(model = %info.model_desc, load_ms = info.load_ms, template = %info.chat_template, "engine ready");
-    Ok(engine)
+        max_tokens: p.max_tokens,
+        config: &p.config,
+        server: p.served.as_deref(),
+    })
 }
 
 /// Refuses a run directory that already holds a run (before anything is loaded or called).
 ///
 /// # Errors
 /// [`LogError::Exists`], naming the run's task.
-pub fn refuse_existing(out: &Path) -> Result<(), SetupError> {
+pub fn refuse_existing(out: &Path) -> Result<(), StartError> {
     let path = out.join(LOG_FILE);
     if path.exists() {
         let task = read_header(&path).map_or_else(|_| "?".to_owned(), |h| h.task);
@@ -186,6 +86,8 @@ pub struct Session {
     pub dir: PathBuf,
     pub log: RunLog,
     pub prepared: Prepared,
+    /// The engine key of `prepared` (as in the log's header).
+    pub engine_key: String,
     /// What recovering the log found (a torn last line dropped, …).
     pub warnings: Vec<String>,
 }
@@ -196,7 +98,7 @@ impl Session {
     ///
     /// # Errors
     /// A bad configuration, task or model, or `out` already holds a run.
-    pub fn start(task: Task, out: &Path, config: RunConfig) -> Result<Session, SetupError> {
+    pub fn start(task: Task, out: &Path, config: RunConfig) -> Result<Session, StartError> {
         let s = &config.search;
         let size = |split: &str, lim: Option<usize>| -> Result<usize, TaskError> {
             let n = task.split(split)?.examples.len();
@@ -206,23 +108,24 @@ impl Session {
         let test = if task.splits.contains_key("test") { size("test", s.limit_test)? } else { 0 };
         s.check_budget(train, dev, test)?;
         let prepared = prepare(&task, &config.engine)?;
+        let engine_key = prepared_engine_key(&config.engine, &prepared);
         let header = Header {
             format: FORMAT_VERSION,
             promptloop_version: env!("CARGO_PKG_VERSION").into(),
             task: task.name.clone(),
             task_dir: task.dir.clone(),
-            task_sha256: task_sha256(&task).map_err(|error| SetupError::Io { what: "hashing the task files".into(), error })?,
+            task_sha256: task_sha256(&task).map_err(|error| StartError::Io { what: "hashing the task files".into(), error })?,
             model: prepared.model.clone(),
             engine: prepared.config.clone(),
             constraint_schema_sha256: prepared.constraint.as_ref().map(|s| sha256_hex(s.to_string().as_bytes())),
             max_tokens: prepared.max_tokens,
-            engine_key: prepared.engine_key.clone(),
+            engine_key: engine_key.clone(),
             options: config,
             started_at: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
             baseline_prompt: Some(task.prompt.clone()),
         };
         let log = RunLog::create(out, header)?;
-        Ok(Session { task, dir: out.to_path_buf(), log, prepared, warnings: Vec::new() })
+        Ok(Session { task, dir: out.to_path_buf(), log, prepared, engine_key, warnings: Vec::new() })
     }
 
     /// Reopens the run in `dir` with the configuration it started with. `task_dir`, when given,
@@ -231,9 +134,9 @@ impl Session {
     /// # Errors
     /// Not a run directory, a log of another format, a foreign task, task files or an engine
     /// set-up that changed since the run started.
-    pub fn resume(dir: &Path, task_dir: Option<&Path>) -> Result<Session, SetupError> {
+    pub fn resume(dir: &Path, task_dir: Option<&Path>) -> Result<Session, StartError> {
         if !dir.join(LOG_FILE).exists() {
-            return Err(SetupError::Run(format!("--resume {}: no {LOG_FILE} there (not a run directory)", dir.display())));
+            return Err(StartError::Run(format!("--resume {}: no {LOG_FILE} there (not a run directory)", dir.display())));
         }
         let (log, warnings) = RunLog::resume(dir)?;
         // Said at once: what recovery did stands even if the checks below refuse the run.
@@ -242,7 +145,7 @@ impl Session {
         }
         let h = log.header().clone();
         if h.format != FORMAT_VERSION {
-            return Err(SetupError::Run(format!(
+            return Err(StartError::Run(format!(
                 "{}: log format {} is not this version's ({FORMAT_VERSION}); start a new run",
                 log.path().display(),
                 h.format
@@ -251,7 +154,7 @@ impl Session {
         if let Some(given) = task_dir {
             let task = Task::load(given)?;
             if task.name != h.task || task.dir != h.task_dir {
-                return Err(SetupError::Run(format!(
+                return Err(StartError::Run(format!(
                     "{} is a run of task `{}` ({}), not of `{}` ({})",
                     dir.display(),
                     h.task,
@@ -262,9 +165,9 @@ impl Session {
             }
         }
         let task = Task::load(&h.task_dir)?;
-        let now = task_sha256(&task).map_err(|error| SetupError::Io { what: "hashing the task files".into(), error })?;
+        let now = task_sha256(&task).map_err(|error| StartError::Io { what: "hashing the task files".into(), error })?;
         if now != h.task_sha256 {
-            return Err(SetupError::Run(format!(
+            return Err(StartError::Run(format!(
                 "the files of task `{}` ({}) changed since {} started; start a new run",
                 h.task,
                 h.task_dir.display(),
@@ -272,15 +175,16 @@ impl Session {
             )));
         }
         let prepared = prepare(&task, &h.options.engine)?;
-        if prepared.engine_key != h.engine_key {
-            return Err(SetupError::Run(format!(
+        let engine_key = prepared_engine_key(&h.options.engine, &prepared);
+        if engine_key != h.engine_key {
+            return Err(StartError::Run(format!(
                 "{}: the model or engine set-up differs from the run's (model {}, now {}); start a new run",
                 log.path().display(),
                 h.model.path.display(),
                 prepared.model.path.display()
             )));
         }
-        Ok(Session { task, dir: dir.to_path_buf(), log, prepared, warnings })
+        Ok(Session { task, dir: dir.to_path_buf(), log, prepared, engine_key, warnings })
     }
 
     /// The run's configuration (as stored in its header).
@@ -292,8 +196,8 @@ impl Session {
     ///
     /// # Errors
     /// The backend is not compiled in or cannot load the model.
-    pub fn load_engine(&self) -> Result<Box<dyn Engine>, SetupError> {
-        load_setup_engine(&self.config().engine, &self.prepared.config)
+    pub fn load_engine(&self) -> Result<Box<dyn Engine>, StartError> {
+        Ok(load_setup_engine(&self.config().engine, &self.prepared.config)?)
     }
 
     /// Runs (or continues) the loop to its end on `engine`. `optimizer` is the LLM proposers'

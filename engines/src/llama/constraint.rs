@@ -17,7 +17,8 @@ use llguidance::Matcher;
 use toktrie::{TokEnv, TokTrie, TokenId, TokenizerEnv};
 
 use crate::guidance::{self, none_allowed, pick, SchemaCompiler};
-use crate::sampling::{argmax, Rng};
+use crate::rng::SplitMix64;
+use crate::sampling::argmax;
 use crate::{ConstraintBackend, EngineError, Sampling};
 
 /// Compiles schemas for one model, with caches.
@@ -94,7 +95,12 @@ impl TokenizerEnv for LlamaTokEnv {
 
 impl SeqConstraint {
     /// Picks the next token from `logits` under this constraint and advances the constraint.
-    pub(super) fn choose(&mut self, logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<LlamaToken, EngineError> {
+    pub(super) fn choose(
+        &mut self,
+        logits: &[f32],
+        sampling: &Sampling,
+        rng: &mut SplitMix64,
+    ) -> Result<LlamaToken, EngineError> {
         match self {
             SeqConstraint::None => pick(logits, None, sampling, rng).map(to_token).ok_or_else(none_allowed),
             SeqConstraint::Llg(m) => guidance::choose(m, logits, sampling, rng).map(to_token),

@@ -28,7 +28,8 @@ use super::constraint::{Compiler, SeqConstraint};
 use super::{Job, BINDINGS_VERSION};
 use crate::memory::PeakWatch;
 use crate::prefix_cache::{Key, PrefixStore};
-use crate::sampling::{logprob, Rng};
+use crate::rng::SplitMix64;
+use crate::sampling::{logprob, request_rng};
 use crate::support::panic_message;
 use crate::{
     CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineError, EngineInfo, EngineKind,
@@ -343,7 +344,7 @@ struct Seq<'r> {
     /// Output token ids so far (pending ones included): what the draft is matched against.
     out_tokens: Vec<LlamaToken>,
     scanner: JsonScanner,
-    rng: Rng,
+    rng: SplitMix64,
     n_past: i32,
     /// Tokens to feed at the next decode step: the one just sampled and any it forced.
     pending: Vec<LlamaToken>,
@@ -442,7 +443,7 @@ impl Worker<'_> {
             draft,
             out_tokens: Vec::new(),
             scanner: JsonScanner::new(),
-            rng: Rng::new(req.sampling.seed),
+            rng: request_rng(req.sampling.seed),
             n_past: 0,
             pending: Vec::new(),
             n_forced: 0,

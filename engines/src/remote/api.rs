@@ -28,18 +28,41 @@ pub struct GenerationSettings {
     pub n_ctx: usize,
 }
 
-/// `GET /v1/models`: the model's shape, for comparing when the server's file is not readable
-/// here.
+/// `GET /v1/models` (the fields we use: the id, vLLM's `max_model_len`, llama-server's `meta`):
+/// the one parser of it, for both dialects.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Models {
     #[serde(default)]
-    pub data: Vec<ModelEntry>,
+    pub data: Vec<Model>,
 }
 
+/// One model of `GET /v1/models`.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ModelEntry {
+pub struct Model {
+    /// Empty when the server does not say (`openai:` endpoints must).
     #[serde(default)]
-    pub meta: ModelMeta,
+    pub id: String,
+    #[serde(default)]
+    pub max_model_len: Option<usize>,
+    /// llama-server's model shape, for comparing when the server's file is not readable here.
+    #[serde(default)]
+    pub meta: Option<ModelMeta>,
+}
+
+impl Model {
+    /// The context the server states, when it states one.
+    pub fn context(&self) -> Option<usize> {
+        self.max_model_len.or_else(|| self.meta.as_ref().map(|m| m.n_ctx_train)).filter(|&n| n > 0)
+    }
+}
+
+/// The served model of `GET /v1/models` (the first listed).
+///
+/// # Errors
+/// Why the endpoint cannot be used, in words.
+pub fn parse_models(bytes: &[u8]) -> Result<Model, String> {
+    let models: Models = parse(bytes, "the /v1/models reply")?;
+    models.data.into_iter().next().ok_or_else(|| "/v1/models lists no model".to_owned())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

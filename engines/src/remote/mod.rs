@@ -23,8 +23,10 @@
 
 pub mod api;
 pub mod fleet;
+mod native;
 pub mod openai;
 mod pass;
+mod transport;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +41,7 @@ use crate::{
     ServerApi, WeightFormat,
 };
 use fleet::Fleet;
-use pass::{Failure, Target};
+use transport::{Failure, Target};
 
 /// What [`crate::backend_version`] reports for this backend (the servers' build is in
 /// [`EngineInfo::backend_version`] once connected).
@@ -214,7 +216,7 @@ impl RemoteEngine {
     fn connect_openai(config: &EngineConfig) -> Result<Self, EngineError> {
         let t0 = Instant::now();
         let Start { urls, local, model_name, client, runtime } = Start::new(config)?;
-        let probes: Vec<Result<openai::Model, String>> = runtime.block_on(async {
+        let probes: Vec<Result<api::Model, String>> = runtime.block_on(async {
             let mut out = Vec::new();
             for url in &urls {
                 out.push(probe_openai(&client, url).await);
@@ -379,7 +381,7 @@ impl Engine for RemoteEngine {
         for i in up {
             let url = &self.targets[i].url;
             let counted = match self.api {
-                ServerApi::Native => self.runtime.block_on(pass::tokens(&self.client, url, messages)).map(|t| t.len()),
+                ServerApi::Native => self.runtime.block_on(native::tokens(&self.client, url, messages)).map(|t| t.len()),
                 ServerApi::OpenAi => self.runtime.block_on(openai::count(&self.client, url, &self.model_id, messages)),
             };
             match counted {
@@ -455,40 +457,22 @@ fn client() -> Result<Client, EngineError> {
         .map_err(|e| EngineError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
-/// `GET /v1/models` of an OpenAI-compatible endpoint: the model it serves.
-async fn probe_openai(client: &Client, url: &str) -> Result<openai::Model, String> {
-    let path = "/v1/models";
-    let reply = client.get(format!("{url}{path}")).timeout(PROBE_TIMEOUT).send().await.map_err(|e| pass::transport(path, &e))?;
-    let status = reply.status();
-    let bytes = reply.bytes().await.map_err(|e| pass::transport(path, &e))?;
-    if !status.is_success() {
-        let head: String = String::from_utf8_lossy(&bytes).chars().take(120).collect();
-        return Err(format!("{path}: HTTP {status}: {head}"));
+/// `GET /v1/models` of an OpenAI-compatible endpoint: the model it serves (it must name it).
+async fn probe_openai(client: &Client, url: &str) -> Result<api::Model, String> {
+    let model = api::parse_models(&transport::get(client, url, "/v1/models", PROBE_TIMEOUT).await?)?;
+    if model.id.is_empty() {
+        return Err("the /v1/models reply names no model id".into());
     }
-    openai::parse_models(&bytes)
+    Ok(model)
 }
 
 /// `GET /health`, `GET /props`, `GET /v1/models` of one endpoint, and its model identified.
 /// `Err` says why it cannot be used (down, loading, garbage).
 async fn probe(client: &Client, url: &str, local: &(String, u64), local_name: &str) -> Result<Probe, String> {
-    let get = |path: &'static str| async move {
-        let reply =
-            client.get(format!("{url}{path}")).timeout(PROBE_TIMEOUT).send().await.map_err(|e| pass::transport(path, &e))?;
-        let status = reply.status();
-        let bytes = reply.bytes().await.map_err(|e| pass::transport(path, &e))?;
-        if status.is_success() {
-            Ok(bytes.to_vec())
-        } else {
-            let head: String = String::from_utf8_lossy(&bytes).chars().take(120).collect();
-            Err(format!("{path}: HTTP {status}: {head}"))
-        }
-    };
+    let get = |path: &'static str| transport::get(client, url, path, PROBE_TIMEOUT);
     get("/health").await?;
     let props: api::Props = api::parse(&get("/props").await?, "the /props reply")?;
-    let meta = match get("/v1/models").await.and_then(|b| api::parse::<api::Models>(&b, "the /v1/models reply")) {
-        Ok(m) => m.data.into_iter().next().map(|d| d.meta).unwrap_or_default(),
-        Err(_) => api::ModelMeta::default(),
-    };
+    let meta = get("/v1/models").await.and_then(|b| api::parse_models(&b)).ok().and_then(|m| m.meta).unwrap_or_default();
     let path = Path::new(&props.model_path);
     let model = match crate::digest::file_head_sha256(path) {
         Ok((sha, size)) if (sha.as_str(), size) == (local.0.as_str(), local.1) => format!("sha256:{sha}"),

@@ -19,31 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{self, ServerTimings};
-use super::pass::{post, Failure, Target};
+use super::native;
+use super::transport::{post, Failure, Target};
 use crate::{ChatMessage, Constraint, EngineError, Request, Response, StopReason, Timings, TokenCounts};
-
-/// What `GET /v1/models` says (the fields we use; vLLM's `max_model_len`, llama-server's `meta`).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Models {
-    #[serde(default)]
-    pub data: Vec<Model>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Model {
-    pub id: String,
-    #[serde(default)]
-    pub max_model_len: Option<usize>,
-    #[serde(default)]
-    pub meta: Option<api::ModelMeta>,
-}
-
-impl Model {
-    /// The context the server states, when it states one.
-    pub fn context(&self) -> Option<usize> {
-        self.max_model_len.or_else(|| self.meta.as_ref().map(|m| m.n_ctx_train)).filter(|&n| n > 0)
-    }
-}
 
 /// A chat completion reply (non-streamed).
 #[derive(Debug, Clone, Deserialize)]
@@ -76,15 +54,6 @@ pub struct Usage {
     pub prompt_tokens: usize,
     #[serde(default)]
     pub completion_tokens: usize,
-}
-
-/// The served model of `GET /v1/models` (the first listed).
-///
-/// # Errors
-/// Why the endpoint cannot be used, in words.
-pub fn parse_models(bytes: &[u8]) -> Result<Model, String> {
-    let models: Models = api::parse(bytes, "the /v1/models reply")?;
-    models.data.into_iter().next().ok_or_else(|| "/v1/models lists no model".to_owned())
 }
 
 /// The `/v1/chat/completions` body for `req` on `model`. `cache_prompt` (llama-server's
@@ -176,7 +145,7 @@ pub async fn call(client: &Client, t: &Target, req: &Request, batch_id: u64) -> 
 /// Tokens `messages` become on the server (its chat template applied): llama-server's
 /// `/apply-template` + `/tokenize`, else vLLM's `/tokenize` with messages.
 pub async fn count(client: &Client, url: &str, model: &str, messages: &[ChatMessage]) -> Result<usize, Failure> {
-    match super::pass::tokens(client, url, messages).await {
+    match native::tokens(client, url, messages).await {
         Ok(tokens) => Ok(tokens.len()),
         Err(Failure::Request(_)) => {
             #[derive(Deserialize)]
@@ -202,6 +171,7 @@ pub async fn count(client: &Client, url: &str, model: &str, messages: &[ChatMess
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::api::parse_models;
 
     #[test]
     fn a_greedy_request_asks_for_structured_output_at_temperature_zero() {

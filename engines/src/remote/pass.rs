@@ -13,33 +13,10 @@ use std::time::{Duration, Instant};
 use reqwest::Client;
 use tokio::task::JoinSet;
 
-use super::api::{self, Completion};
 use super::fleet::{slot_for, Fleet, Pick};
-use crate::{EngineError, Request, Response};
-
-/// How a call ended, seen from the router.
-#[derive(Debug)]
-pub enum Failure {
-    /// The endpoint's fault (transport, 5xx, garbage): retry elsewhere.
-    Endpoint(String),
-    /// The request's own (4xx, too long): answer it with this.
-    Request(EngineError),
-}
-
-/// What one endpoint needs to run a request.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub url: String,
-    /// Context per slot (`usize::MAX` when the server does not say: `openai:`).
-    pub n_ctx: usize,
-    pub slots: usize,
-    pub api: crate::ServerApi,
-    /// The served model's id (`openai:`; empty for the native API).
-    pub model: String,
-    /// The endpoint is a llama-server (always for the native API; for `openai:`, when
-    /// `/v1/models` carries its `meta`): the constraint goes as its compact-JSON `grammar`.
-    pub llama_server: bool,
-}
+use super::transport::{Failure, Target};
+use super::{native, openai};
+use crate::{EngineError, Request, Response, ServerApi};
 
 /// Runs `requests` over the fleet; results in request order.
 pub async fn run(
@@ -153,91 +130,10 @@ pub fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
     fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The prompt `requests` messages become on `target` (its chat template), as token ids.
-///
-/// # Errors
-/// [`Failure::Endpoint`] when the endpoint fails; [`Failure::Request`] when it rejects them.
-pub async fn tokens(client: &Client, url: &str, messages: &[crate::ChatMessage]) -> Result<Vec<i64>, Failure> {
-    let bytes = post(client, url, "/apply-template", &api::apply_template_body(messages), 0).await?;
-    let prompt = api::parse_prompt(&bytes).map_err(Failure::Endpoint)?;
-    let bytes = post(client, url, "/tokenize", &api::tokenize_body(&prompt), 0).await?;
-    api::parse_tokens(&bytes).map_err(Failure::Endpoint)
-}
-
+/// One request on one endpoint, in the endpoint's dialect.
 async fn call(client: &Client, t: &Target, req: &Request, slot: Option<usize>, batch_id: u64) -> Result<Response, Failure> {
-    if t.api == crate::ServerApi::OpenAi {
-        return super::openai::call(client, t, req, batch_id).await;
+    match t.api {
+        ServerApi::Native => native::call(client, t, req, slot, batch_id).await,
+        ServerApi::OpenAi => openai::call(client, t, req, batch_id).await,
     }
-    let t0 = Instant::now();
-    let tokens = tokens(client, &t.url, &req.messages).await?;
-    let max_tokens = req.max_tokens as usize;
-    if tokens.len() + max_tokens > t.n_ctx {
-        return Err(Failure::Request(EngineError::InputTooLong {
-            tokens: tokens.len(),
-            max: t.n_ctx.saturating_sub(max_tokens),
-            context: t.n_ctx,
-            max_tokens,
-        }));
-    }
-    let client_ms = ms(t0);
-    let body = api::completion_body(req, &tokens, slot);
-    let bytes = post(client, &t.url, "/completion", &body, req.max_tokens).await?;
-    let c: Completion = api::parse(&bytes, "the /completion reply").map_err(Failure::Endpoint)?;
-    let constrained = matches!(req.constraint, crate::Constraint::JsonSchema(_));
-    let (tokens, timings) = api::counts_and_timings(&c, tokens.len(), client_ms, ms(t0));
-    Ok(Response {
-        id: req.id.clone(),
-        stop: api::stop_reason(&c, constrained),
-        text: c.content.clone(),
-        tokens,
-        timings,
-        peak_rss_bytes: 0,
-        batch_size: 1,
-        batch_id,
-        prefix_cache: req.prefix_boundary.map(|_| api::prefix_cache_use(&c)),
-        engine: None,
-        logprobs: Vec::new(),
-    })
-}
-
-/// POSTs JSON; a 2xx body comes back. Transport errors and 5xx are the endpoint's failures,
-/// other statuses the request's.
-pub(super) async fn post(
-    client: &Client,
-    url: &str,
-    path: &str,
-    body: &serde_json::Value,
-    max_tokens: u32,
-) -> Result<Vec<u8>, Failure> {
-    let reply =
-        client.post(format!("{url}{path}")).json(body).send().await.map_err(|e| Failure::Endpoint(transport(path, &e)))?;
-    let status = reply.status();
-    let bytes = reply.bytes().await.map_err(|e| Failure::Endpoint(transport(path, &e)))?;
-    if status.is_success() {
-        return Ok(bytes.to_vec());
-    }
-    let err = api::error_reply(url, status.as_u16(), &bytes, max_tokens);
-    if status.is_server_error() {
-        Err(Failure::Endpoint(format!("{path}: {err}")))
-    } else {
-        Err(Failure::Request(err))
-    }
-}
-
-/// A transport error in words, with its cause (reqwest's own message is only "error sending
-/// request").
-pub fn transport(path: &str, e: &reqwest::Error) -> String {
-    use std::error::Error;
-    use std::fmt::Write;
-    let mut msg = format!("{path}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(msg, ": {s}");
-        source = s.source();
-    }
-    msg
-}
-
-fn ms(t0: Instant) -> f64 {
-    t0.elapsed().as_secs_f64() * 1000.0
 }

@@ -194,22 +194,13 @@ pub fn measure(w: &dyn Workload, warmup: usize, repeats: usize) -> Result<Metric
     Ok(Metric {
         name: spec.name.clone(),
         group: spec.group,
-        value: median(&values),
+        value: crate::stats::median(&values),
         unit: spec.unit.clone(),
         better: spec.better,
         min: values.first().copied(),
         max: values.last().copied(),
         repeats,
     })
-}
-
-/// Median of sorted values (mean of the middle two for an even count).
-pub fn median(sorted: &[f64]) -> f64 {
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => f64::midpoint(sorted[n / 2 - 1], sorted[n / 2]),
-    }
 }
 
 /// Sizes of the benchmark workloads. The defaults are what `cargo bench` and `promptloop bench`

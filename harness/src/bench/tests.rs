@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::baseline::{check_name, parse_threshold, resolve, verdict, Baseline, BaselineError, Comparison, Verdict};
-use super::{measure, median, BenchError, Better, Group, Measured, Metric, MetricSpec, Workload};
+use super::{measure, BenchError, Better, Group, Measured, Metric, MetricSpec, Workload};
 
 fn metric(name: &str, group: Group, value: f64, unit: &str, better: Better) -> Metric {
     Metric { name: name.into(), group, value, unit: unit.into(), better, min: None, max: None, repeats: 1 }
@@ -164,7 +164,7 @@ fn measure_skips_warm_up_and_reports_the_median_in_the_metric_direction() {
     assert!((measure(&w, 0, 1).unwrap().value - 10.0).abs() < 1e-9);
     let w = Fixed { spec: MetricSpec::new("x/c", Group::Constraint, "ms/token", Better::Lower), runs: runs(&[(0.0, 0.64)]) };
     assert!(matches!(measure(&w, 0, 1), Err(BenchError::Unmeasurable { .. })));
-    assert!((median(&[1.0, 2.0, 4.0, 8.0]) - 3.0).abs() < 1e-12);
+    assert!((crate::stats::median(&[1.0, 2.0, 4.0, 8.0]) - 3.0).abs() < 1e-12);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use engines::memory::Machine;
 use engines::EngineKind;
 use serde::{Deserialize, Serialize};
 
-use crate::optimize::records::ModelFingerprint;
+use crate::fingerprint::ModelFingerprint;
 
 /// Version of the table format.
 pub const TABLE_VERSION: u32 = 1;
@@ -295,6 +295,27 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// A size in bytes, written and read as `parse_bytes` reads it (`1GiB`, `512MiB`, `6GB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        match [(30, "GiB"), (20, "MiB"), (10, "KiB")].into_iter().find(|(shift, _)| n > 0 && n % (1u64 << shift) == 0) {
+            Some((shift, unit)) => write!(f, "{}{unit}", n >> shift),
+            None => write!(f, "{n}B"),
+        }
+    }
+}
+
+impl std::str::FromStr for Bytes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_bytes(s).map(Bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +431,13 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = RoutingTable::load(&path).unwrap_err().to_string();
         assert!(err.contains("r.toml:") && err.contains("budget"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes_print_as_they_parse() {
+        for (n, text) in [(1u64 << 30, "1GiB"), (8 << 30, "8GiB"), (512 << 20, "512MiB"), (1000, "1000B")] {
+            assert_eq!(Bytes(n).to_string(), text);
+            assert_eq!(text.parse::<Bytes>(), Ok(Bytes(n)));
+        }
     }
 }

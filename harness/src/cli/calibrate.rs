@@ -294,17 +294,9 @@ fn describe(kind: EngineKind, r: &ProbeResult) -> String {
     format!("{kind}: {} tokens, ctx {}: peak {} MiB{timing}{note}", r.input_tokens, r.n_ctx, r.peak_rss_bytes >> 20)
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 fn point(r: &ProbeResult) -> Point {
     let reps = r.report.as_ref().map(|rep| rep.reps.clone()).unwrap_or_default();
-    let m = |f: fn(&probe::Rep) -> f64| median(reps.iter().map(f).collect());
+    let m = |f: fn(&probe::Rep) -> f64| harness::stats::upper_median(reps.iter().map(f).collect());
     Point {
         input_tokens: r.input_tokens,
         n_ctx: r.n_ctx,
@@ -339,7 +331,7 @@ fn fit_engine(
     )
     .unwrap_or(flat);
     let decode: Vec<f64> = ok.iter().filter_map(|p| p.decode_tok_s).collect();
-    let decode_tok_s = if decode.is_empty() { 0.0 } else { decode.iter().sum::<f64>() / decode.len() as f64 };
+    let decode_tok_s = harness::stats::mean(&decode);
     let overhead = max_tokens as usize + 16;
     let max_input_tokens = if ok.len() < 2 {
         0

@@ -22,10 +22,10 @@ use harness::task::{Example, Layout, Task};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use harness::session::{constraint_schema, load_setup_engine};
+use harness::engine_setup::{constraint_schema, load_setup_engine};
 
 use super::engine_args::EngineArgs;
-use super::eval::read_prompt;
+use super::eval::{read_prompt, SplitArgs};
 use super::InputError;
 
 /// Appended to the task's prompt for the second pass when no `--prompt2` is given: a typical
@@ -35,15 +35,8 @@ const SECOND_PASS_EDIT: &str =
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Task directory (holds task.toml).
-    #[arg(long)]
-    pub task: PathBuf,
-    /// Split to evaluate.
-    #[arg(long, default_value = "dev")]
-    pub split: String,
-    /// Only the first N examples of the split.
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub on: SplitArgs,
     /// Base URL of the peer: a running llama-server serving the same model (scripts/compare-peer.sh
     /// starts one).
     #[arg(long)]
@@ -111,8 +104,8 @@ struct LeftOut {
 }
 
 pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
-    let task = Task::load(&args.task)?;
-    let split = task.split(&args.split)?;
+    let task = Task::load(&args.on.task)?;
+    let split = task.split(&args.on.split)?;
     let prompt1 = task.prompt.clone();
     let prompt2 = match &args.prompt2 {
         Some(p) => read_prompt(p)?,
@@ -148,7 +141,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
     let mut examples: Vec<Example> = Vec::new();
     let mut left_out = Vec::new();
     for ex in &split.examples {
-        if args.limit.is_some_and(|n| examples.len() >= n) {
+        if args.on.limit.is_some_and(|n| examples.len() >= n) {
             break;
         }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -202,7 +195,7 @@ pub fn run(args: &CompareArgs, quiet: bool) -> anyhow::Result<()> {
         let accepted: usize = records.iter().map(|r| r.tokens.accepted).sum();
         let ours = Pass {
             wall_s: wall_ms / 1000.0,
-            mean_score: mean(records.iter().map(|r| r.score)),
+            mean_score: harness::stats::mean(records.iter().map(|r| r.score)),
             format_failures: records.iter().filter(|r| r.error.is_none() && !r.format_ok).count(),
             errors: records.iter().filter(|r| r.error.is_some()).count(),
         };
@@ -292,15 +285,6 @@ fn table(r: &Report, info: &engines::EngineInfo) -> String {
 /// `max_tokens` in its context `ctx`: each pass's own prompt is checked, not the first pass's.
 fn fits(prompts: &[usize], max_tokens: u32, ctx: usize) -> bool {
     prompts.iter().all(|&n| n + max_tokens as usize <= ctx)
-}
-
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
-    let (n, sum) = xs.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
-    }
 }
 
 /// The seed's workflow against a llama-server.
@@ -402,7 +386,7 @@ impl Peer {
                 }
             }
         }
-        Pass { wall_s: t0.elapsed().as_secs_f64(), mean_score: mean(scores.into_iter()), format_failures, errors }
+        Pass { wall_s: t0.elapsed().as_secs_f64(), mean_score: harness::stats::mean(scores), format_failures, errors }
     }
 }
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use engines::{ConstraintBackend, PrefixCacheConfig};
-use harness::calibrate;
-use harness::config::EngineSetup;
+use harness::calibrate::Bytes;
+use harness::config::Switch;
+use harness::engine_setup::EngineSetup;
 use harness::overflow::Overflow;
 use harness::router::{route, EngineChoice, RouteRequest};
 
@@ -15,7 +16,7 @@ use super::InputError;
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// GGUF path or a known name (smollm2-135m, gemma3-270m).
-    #[arg(long, default_value = "smollm2-135m")]
+    #[arg(long, default_value_t = EngineSetup::default().model)]
     pub model: String,
     /// Engine: auto (routed by the calibration table when one exists, else llama), llama,
     /// candle (its variants `candle:q4_0`, `candle:q8_0`, `candle:f16`, `candle:f32` re-quantize the
@@ -29,16 +30,16 @@ pub struct EngineArgs {
     pub routing: Option<PathBuf>,
     /// A document longer than the context: error (reported as `too_long`), chunk (overlapping
     /// windows, merged field-wise) or truncate (the head; flagged).
-    #[arg(long, default_value = "error")]
+    #[arg(long, default_value_t = EngineSetup::default().on_overflow)]
     pub on_overflow: Overflow,
     /// How the JSON Schema is enforced: llguidance, gbnf or none.
-    #[arg(long, default_value = "llguidance")]
+    #[arg(long, default_value_t = EngineSetup::default().constraint)]
     pub constraint: ConstraintBackend,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Examples decoded together.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = EngineSetup::default().batch_size)]
     pub batch_size: u32,
     /// Context per sequence in tokens (default: the model's, capped at 16384).
     #[arg(long)]
@@ -54,51 +55,37 @@ pub struct EngineArgs {
     pub chat_template: Option<String>,
     /// Keep the KV state of each document (the prompt part before the instruction, with
     /// `layout = "document-first"`) and restore it on later passes: on or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub prefix_cache: String,
+    #[arg(long, default_value_t = Switch::from(EngineSetup::default().prefix_cache.is_some()))]
+    pub prefix_cache: Switch,
     /// Memory the prefix cache may hold; least recently used states spill to disk.
-    #[arg(long, default_value = "1GiB", value_name = "SIZE")]
-    pub prefix_cache_mem: String,
+    #[arg(long, default_value_t = Bytes(PrefixCacheConfig::default().memory_bytes), value_name = "SIZE")]
+    pub prefix_cache_mem: Bytes,
     /// Disk the prefix cache may fill; the oldest files beyond it are deleted.
-    #[arg(long, default_value = "8GiB", value_name = "SIZE")]
-    pub prefix_cache_disk: String,
+    #[arg(long, default_value_t = Bytes(PrefixCacheConfig::default().disk_bytes), value_name = "SIZE")]
+    pub prefix_cache_disk: Bytes,
     /// Spill directory of the prefix cache (default: the cache dir's `kv/`).
     #[arg(long, value_name = "DIR")]
     pub prefix_cache_dir: Option<PathBuf>,
     /// Append the tokens the JSON-Schema constraint forces (keys, quotes, separators) several at
     /// a time instead of one decode step each (llguidance only): on or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub fast_forward: String,
+    #[arg(long, default_value_t = Switch::from(EngineSetup::default().fast_forward))]
+    pub fast_forward: Switch,
     /// Verify drafts (an earlier output of the same document: `eval --draft`, the previous pass
     /// in `compare`, the latest output in `optimize`) several tokens per decode step, keeping the
     /// tokens greedy decoding picks anyway (llama engine, greedy): on or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub speculative: String,
+    #[arg(long, default_value_t = Switch::from(EngineSetup::default().speculative))]
+    pub speculative: Switch,
 }
 
 impl EngineArgs {
-    /// `--fast-forward on`.
-    pub fn fast_forward(&self) -> bool {
-        self.fast_forward == "on"
-    }
-
-    /// `--speculative on`.
-    pub fn speculative(&self) -> bool {
-        self.speculative == "on"
-    }
-
     /// The prefix-cache budgets these flags ask for (`None` when off).
-    pub fn prefix_cache(&self) -> anyhow::Result<Option<PrefixCacheConfig>> {
-        if self.prefix_cache == "off" {
-            return Ok(None);
-        }
-        let size = |flag: &str, v: &str| calibrate::parse_bytes(v).map_err(|e| InputError(format!("--{flag}: {e}")));
-        Ok(Some(PrefixCacheConfig {
-            memory_bytes: size("prefix-cache-mem", &self.prefix_cache_mem)?,
+    pub fn prefix_cache(&self) -> Option<PrefixCacheConfig> {
+        self.prefix_cache.is_on().then(|| PrefixCacheConfig {
+            memory_bytes: self.prefix_cache_mem.0,
             disk_dir: Some(self.prefix_cache_dir.clone().unwrap_or_else(EngineSetup::default_kv_dir)),
-            disk_bytes: size("prefix-cache-disk", &self.prefix_cache_disk)?,
+            disk_bytes: self.prefix_cache_disk.0,
             ..PrefixCacheConfig::default()
-        }))
+        })
     }
 
     /// The engine set-up these flags resolve to: `--engine auto` routed (once, here: a resumed
@@ -134,9 +121,9 @@ impl EngineArgs {
             no_bounds: self.no_bounds,
             chat_template: self.chat_template.clone(),
             weights: self.engine.weights(),
-            prefix_cache: self.prefix_cache()?,
-            fast_forward: self.fast_forward(),
-            speculative: self.speculative(),
+            prefix_cache: self.prefix_cache(),
+            fast_forward: self.fast_forward.is_on(),
+            speculative: self.speculative.is_on(),
             servers: self.engine.servers().to_vec(),
             server_api: self.engine.server_api(),
             per_example: routed.per_example,

@@ -10,13 +10,14 @@ use harness::summary::{Labels, Summary};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use harness::session::{constraint_schema, load_setup_engine};
+use harness::engine_setup::{constraint_schema, load_setup_engine};
 
 use super::engine_args::EngineArgs;
 use super::InputError;
 
+/// The examples a pass runs on: `--task`, `--split`, `--limit` (`eval` and `compare`).
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub struct SplitArgs {
     /// Task directory (holds task.toml).
     #[arg(long)]
     pub task: PathBuf,
@@ -26,6 +27,12 @@ pub struct EvalArgs {
     /// Evaluate only the first N examples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub on: SplitArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Instruction prompt file to use instead of the task's.
@@ -48,9 +55,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
-    let task = Task::load(&args.task)?;
-    let split = task.split(&args.split)?;
-    let examples = match args.limit {
+    let task = Task::load(&args.on.task)?;
+    let split = task.split(&args.on.split)?;
+    let examples = match args.on.limit {
         Some(n) => &split.examples[..n.min(split.examples.len())],
         None => &split.examples[..],
     };

@@ -98,7 +98,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         e.is::<InputError>()
             || e.is::<harness::task::TaskError>()
             || e.is::<harness::models::ModelError>()
-            || e.downcast_ref::<harness::session::SetupError>().is_some_and(harness::session::SetupError::is_input)
+            || e.downcast_ref::<harness::session::StartError>().is_some_and(harness::session::StartError::is_input)
+            || e.downcast_ref::<harness::engine_setup::PrepareError>().is_some_and(harness::engine_setup::PrepareError::is_input)
     });
     if input {
         2

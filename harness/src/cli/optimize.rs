@@ -15,7 +15,7 @@ use harness::llm::prices::{Price, PriceTable};
 use harness::llm::{Optimizer, OptimizerSpec};
 use harness::optimize::proposers::meta_prompt;
 use harness::optimize::{Event, Observer, OptimizeError, BEST_PROMPT_FILE, LOG_FILE};
-use harness::session::{refuse_existing, Session, SetupError};
+use harness::session::{refuse_existing, Session, StartError};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,7 +29,7 @@ pub struct OptimizeArgs {
     pub task: Option<PathBuf>,
     /// Optimizer model: `openai:MODEL` (`OPENAI_API_KEY`, `OPENAI_BASE_URL`), `anthropic:MODEL`
     /// (`ANTHROPIC_API_KEY`), `local:PATH-or-known-name` (in-process), or `none`.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = SearchOptions::default().optimizer)]
     pub optimizer: OptimizerSpec,
     /// How candidates are made: rewrite, opro, reflect (an LLM diagnoses failures with the
     /// scorer's feedback), demos, edits (field guidance from the feedback, no LLM), merge (two
@@ -44,31 +44,31 @@ pub struct OptimizeArgs {
     /// Continue the run in this directory, with the options it was started with.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SearchOptions::default().max_iterations)]
     pub max_iterations: usize,
     /// Candidates per iteration (one optimizer call each with an LLM proposer).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SearchOptions::default().candidates)]
     pub candidates: usize,
     /// Demos added per candidate (demos proposer).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = SearchOptions::default().demos)]
     pub demos: usize,
     /// What part of its document a demo shows: head (the first 1200 characters) or evidence
     /// (the head's first third and a window around each gold value the document states).
-    #[arg(long, default_value = "evidence")]
+    #[arg(long, default_value_t = SearchOptions::default().demo_excerpt, ignore_case = true)]
     pub demo_excerpt: DemoExcerpt,
     /// Where each iteration's proposals start: greedy (the best prompt kept so far) or pareto
     /// (a prompt best on some train example, drawn by how many it leads; GEPA's selection).
     /// The gate is the same either way.
-    #[arg(long, default_value = "greedy")]
+    #[arg(long, default_value_t = SearchOptions::default().search, ignore_case = true)]
     pub search: SearchMode,
     /// Worst train examples shown to the optimizer.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = SearchOptions::default().worst)]
     pub worst: usize,
     /// Sampling temperature of rewrite calls (opro uses 1.0).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = SearchOptions::default().temperature)]
     pub temperature: f32,
     /// Output token cap of one optimizer call.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = SearchOptions::default().optimizer_max_tokens)]
     pub optimizer_max_tokens: u32,
     /// Stop before an optimizer call that could take the spend above this many USD.
     #[arg(long, value_name = "USD")]
@@ -90,22 +90,22 @@ pub struct OptimizeArgs {
     pub prices: Option<PathBuf>,
     /// Leakage guard: reject an LLM candidate when more than this share of its word n-grams
     /// copy train documents.
-    #[arg(long, default_value_t = harness::config::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = SearchOptions::default().leak_threshold)]
     pub leak_threshold: f64,
     /// Words per n-gram of the leakage guard.
-    #[arg(long, default_value_t = harness::config::DEFAULT_NGRAM)]
+    #[arg(long, default_value_t = SearchOptions::default().leak_ngram)]
     pub leak_ngram: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SearchOptions::default().seed)]
     pub seed: u64,
     /// Acceptance rule: bootstrap (paired, lower bound > 0) or mean.
-    #[arg(long, default_value = "bootstrap")]
+    #[arg(long, default_value_t = SearchOptions::default().accept, ignore_case = true)]
     pub accept: Accept,
     /// Confidence of the bootstrap interval.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = SearchOptions::default().confidence)]
     pub confidence: f64,
     /// Held-out gate: how far a candidate's mean dev score may fall below the current prompt's
     /// (non-inferiority margin). 0: a prompt that scores lower on dev is overfit.
-    #[arg(long, default_value_t = 0.0, value_name = "DELTA")]
+    #[arg(long, default_value_t = SearchOptions::default().dev_margin, value_name = "DELTA")]
     pub dev_margin: f64,
     /// Cap on evaluations (rollouts: one example under one prompt), so strategies compare at
     /// equal cost; refused when it allows fewer than 3 proposals.
@@ -116,7 +116,7 @@ pub struct OptimizeArgs {
     pub max_prompt_tokens: Option<usize>,
     /// Candidates on train: halving (all on a quarter of train, the better half on twice as
     /// many examples, and so on until one covers all of it) or off (all on all of train).
-    #[arg(long, default_value = "halving")]
+    #[arg(long, default_value_t = SearchOptions::default().racing, ignore_case = true)]
     pub racing: Racing,
     /// First N train examples only.
     #[arg(long)]
@@ -140,10 +140,7 @@ pub struct OptimizeArgs {
 impl OptimizeArgs {
     /// The run's configuration, parsed and validated once (`--engine auto` routed here).
     fn config(&self, prices: &PriceTable) -> anyhow::Result<RunConfig> {
-        let proposer = self.proposer.clone().unwrap_or_else(|| {
-            let default = if self.optimizer.is_none() { "edits,joint" } else { "rewrite" };
-            default.parse().expect("a known proposer")
-        });
+        let proposer = self.proposer.clone().unwrap_or_else(|| Schedule::default_for(&self.optimizer));
         let search = SearchOptions {
             optimizer: self.optimizer.clone(),
             proposer,
@@ -421,7 +418,7 @@ fn stopped(e: OptimizeError, dir: &std::path::Path) -> anyhow::Error {
 }
 
 /// Set-up errors that are the user's fault become input errors (exit 2).
-fn setup_error(err: SetupError) -> anyhow::Error {
+fn setup_error(err: StartError) -> anyhow::Error {
     if err.is_input() {
         InputError(err.to_string()).into()
     } else {

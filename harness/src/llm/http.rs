@@ -21,7 +21,7 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::{CallError, ChatReply, ChatRequest, Message, Optimizer};
-use crate::rng::SplitMix64;
+use engines::SplitMix64;
 
 /// Which wire format an [`HttpOptimizer`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

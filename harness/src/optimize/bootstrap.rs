@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::SplitMix64;
+use engines::SplitMix64;
 
 /// Resamples per test.
 pub const RESAMPLES: usize = 2000;
@@ -31,20 +31,11 @@ pub fn deltas(candidate: &[f64], current: &[f64]) -> Vec<f64> {
     candidate.iter().zip(current).map(|(c, b)| c - b).collect()
 }
 
-/// Mean of `values` (0 for none).
-pub fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
-}
-
 /// Bootstraps the mean of `deltas` with `resamples` draws from `rng`. With no deltas every bound
 /// is 0, which no gate passes.
 pub fn paired(deltas: &[f64], confidence: f64, resamples: usize, rng: &mut SplitMix64) -> Interval {
     let n = deltas.len();
-    let mean_delta = mean(deltas);
+    let mean_delta = crate::stats::mean(deltas);
     if n == 0 || resamples == 0 {
         return Interval { mean_delta, lower: 0.0, upper: 0.0, confidence, resamples, n };
     }

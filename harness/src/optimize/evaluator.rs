@@ -9,14 +9,26 @@ use super::events::{Event, Observer};
 use super::log::{LogError, RunLog};
 use super::prompt::{sha256_hex, Prompt};
 use super::records::EvalEntry;
-use super::search::Setup;
 use super::OptimizeError;
 use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
-use crate::task::Example;
+use crate::overflow::Overflow;
+use crate::task::{Example, Task};
+
+/// What the evaluator runs on: the task, the engine and how outputs are constrained and cut.
+#[derive(Clone, Copy)]
+pub struct EvalTarget<'a> {
+    pub task: &'a Task,
+    pub engine: &'a dyn engines::Engine,
+    /// The constraint schema (possibly hardened with bounds); `None` = unconstrained.
+    pub constraint: Option<&'a serde_json::Value>,
+    pub validator: &'a jsonschema::Validator,
+    pub max_tokens: u32,
+    pub overflow: Overflow,
+}
 
 /// Cached, logged evaluation of prompts on one engine.
 pub struct Evaluator<'a> {
-    s: &'a Setup<'a>,
+    s: EvalTarget<'a>,
     engine_key: String,
     batch: usize,
     /// By split, each example's latest output: the draft of its next eval (the documents stay,
@@ -26,11 +38,11 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator of `setup`'s task on its engine, its records keyed by `engine_key` (the run
-    /// header's).
-    pub fn new(setup: &'a Setup<'a>, engine_key: String) -> Self {
-        let batch = setup.engine.info().capabilities.max_batch.max(1);
-        Evaluator { s: setup, engine_key, batch, drafts: HashMap::new() }
+    /// An evaluator of `target`'s task on its engine, its records keyed by `engine_key` (the
+    /// run header's).
+    pub fn new(target: EvalTarget<'a>, engine_key: String) -> Self {
+        let batch = target.engine.info().capabilities.max_batch.max(1);
+        Evaluator { s: target, engine_key, batch, drafts: HashMap::new() }
     }
 
     /// Sequences the engine decodes together.
@@ -80,7 +92,7 @@ impl<'a> Evaluator<'a> {
                     constraint: s.constraint,
                     validator: s.validator,
                     max_tokens: s.max_tokens,
-                    overflow: s.config.engine.on_overflow,
+                    overflow: s.overflow,
                     drafts: self.drafts.get(split),
                 };
                 let mut rep = LogReporter {
@@ -153,7 +165,7 @@ impl Reporter for LogReporter<'_> {
 
 /// Mean score of `records` (0 when empty).
 pub fn mean_score(records: &[ExampleRecord]) -> f64 {
-    super::bootstrap::mean(&scores(records))
+    crate::stats::mean(scores(records))
 }
 
 /// The scores of `records`, in order.
@@ -163,5 +175,5 @@ pub fn scores(records: &[ExampleRecord]) -> Vec<f64> {
 
 /// Examples with every field right.
 pub fn exact(records: &[ExampleRecord]) -> usize {
-    records.iter().filter(|r| r.error.is_none() && r.format_ok && r.fields.iter().all(|f| f.correct)).count()
+    records.iter().filter(|r| r.is_exact()).count()
 }

@@ -9,7 +9,7 @@
 
 use crate::eval::ExampleRecord;
 use crate::optimize::prompt::Prompt;
-use crate::rng::SplitMix64;
+use engines::SplitMix64;
 
 /// A prompt scored on all of train: its records in train order.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 use super::bootstrap::{self, RESAMPLES};
 use super::records::GateEntry;
 use crate::config::Accept;
-use crate::rng::SplitMix64;
+use engines::SplitMix64;
 
 /// How the gate decides.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +29,7 @@ pub fn compare(rule: &GateRule, candidate: &[f64], current: &[f64], stream: &str
         let mut rng = SplitMix64::derive(rule.seed, stream, iteration as u64);
         bootstrap::paired(&bootstrap::deltas(candidate, current), rule.confidence, RESAMPLES, &mut rng)
     });
-    GateEntry { current_mean: bootstrap::mean(current), candidate_mean: bootstrap::mean(candidate), bootstrap: interval }
+    GateEntry { current_mean: crate::stats::mean(current), candidate_mean: crate::stats::mean(candidate), bootstrap: interval }
 }
 
 /// Train: evidence of a gain (bootstrap lower bound above 0, or a higher mean).

@@ -14,11 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use super::outcome::Rejection;
 
-/// Words per n-gram.
-pub const DEFAULT_NGRAM: usize = 8;
-/// Share of a candidate's n-grams that may come from train documents.
-pub const DEFAULT_THRESHOLD: f64 = 0.10;
-
 /// How much of a candidate was found in the train documents.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Overlap {
@@ -101,7 +96,8 @@ mod tests {
 
     #[test]
     fn copied_spans_are_rejected_rules_are_not() {
-        let g = Guard::new([DOC], DEFAULT_NGRAM, DEFAULT_THRESHOLD);
+        let d = crate::config::SearchOptions::default();
+        let g = Guard::new([DOC], d.leak_ngram, d.leak_threshold);
         let rules = "Extract the parties as they sign. Write the agreement date as YYYY-MM-DD and use null when absent.";
         let (o, reason) = g.check(rules, &[]);
         assert_eq!(o.copied, 0);

@@ -16,7 +16,7 @@ fn header(task: &str) -> Header {
         constraint_schema_sha256: None,
         max_tokens: 8,
         engine_key: "k".into(),
-        options: crate::config::RunConfig::default(),
+        options: crate::config::RunConfig::for_tests(),
         started_at: None,
         baseline_prompt: None,
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use engines::{ChatMessage, Engine};
 use serde_json::Value;
 
-use super::evaluator::{exact, mean_score, scores, Evaluator};
+use super::evaluator::{exact, mean_score, scores, EvalTarget, Evaluator};
 use super::events::{Event, Observer};
 use super::frontier::{self, Member};
 use super::gate::{self, GateRule};
@@ -69,7 +69,15 @@ pub fn run(
 ) -> Result<Outcome, OptimizeError> {
     let search = &setup.config.search;
     let engine_key = log.header().engine_key.clone();
-    let evaluator = Evaluator::new(setup, engine_key);
+    let target = EvalTarget {
+        task: setup.task,
+        engine: setup.engine,
+        constraint: setup.constraint,
+        validator: setup.validator,
+        max_tokens: setup.max_tokens,
+        overflow: setup.config.engine.on_overflow,
+    };
+    let evaluator = Evaluator::new(target, engine_key);
     let train_texts = setup.task.split("train")?.examples.iter().map(|e| e.text.as_str());
     let llm = search.needs_llm().then(|| LlmProposer::new(optimizer, setup.price, search));
     let mut lp = Loop {

@@ -60,7 +60,7 @@ impl Fixture {
     }
 
     fn config(&self) -> RunConfig {
-        let mut c = RunConfig::default();
+        let mut c = RunConfig::for_tests();
         c.engine.model = self.dir.path().join("model.gguf").display().to_string();
         c.search.max_iterations = 2;
         c.search.candidates = 2;

@@ -397,7 +397,6 @@ fn compare(split: &str, pairs: &[(&ExampleRecord, Option<&ExampleRecord>)], fiel
             both.iter().map(f).sum::<f64>() / n as f64
         }
     };
-    let exact = |r: &ExampleRecord| r.error.is_none() && r.format_ok && r.fields.iter().all(|f| f.correct);
     let fields = field_names
         .iter()
         .map(|name| {
@@ -419,8 +418,8 @@ fn compare(split: &str, pairs: &[(&ExampleRecord, Option<&ExampleRecord>)], fiel
         compared: n,
         baseline_mean: mean(&|(a, _)| a.score),
         best_mean: mean(&|(_, b)| b.score),
-        baseline_exact: both.iter().filter(|(a, _)| exact(a)).count(),
-        best_exact: both.iter().filter(|(_, b)| exact(b)).count(),
+        baseline_exact: both.iter().filter(|(a, _)| a.is_exact()).count(),
+        best_exact: both.iter().filter(|(_, b)| b.is_exact()).count(),
         fields,
         baseline_failures: failures(both.iter().map(|(a, _)| *a)),
         best_failures: failures(both.iter().map(|(_, b)| *b)),

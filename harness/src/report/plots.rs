@@ -2,7 +2,7 @@
 //! is written as SVG `<text>` elements (no font files: plotters is built without `ttf`, so
 //! label sizes are estimated), rendered by the browser's own sans-serif.
 //!
-//! One piece at ~750 lines: every plot shares the palette, the SVG set-up, the keyed axis and
+//! One piece at ~700 lines: every plot shares the palette, the SVG set-up, the keyed axis and
 //! the legend placement, so the report's figures look alike.
 
 use std::error::Error;
@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -23,6 +23,7 @@ use crate::score::FailureClass;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type PlotResult = Result<(), Box<dyn Error>>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 /// A legend label, its points, their colour and marker (0 filled circle, 1 ring, 2 cross,
 /// 3 triangle).
 type MarkerGroup = (&'static str, Vec<(f64, f64)>, RGBColor, u8);
@@ -53,6 +54,45 @@ fn svg(w: u32, h: u32, draw: impl FnOnce(&Area<'_>) -> PlotResult) -> String {
         Ok(()) => out,
         Err(e) => format!("<p class=\"plot-error\">plot failed: {}</p>", super::escape(&e.to_string())),
     }
+}
+
+/// The set-up the report's linear charts share (900 x 400 px): ranges, axis descriptions
+/// (x, y), `{x:.0}` ticks on x and `y_decimals` on y, and the light grid.
+fn linear_chart<'a, 'b>(
+    root: &'a Area<'b>,
+    x: Range<f64>,
+    y: Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+    y_decimals: usize,
+) -> Result<Chart<'a, 'b>, Box<dyn Error>> {
+    let mut chart = ChartBuilder::on(root).margin(12).x_label_area_size(46).y_label_area_size(70).build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
+        .label_style(FONT)
+        .axis_desc_style(FONT)
+        .bold_line_style(GRID)
+        .light_line_style(WHITE)
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend every plot draws, at `position` (see [`legend_corner`]).
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    position: SeriesLabelPosition,
+) -> PlotResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(SMALL)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()?;
+    Ok(())
 }
 
 /// A linear axis whose ticks are exactly `keys` (category centres, iterations), labelled by
@@ -220,13 +260,7 @@ pub fn scores(a: &Analysis) -> String {
                     .legend(move |(x, y)| TriangleMarker::new((x + 9, y), 5, color.filled())),
             };
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &(-0.5..n as f64 + 0.5), &(0.0..top)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &(-0.5..n as f64 + 0.5), &(0.0..top)))?;
         Ok(())
     })
 }
@@ -281,13 +315,7 @@ pub fn prompt_cost(points: &[CostPoint]) -> String {
                 .label("best prompt")
                 .legend(|(x, y)| Circle::new((x + 9, y), 7, ACCEPTED.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &x_range, &(0.0..top)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &x_range, &(0.0..top)))?;
         Ok(())
     })
 }
@@ -341,9 +369,9 @@ pub fn fields(s: &SplitCompare) -> String {
                 .map(|(v, y)| Text::new(format!("{v:.2}"), (v + 0.01, y), anchored(HPos::Left, VPos::Center)))
         });
         chart.draw_series(values)?;
-        chart
-            .configure_series_labels()
-            .position(legend_corner(
+        legend(
+            &mut chart,
+            legend_corner(
                 &s.fields
                     .iter()
                     .enumerate()
@@ -351,11 +379,8 @@ pub fn fields(s: &SplitCompare) -> String {
                     .collect::<Vec<_>>(),
                 &(0.0..1.12),
                 &(0.0..n as f64),
-            ))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+            ),
+        )?;
         Ok(())
     })
 }
@@ -423,9 +448,9 @@ pub fn failures(splits: &[SplitCompare]) -> String {
             chart.draw_series(
                 labels.map(|(x, c)| Text::new(c.to_string(), (x, c as f64), anchored(HPos::Center, VPos::Bottom))),
             )?;
-            chart
-                .configure_series_labels()
-                .position(legend_corner(
+            legend(
+                &mut chart,
+                legend_corner(
                     &before
                         .iter()
                         .chain(&after)
@@ -434,11 +459,8 @@ pub fn failures(splits: &[SplitCompare]) -> String {
                         .collect::<Vec<_>>(),
                     &(0.0..6.0),
                     &(0.0..(top * 1.2).max(1.0)),
-                ))
-                .label_font(SMALL)
-                .background_style(WHITE.mix(0.85))
-                .border_style(GREY)
-                .draw()?;
+                ),
+            )?;
         }
         Ok(())
     })
@@ -468,22 +490,13 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
     let ys = runs.iter().map(|r| r.total_ms).chain(engines.iter().flat_map(|e| probe_pts(e).into_iter().map(|p| p.1)));
     let y_max = ys.fold(1.0, f64::max) * headroom(2 + 2 * engines.len());
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max / 1000.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("input tokens (prompt after the chat template)")
-            .y_desc("latency (s)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style(FONT)
-            .axis_desc_style(FONT)
-            .bold_line_style(GRID)
-            .light_line_style(WHITE)
-            .draw()?;
+        let mut chart = linear_chart(
+            root,
+            0.0..x_max,
+            0.0..y_max / 1000.0,
+            ("input tokens (prompt after the chat template)", "latency (s)"),
+            1,
+        )?;
         chart
             .draw_series(runs.iter().map(|r| Circle::new((r.input_tokens as f64, r.total_ms / 1000.0), 4, TRAIN.filled())))?
             .label(format!("{engine}: this run, request total"))
@@ -516,13 +529,7 @@ pub fn latency(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Stri
                 .label(format!("{}: calibrated prefill fit", e.kind))
                 .legend(legend_line(color));
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max / 1000.0)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &(0.0..x_max), &(0.0..y_max / 1000.0)))?;
         Ok(())
     })
 }
@@ -543,22 +550,7 @@ pub fn memory(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Strin
     let y_max =
         memory_top(ys.fold(1.0, f64::max), table.map(|t| t.budget_bytes), 1 + 3 * engines.len() + usize::from(table.is_some()));
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("input tokens")
-            .y_desc("peak RSS (MiB)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style(FONT)
-            .axis_desc_style(FONT)
-            .bold_line_style(GRID)
-            .light_line_style(WHITE)
-            .draw()?;
+        let mut chart = linear_chart(root, 0.0..x_max, 0.0..y_max, ("input tokens", "peak RSS (MiB)"), 0)?;
         chart
             .draw_series(
                 runs.iter().map(|r| Circle::new((r.input_tokens as f64, mib(r.peak_rss_bytes as f64)), 4, TRAIN.filled())),
@@ -573,19 +565,10 @@ pub fn memory(engine: &str, runs: &[Run], table: Option<&RoutingTable>) -> Strin
             }
             budget_line(&mut chart, t, x_max, &mut all)?;
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))?;
         Ok(())
     })
 }
-
-type Chart<'a, 'b> =
-    ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A calibrated engine's probes (fits: triangles; does not fit: crosses) and its memory fit.
 fn memory_series(
@@ -666,34 +649,19 @@ pub fn table_memory(t: &RoutingTable) -> String {
         3 * t.engines.len() + 1,
     );
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc(format!("input tokens (context = input + {} output + 16)", t.max_tokens))
-            .y_desc("peak RSS (MiB)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style(FONT)
-            .axis_desc_style(FONT)
-            .bold_line_style(GRID)
-            .light_line_style(WHITE)
-            .draw()?;
+        let mut chart = linear_chart(
+            root,
+            0.0..x_max,
+            0.0..y_max,
+            (&format!("input tokens (context = input + {} output + 16)", t.max_tokens), "peak RSS (MiB)"),
+            0,
+        )?;
         let mut all = Vec::new();
         for (i, e) in t.engines.iter().enumerate() {
             memory_series(&mut chart, e, t, CALIBRATION[i % CALIBRATION.len()], x_max, y_max, &mut all)?;
         }
         budget_line(&mut chart, t, x_max, &mut all)?;
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))?;
         Ok(())
     })
 }
@@ -711,22 +679,7 @@ pub fn table_latency(t: &RoutingTable) -> String {
         .fold(0.001, f64::max)
         * headroom(3 * t.engines.len());
     svg(900, 400, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("input tokens")
-            .y_desc("latency (s)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style(FONT)
-            .axis_desc_style(FONT)
-            .bold_line_style(GRID)
-            .light_line_style(WHITE)
-            .draw()?;
+        let mut chart = linear_chart(root, 0.0..x_max, 0.0..y_max, ("input tokens", "latency (s)"), 1)?;
         let mut all = Vec::new();
         for (i, e) in t.engines.iter().enumerate() {
             let color = CALIBRATION[i % CALIBRATION.len()];
@@ -750,13 +703,7 @@ pub fn table_latency(t: &RoutingTable) -> String {
                 .label(format!("{}: prefill fit", e.kind))
                 .legend(legend_line(color));
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))
-            .label_font(SMALL)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()?;
+        legend(&mut chart, legend_corner(&all, &(0.0..x_max), &(0.0..y_max)))?;
         Ok(())
     })
 }

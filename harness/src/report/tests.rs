@@ -112,7 +112,7 @@ fn header(baseline_prompt: Option<&str>) -> Header {
         constraint_schema_sha256: None,
         max_tokens: 64,
         engine_key: "k".into(),
-        options: crate::config::RunConfig::default(),
+        options: crate::config::RunConfig::for_tests(),
         started_at: Some("2026-01-01T00:00:00Z".into()),
         baseline_prompt: baseline_prompt.map(Into::into),
     }

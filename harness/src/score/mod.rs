@@ -168,7 +168,7 @@ pub fn score_example(
     let parsed = serde_json::from_str::<Value>(output_text);
     let format_error = match &parsed {
         Err(err) => Some(format!("not JSON: {err}")),
-        Ok(value) if !value.is_object() => Some(format!("not a JSON object but {}", type_name(value))),
+        Ok(value) if !value.is_object() => Some(format!("not a JSON object but {}", crate::task::read::json_type(value))),
         Ok(value) => schema_validator.and_then(|v| v.iter_errors(value).next()).map(|err| {
             let at = err.instance_path().as_str();
             let at = if at.is_empty() { "(root)" } else { at };
@@ -193,7 +193,7 @@ pub fn score_example(
     let verdicts: Vec<FieldVerdict> =
         fields.iter().map(|spec| judge(spec, predicted_of(&spec.name), expected_of(&spec.name))).collect();
     ExampleScore {
-        score: mean(verdicts.iter().filter(|v| v.scored).map(|v| v.score)),
+        score: crate::stats::mean(verdicts.iter().filter(|v| v.scored).map(|v| v.score)),
         fields: verdicts,
         format_ok: true,
         truncated,
@@ -312,25 +312,5 @@ impl Aggregate {
             format_failures,
             truncated,
         }
-    }
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, count) = values.fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
-    if count == 0 {
-        0.0
-    } else {
-        sum / count as f64
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

@@ -13,8 +13,8 @@ use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
 use crate::optimize::prompt::{Demo, Prompt};
 use crate::optimize::OptimizeError;
-use crate::rng::SplitMix64;
 use crate::task::Example;
+use engines::SplitMix64;
 
 /// The `demos` proposer: `candidates` prompts, each the current one plus `k` demos.
 #[derive(Debug, Clone)]

@@ -30,9 +30,9 @@ use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
 use crate::optimize::prompt::Prompt;
 use crate::optimize::OptimizeError;
-use crate::rng::SplitMix64;
 use crate::score::FailureClass;
 use crate::task::{Example, FieldSpec, MatchRule, Task};
+use engines::SplitMix64;
 
 /// The line that opens the guidance block in an instruction.
 pub const GUIDANCE_HEADER: &str = "Field guidance:";

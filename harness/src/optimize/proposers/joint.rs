@@ -26,8 +26,8 @@ use crate::optimize::events::Observer;
 use crate::optimize::log::RunLog;
 use crate::optimize::prompt::{Demo, Prompt};
 use crate::optimize::OptimizeError;
-use crate::rng::SplitMix64;
 use crate::task::{Example, MatchRule, Task};
+use engines::SplitMix64;
 
 /// One component's record: the sum and count of the train means of candidates holding it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -12,7 +12,7 @@ use crate::optimize::log::RunLog;
 use crate::optimize::prompt::{sha256_hex, Prompt};
 use crate::optimize::records::{ProposalEntry, Spend};
 use crate::optimize::OptimizeError;
-use crate::rng::SplitMix64;
+use engines::SplitMix64;
 
 /// Live optimizer calls that may fail in a row (after their own retries) before the run stops.
 pub const MAX_FAILED_CALLS_IN_ROW: usize = 3;

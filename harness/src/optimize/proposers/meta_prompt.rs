@@ -66,7 +66,7 @@ pub fn minibatch<'a>(train: &'a [Example], records: &'a [ExampleRecord], n: usiz
     if failing.len() <= n {
         return failing;
     }
-    let mut picks = crate::rng::SplitMix64::new(seed).sample_indices(failing.len(), n);
+    let mut picks = engines::SplitMix64::new(seed).sample_indices(failing.len(), n);
     picks.sort_unstable();
     picks.into_iter().map(|i| failing[i].clone()).collect()
 }

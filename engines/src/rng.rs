@@ -1,5 +1,6 @@
-//! A small seeded random stream (SplitMix64): enough for drawing demo subsets and bootstrap
-//! resamples reproducibly, without a dependency. Not for anything security-related.
+//! A small seeded random stream (SplitMix64): enough for sampling tokens, drawing demo subsets
+//! and bootstrap resamples reproducibly, without a dependency, and the one such stream of the
+//! workspace (the harness uses it too). Not for anything security-related.
 
 /// `SplitMix64` (Steele, Lea, Flood 2014): a 64-bit state advanced by a constant, then mixed.
 #[derive(Debug, Clone)]
@@ -29,6 +30,11 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `0..n` (`n` > 0), by rejection so that no value is favoured.
