@@ -16,12 +16,7 @@ use super::leakage::Guard;
 use super::log::RunLog;
 use super::outcome::{Rejection, Verdict};
 use super::prompt::Prompt;
-use super::proposers::demos::DemosProposer;
-use super::proposers::edits::EditsProposer;
-use super::proposers::joint::JointProposer;
-use super::proposers::llm::LlmProposer;
-use super::proposers::merge::MergeProposer;
-use super::proposers::{Clock, Context, Proposed, Proposer};
+use super::proposers::{Clock, Context, Proposed, Proposer, Registry};
 use super::racing;
 use super::records::{CandidateEntry, DecisionEntry, FinalEntry, GateEntry, IdScore, LogRecord, Spend, SplitRow};
 use super::OptimizeError;
@@ -79,24 +74,12 @@ pub fn run(
     };
     let evaluator = Evaluator::new(target, engine_key);
     let train_texts = setup.task.split("train")?.examples.iter().map(|e| e.text.as_str());
-    let llm = search.needs_llm().then(|| LlmProposer::new(optimizer, setup.price, search));
     let mut lp = Loop {
         s: setup,
         log,
         obs: observer,
         evaluator,
-        picks: Offline {
-            demos: DemosProposer {
-                candidates: search.candidates,
-                k: search.demos,
-                seed: search.seed,
-                excerpt: search.demo_excerpt,
-            },
-            edits: EditsProposer { candidates: search.candidates, seed: search.seed },
-            merge: MergeProposer,
-            joint: JointProposer::seeded(search.candidates, search.demos, search.seed),
-        },
-        llm,
+        proposers: Registry::new(search, optimizer, setup.price),
         guard: Guard::new(train_texts, search.leak_ngram, search.leak_threshold),
         rule: GateRule { accept: search.accept, confidence: search.confidence, seed: search.seed, dev_margin: search.dev_margin },
         idle_spend: Spend { cost_usd: setup.price.map(|_| 0.0), ..Spend::default() },
@@ -112,8 +95,7 @@ struct Loop<'a, 'l> {
     log: &'l mut RunLog,
     obs: &'l mut dyn Observer,
     evaluator: Evaluator<'a>,
-    picks: Offline,
-    llm: Option<LlmProposer>,
+    proposers: Registry,
     guard: Guard,
     rule: GateRule,
     /// The spend when no LLM proposer runs.
@@ -141,16 +123,14 @@ impl Loop<'_, '_> {
         let task = self.s.task;
         let train = limit(&task.split("train")?.examples, opts.limit_train);
         let dev = limit(&task.split("dev")?.examples, opts.limit_dev);
+        let test_len = task.splits.get("test").map_or(0, |t| limit(&t.examples, opts.limit_test).len());
 
         let baseline = Prompt::new(task.prompt.clone(), task.framing.clone());
         self.seen.insert(baseline.sha256());
         self.write_best(&baseline)?;
         let base_train = self.evaluate(&baseline, "train", train)?;
         let base_dev = self.evaluate(&baseline, "dev", dev)?;
-        if let Some(llm) = self.llm.as_mut() {
-            llm.scored(&baseline, mean_score(&base_train));
-        }
-        self.picks.joint.scored(&baseline, mean_score(&base_train));
+        self.proposers.scored(&baseline, mean_score(&base_train));
         let mut cur = Current { prompt: baseline.clone(), train: base_train.clone(), dev: base_dev.clone() };
         // Every prompt scored on all of train, the baseline first: the Pareto frontier's pool.
         let mut pool = vec![Member { prompt: baseline.clone(), train: base_train.clone() }];
@@ -162,160 +142,215 @@ impl Loop<'_, '_> {
         let min_detectable_gain = gate::min_detectable_gain(&self.rule, train.len());
         tracing::info!(train = train.len(), ?min_detectable_gain, "the gate's power");
         self.obs.event(&Event::Power { train: train.len(), min_detectable_gain });
-        let test_len = task.splits.get("test").map_or(0, |t| limit(&t.examples, opts.limit_test).len());
 
         for it in 0..opts.max_iterations {
             self.progress(it, &cur);
-            if let Some(reason) = self.clock.time_up() {
+            if let Some(reason) = self.out_of_budget(train.len(), dev.len(), test_len) {
                 stopped_by = reason;
-                break;
-            }
-            let used = self.log.evals_logged();
-            if let (Some(cap), false) = (opts.max_evals, opts.next_iteration_fits(used, train.len(), dev.len(), test_len)) {
-                stopped_by = format!(
-                    "eval budget {cap}: {used} used, and another iteration could take {} evaluations, and baseline and best on test {}",
-                    opts.candidates * train.len() + dev.len(),
-                    2 * test_len
-                );
                 break;
             }
             iterations = it + 1;
             let kind = opts.proposer.at(it);
-            // With --search pareto the proposals start from a frontier member; the gate below
-            // still compares with the incumbent.
-            let parent = match opts.search {
-                SearchMode::Greedy => None,
-                SearchMode::Pareto => Some(frontier::pick_parent(&pool, opts.seed, it)).filter(|&m| pool[m].prompt != cur.prompt),
-            };
-            let (current, current_train) = match parent {
-                Some(m) => (&pool[m].prompt, pool[m].train.as_slice()),
-                None => (&cur.prompt, cur.train.as_slice()),
-            };
-            let ctx = Context {
-                iteration: it,
-                kind,
-                task,
-                current,
-                current_train,
-                pool: &pool,
-                seen: &self.seen,
-                train,
-                clock: self.clock,
-            };
-            let mut proposed = pick(&mut self.picks, &mut self.llm, kind, self.s.config)?.propose(&ctx, self.log, self.obs)?;
-            if let Some(m) = parent {
-                let sha = pool[m].prompt.sha256();
-                for c in &mut proposed.candidates {
-                    c.parent_sha256.get_or_insert_with(|| sha.clone());
-                }
-            }
-            let (finalists, scored_fully) = self.candidates(it, kind, &proposed, &cur, &baseline, train)?;
+            let proposed = self.propose(it, kind, &cur, &pool, train)?;
+            let (finalist, scored_fully) = self.candidates(it, kind, &proposed, &cur, &baseline, train)?;
             for m in scored_fully {
                 if pool.iter().all(|p| p.prompt != m.prompt) {
                     pool.push(m);
                 }
             }
-            let Some((index, cand, cand_train, cand_tokens)) = finalists else {
-                let why = self.proposer(kind)?.exhausted(&proposed);
-                if why.is_some() && !exhausted.contains(&kind) {
-                    exhausted.push(kind);
-                }
-                let all_exhausted = opts.proposer.0.iter().all(|k| exhausted.contains(k));
-                let (verdict, reason) = match why {
-                    Some(why) if all_exhausted => {
-                        let reason = format!("stopped: {why}");
-                        (Verdict::Stopped { by: proposed.stop.clone().unwrap_or_else(|| reason.clone()) }, reason)
+            let stop = match finalist {
+                None => self.no_candidate(it, kind, &proposed, &mut exhausted)?,
+                Some(finalist) => {
+                    if let Some(next) = self.gate(it, finalist, &cur, dev)? {
+                        cur = next;
+                        accepted += 1;
+                        exhausted.clear();
+                        self.write_best(&cur.prompt)?;
                     }
-                    Some(why) => (
-                        Verdict::NoCandidate { failed_calls: proposed.failed },
-                        format!("rejected: no candidate ({why}); the other proposers of the schedule go on"),
-                    ),
-                    None => (
-                        Verdict::NoCandidate { failed_calls: proposed.failed },
-                        format!("rejected: no usable candidate ({} optimizer calls failed)", proposed.failed),
-                    ),
-                };
-                let stop = match &verdict {
-                    Verdict::Stopped { by } => Some(by.clone()),
-                    _ => None,
-                };
-                self.decide(DecisionEntry {
-                    iteration: it,
-                    candidate: None,
-                    prompt_sha256: None,
-                    accepted: false,
-                    verdict,
-                    reason,
-                    train: None,
-                    dev: None,
-                })?;
-                if let Some(by) = stop {
-                    stopped_by = by;
-                    break;
+                    proposed.stop.clone()
                 }
-                continue;
             };
-            let train_gate = gate::compare(&self.rule, &scores(&cand_train), &scores(&cur.train), "train-gate", it);
-            let mut decision = DecisionEntry {
-                iteration: it,
-                candidate: Some(index),
-                prompt_sha256: Some(cand.sha256()),
-                accepted: false,
-                verdict: Verdict::NoTrainGain,
-                reason: gate::no_gain_reason(&train_gate),
-                train: Some(train_gate.clone()),
-                dev: None,
-            };
-            if gate::gains(&train_gate) {
-                let cand_dev = self.evaluate(&cand, "dev", dev)?;
-                let dev_gate = gate::compare(&self.rule, &scores(&cand_dev), &scores(&cur.dev), "dev-gate", it);
-                if gate::overfits(&dev_gate, self.rule.dev_margin) {
-                    decision.verdict = Verdict::Overfit;
-                    decision.reason = gate::overfit_reason(&dev_gate, self.rule.dev_margin);
-                } else {
-                    decision.verdict = Verdict::Accepted;
-                    decision.accepted = true;
-                    decision.reason = "accepted".into();
-                    cur = Current { prompt: cand, train: cand_train, dev: cand_dev };
-                    accepted += 1;
-                    exhausted.clear();
-                    self.write_best(&cur.prompt)?;
-                }
-                decision.dev = Some(dev_gate);
-            } else if let Some(was) = self.shorter_within_noise(&train_gate, cand_tokens, &cur.prompt)? {
-                // No gain the gate can confirm, no loss on train either, and cheaper: kept if
-                // dev does not fall at all (no margin: quality is never traded for tokens).
-                let cand_dev = self.evaluate(&cand, "dev", dev)?;
-                let dev_gate = gate::compare(&self.rule, &scores(&cand_dev), &scores(&cur.dev), "dev-gate", it);
-                if gate::overfits(&dev_gate, 0.0) {
-                    decision.reason = format!(
-                        "{}; {cand_tokens} prompt tokens instead of {was}, but lower on dev (dev mean {:.4} vs {:.4})",
-                        decision.reason, dev_gate.candidate_mean, dev_gate.current_mean
-                    );
-                } else {
-                    decision.verdict = Verdict::Shorter { tokens: cand_tokens, was };
-                    decision.accepted = true;
-                    decision.reason =
-                        format!("accepted: as good on train and dev with {cand_tokens} prompt tokens instead of {was}");
-                    cur = Current { prompt: cand, train: cand_train, dev: cand_dev };
-                    accepted += 1;
-                    exhausted.clear();
-                    self.write_best(&cur.prompt)?;
-                }
-                decision.dev = Some(dev_gate);
-            }
-            self.decide(decision)?;
-            if let Some(stop) = proposed.stop {
-                stopped_by = stop;
+            if let Some(by) = stop {
+                stopped_by = by;
                 break;
             }
         }
         self.progress(iterations, &cur);
+        self.finish(&baseline, &cur, (base_train, base_dev), (iterations, accepted), stopped_by, min_detectable_gain)
+    }
 
+    /// Why the loop stops before another iteration (the time budget, or `--max-evals` counted
+    /// in evaluations actually run), or `None`.
+    fn out_of_budget(&self, train: usize, dev: usize, test: usize) -> Option<String> {
+        let opts = &self.s.config.search;
+        if let Some(reason) = self.clock.time_up() {
+            return Some(reason);
+        }
+        let used = self.log.evals_logged();
+        let cap = opts.max_evals.filter(|_| !opts.next_iteration_fits(used, train, dev, test))?;
+        Some(format!(
+            "eval budget {cap}: {used} used, and another iteration could take {} evaluations, and baseline and best on test {}",
+            opts.candidates * train + dev,
+            2 * test
+        ))
+    }
+
+    /// The iteration's proposal: from the current prompt, or with `--search pareto` from a
+    /// frontier member (the gate still compares with the incumbent), its parent recorded.
+    fn propose(
+        &mut self,
+        it: usize,
+        kind: ProposerKind,
+        cur: &Current,
+        pool: &[Member],
+        train: &[Example],
+    ) -> Result<Proposed, OptimizeError> {
+        let opts = &self.s.config.search;
+        let parent = match opts.search {
+            SearchMode::Greedy => None,
+            SearchMode::Pareto => Some(frontier::pick_parent(pool, opts.seed, it)).filter(|&m| pool[m].prompt != cur.prompt),
+        };
+        let (current, current_train) = match parent {
+            Some(m) => (&pool[m].prompt, pool[m].train.as_slice()),
+            None => (&cur.prompt, cur.train.as_slice()),
+        };
+        let ctx = Context {
+            iteration: it,
+            kind,
+            task: self.s.task,
+            current,
+            current_train,
+            pool,
+            seen: &self.seen,
+            train,
+            clock: self.clock,
+        };
+        let mut proposed = self.proposers.get(kind)?.propose(&ctx, self.log, self.obs)?;
+        if let Some(m) = parent {
+            let sha = pool[m].prompt.sha256();
+            for c in &mut proposed.candidates {
+                c.parent_sha256.get_or_insert_with(|| sha.clone());
+            }
+        }
+        Ok(proposed)
+    }
+
+    /// An iteration without a finalist: logs its decision and returns why the loop stops, when
+    /// every proposer of the schedule has run out.
+    fn no_candidate(
+        &mut self,
+        it: usize,
+        kind: ProposerKind,
+        proposed: &Proposed,
+        exhausted: &mut Vec<ProposerKind>,
+    ) -> Result<Option<String>, OptimizeError> {
+        let why = self.proposer(kind)?.exhausted(proposed);
+        if why.is_some() && !exhausted.contains(&kind) {
+            exhausted.push(kind);
+        }
+        let all_exhausted = self.s.config.search.proposer.0.iter().all(|k| exhausted.contains(k));
+        let (verdict, reason) = match why {
+            Some(why) if all_exhausted => {
+                let reason = format!("stopped: {why}");
+                (Verdict::Stopped { by: proposed.stop.clone().unwrap_or_else(|| reason.clone()) }, reason)
+            }
+            Some(why) => (
+                Verdict::NoCandidate { failed_calls: proposed.failed },
+                format!("rejected: no candidate ({why}); the other proposers of the schedule go on"),
+            ),
+            None => (
+                Verdict::NoCandidate { failed_calls: proposed.failed },
+                format!("rejected: no usable candidate ({} optimizer calls failed)", proposed.failed),
+            ),
+        };
+        let stop = match &verdict {
+            Verdict::Stopped { by } => Some(by.clone()),
+            _ => None,
+        };
+        self.decide(DecisionEntry {
+            iteration: it,
+            candidate: None,
+            prompt_sha256: None,
+            accepted: false,
+            verdict,
+            reason,
+            train: None,
+            dev: None,
+        })?;
+        Ok(stop)
+    }
+
+    /// The gate on the iteration's finalist: a confirmed gain on train and no loss on dev
+    /// (accepted), or, without a confirmed gain, a train mean no lower with fewer prompt tokens
+    /// and a dev mean no lower at all (kept as shorter). Logs the decision; returns the new
+    /// current prompt when it is kept.
+    fn gate(&mut self, it: usize, finalist: Finalist, cur: &Current, dev: &[Example]) -> Result<Option<Current>, OptimizeError> {
+        let (index, cand, cand_train, cand_tokens) = finalist;
+        let train_gate = gate::compare(&self.rule, &scores(&cand_train), &scores(&cur.train), "train-gate", it);
+        let mut decision = DecisionEntry {
+            iteration: it,
+            candidate: Some(index),
+            prompt_sha256: Some(cand.sha256()),
+            accepted: false,
+            verdict: Verdict::NoTrainGain,
+            reason: gate::no_gain_reason(&train_gate),
+            train: Some(train_gate.clone()),
+            dev: None,
+        };
+        let gains = gate::gains(&train_gate);
+        // No gain the gate can confirm, no loss on train either, and cheaper: kept if dev does
+        // not fall at all (no margin: quality is never traded for tokens).
+        let shorter = if gains { None } else { self.shorter_within_noise(&train_gate, cand_tokens, &cur.prompt)? };
+        let mut kept = None;
+        if gains || shorter.is_some() {
+            let cand_dev = self.evaluate(&cand, "dev", dev)?;
+            let dev_gate = gate::compare(&self.rule, &scores(&cand_dev), &scores(&cur.dev), "dev-gate", it);
+            let margin = if gains { self.rule.dev_margin } else { 0.0 };
+            match (gate::overfits(&dev_gate, margin), shorter) {
+                (true, None) => {
+                    decision.verdict = Verdict::Overfit;
+                    decision.reason = gate::overfit_reason(&dev_gate, margin);
+                }
+                (true, Some(was)) => {
+                    decision.reason = format!(
+                        "{}; {cand_tokens} prompt tokens instead of {was}, but lower on dev (dev mean {:.4} vs {:.4})",
+                        decision.reason, dev_gate.candidate_mean, dev_gate.current_mean
+                    );
+                }
+                (false, shorter) => {
+                    (decision.verdict, decision.reason) = match shorter {
+                        None => (Verdict::Accepted, "accepted".into()),
+                        Some(was) => (
+                            Verdict::Shorter { tokens: cand_tokens, was },
+                            format!("accepted: as good on train and dev with {cand_tokens} prompt tokens instead of {was}"),
+                        ),
+                    };
+                    decision.accepted = true;
+                    kept = Some(Current { prompt: cand, train: cand_train, dev: cand_dev });
+                }
+            }
+            decision.dev = Some(dev_gate);
+        }
+        self.decide(decision)?;
+        Ok(kept)
+    }
+
+    /// Baseline against best on every split (test only now, once), the `final` record, and the
+    /// run's outcome.
+    fn finish(
+        &mut self,
+        baseline: &Prompt,
+        cur: &Current,
+        (base_train, base_dev): (Vec<ExampleRecord>, Vec<ExampleRecord>),
+        (iterations, accepted): (usize, usize),
+        stopped_by: String,
+        min_detectable_gain: Option<f64>,
+    ) -> Result<Outcome, OptimizeError> {
+        let task = self.s.task;
         let mut rows = vec![row("train", &base_train, &cur.train), row("dev", &base_dev, &cur.dev)];
         if let Some(test) = task.splits.get("test") {
-            let test = limit(&test.examples, opts.limit_test);
-            let base_test = self.evaluate(&baseline, "test", test)?;
+            let test = limit(&test.examples, self.s.config.search.limit_test);
+            let base_test = self.evaluate(baseline, "test", test)?;
             let best_test = self.evaluate(&cur.prompt, "test", test)?;
             rows.push(row("test", &base_test, &best_test));
         }
@@ -327,21 +362,25 @@ impl Loop<'_, '_> {
             best_demo_ids: cur.prompt.demo_ids(),
             stopped_by,
             min_detectable_gain,
-            prompt_tokens: Some((self.prompt_tokens(&baseline)?, self.prompt_tokens(&cur.prompt)?)),
+            prompt_tokens: Some((self.prompt_tokens(baseline)?, self.prompt_tokens(&cur.prompt)?)),
             spend: self.spend().clone(),
             rows,
         };
         self.log.emit(&LogRecord::Final(summary.clone()))?;
-        let calls_made = self.llm.as_ref().map_or(0, LlmProposer::calls_made);
-        Ok(Outcome { summary, best_prompt: cur.prompt.text(), evals_run: self.log.evals_run(), calls_made })
+        Ok(Outcome {
+            summary,
+            best_prompt: cur.prompt.text(),
+            evals_run: self.log.evals_run(),
+            calls_made: self.proposers.calls_made(),
+        })
     }
 
     fn proposer(&mut self, kind: ProposerKind) -> Result<&mut dyn Proposer, OptimizeError> {
-        pick(&mut self.picks, &mut self.llm, kind, self.s.config)
+        self.proposers.get(kind)
     }
 
     fn spend(&self) -> &Spend {
-        self.llm.as_ref().map_or(&self.idle_spend, LlmProposer::spend)
+        self.proposers.spend().unwrap_or(&self.idle_spend)
     }
 
     /// Screens the iteration's candidates (leakage, duplicates), races the rest on train, logs
@@ -425,11 +464,8 @@ impl Loop<'_, '_> {
         for (i, (entry, cand)) in entries.into_iter().enumerate() {
             let index = entry.index;
             if !entry.scores.is_empty() {
-                self.proposer(kind)?.scored(&cand, entry.train_mean);
-                // The joint search learns from every scored candidate, whoever proposed it.
-                if kind != ProposerKind::Joint {
-                    self.picks.joint.scored(&cand, entry.train_mean);
-                }
+                // Every proposer learns from every scored candidate, whoever proposed it.
+                self.proposers.scored(&cand, entry.train_mean);
             }
             self.candidate(entry)?;
             if result.finalists.contains(&i) {
@@ -532,36 +568,6 @@ impl Loop<'_, '_> {
             fs_err::rename(&tmp, &path)
         };
         write().map_err(|error| OptimizeError::Write { path: path.clone(), error })
-    }
-}
-
-/// The proposers that need no LLM.
-struct Offline {
-    demos: DemosProposer,
-    edits: EditsProposer,
-    merge: MergeProposer,
-    joint: JointProposer,
-}
-
-/// The proposer of `kind`: the LLM proposer serves `rewrite` and `opro`.
-fn pick<'p>(
-    offline: &'p mut Offline,
-    llm: &'p mut Option<LlmProposer>,
-    kind: ProposerKind,
-    config: &RunConfig,
-) -> Result<&'p mut dyn Proposer, OptimizeError> {
-    match kind {
-        ProposerKind::Demos => Ok(&mut offline.demos),
-        ProposerKind::Edits => Ok(&mut offline.edits),
-        ProposerKind::Merge => Ok(&mut offline.merge),
-        ProposerKind::Joint => Ok(&mut offline.joint),
-        ProposerKind::Rewrite | ProposerKind::Opro | ProposerKind::Reflect => match llm.as_mut() {
-            Some(llm) => Ok(llm),
-            None => Err(OptimizeError::Optimizer {
-                optimizer: config.search.optimizer.to_string(),
-                message: format!("proposer `{}` needs an optimizer model (--optimizer)", kind.as_str()),
-            }),
-        },
     }
 }
 

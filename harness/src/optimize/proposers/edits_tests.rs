@@ -207,8 +207,7 @@ fn common_words_are_learned_from_the_documents_and_seeds_order_equal_edits() {
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let date =
-                text.split(|c: char| c == ' ' || c == ',' || c == '.').find(|w| w.len() == 10 && w.starts_with('2')).unwrap();
+            let date = text.split([' ', ',', '.']).find(|w| w.len() == 10 && w.starts_with('2')).unwrap();
             scored(
                 &task,
                 &format!("d{i}"),

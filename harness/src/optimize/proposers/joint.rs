@@ -268,7 +268,9 @@ mod tests {
         let lines: String = labels
             .iter()
             .enumerate()
-            .map(|(i, l)| format!("{{\"id\":\"c{i}\",\"text\":\"t{i}\",\"expected\":{{\"label\":\"{l}\"}}}}\n"))
+            .map(|(i, l)| {
+                serde_json::json!({"id": format!("c{i}"), "text": format!("t{i}"), "expected": {"label": l}}).to_string() + "\n"
+            })
             .collect();
         std::fs::write(p.join("t.jsonl"), lines).unwrap();
         let task = Task::load(p).unwrap();

@@ -88,6 +88,92 @@ pub trait Proposer {
     fn scored(&mut self, _prompt: &Prompt, _train_mean: f64) {}
 }
 
+/// Every proposer of a run, built in one place from the search options: adding a proposer is
+/// one arm of [`Registry::new`]'s table (and its [`ProposerKind`]). The LLM proposer serves
+/// `rewrite`, `opro` and `reflect` (one client, one spend); the offline ones are built only when
+/// the schedule names them.
+pub struct Registry {
+    offline: Vec<(ProposerKind, Box<dyn Proposer>)>,
+    llm: Option<llm::LlmProposer>,
+    optimizer: String,
+}
+
+impl Registry {
+    /// The proposers `opts.proposer` schedules; `optimizer` is the LLM proposers' client.
+    pub fn new(
+        opts: &crate::config::SearchOptions,
+        optimizer: Option<Box<dyn crate::llm::Optimizer>>,
+        price: Option<crate::llm::prices::Price>,
+    ) -> Self {
+        let mut offline: Vec<(ProposerKind, Box<dyn Proposer>)> = Vec::new();
+        // `joint` learns from every scored prompt, so it is kept whenever it is scheduled.
+        for &kind in &opts.proposer.0 {
+            if offline.iter().any(|(k, _)| *k == kind) {
+                continue;
+            }
+            let p: Box<dyn Proposer> = match kind {
+                ProposerKind::Demos => Box::new(demos::DemosProposer {
+                    candidates: opts.candidates,
+                    k: opts.demos,
+                    seed: opts.seed,
+                    excerpt: opts.demo_excerpt,
+                }),
+                ProposerKind::Edits => Box::new(edits::EditsProposer { candidates: opts.candidates, seed: opts.seed }),
+                ProposerKind::Merge => Box::new(merge::MergeProposer),
+                ProposerKind::Joint => Box::new(joint::JointProposer::seeded(opts.candidates, opts.demos, opts.seed)),
+                ProposerKind::Rewrite | ProposerKind::Opro | ProposerKind::Reflect => continue,
+            };
+            offline.push((kind, p));
+        }
+        let llm = opts.needs_llm().then(|| llm::LlmProposer::new(optimizer, price, opts));
+        Registry { offline, llm, optimizer: opts.optimizer.to_string() }
+    }
+
+    /// The proposer of `kind`.
+    ///
+    /// # Errors
+    /// An LLM proposer without an optimizer model.
+    pub fn get(&mut self, kind: ProposerKind) -> Result<&mut dyn Proposer, OptimizeError> {
+        if kind.needs_llm() {
+            return match self.llm.as_mut() {
+                Some(llm) => Ok(llm),
+                None => Err(OptimizeError::Optimizer {
+                    optimizer: self.optimizer.clone(),
+                    message: format!("proposer `{}` needs an optimizer model (--optimizer)", kind.as_str()),
+                }),
+            };
+        }
+        match self.offline.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, p)) => Ok(p.as_mut()),
+            None => Err(OptimizeError::Optimizer {
+                optimizer: self.optimizer.clone(),
+                message: format!("proposer `{}` is not in the schedule", kind.as_str()),
+            }),
+        }
+    }
+
+    /// Tells every proposer that `prompt` scored `train_mean` on train (all of it or a racing
+    /// rung), whoever proposed it.
+    pub fn scored(&mut self, prompt: &Prompt, train_mean: f64) {
+        for (_, p) in &mut self.offline {
+            p.scored(prompt, train_mean);
+        }
+        if let Some(llm) = self.llm.as_mut() {
+            llm.scored(prompt, train_mean);
+        }
+    }
+
+    /// The LLM proposers' spend, when one runs.
+    pub fn spend(&self) -> Option<&crate::optimize::records::Spend> {
+        self.llm.as_ref().map(llm::LlmProposer::spend)
+    }
+
+    /// Optimizer calls made by this process.
+    pub fn calls_made(&self) -> usize {
+        self.llm.as_ref().map_or(0, llm::LlmProposer::calls_made)
+    }
+}
+
 /// The wall-clock budget of one process.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
