@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use harness::init::{self, Fields, InitError, InitOptions, Sizes};
+use harness::task::MatchRule;
 
 use super::InputError;
 
@@ -80,21 +81,11 @@ pub fn run(args: &InitArgs, quiet: bool) -> anyhow::Result<()> {
     let origin = if report.schema_given { "given" } else { "inferred" };
     println!("fields ({origin} schema):");
     for (plan, spec) in report.fields.iter().zip(&task.fields) {
-        println!("  {:<24} {:<32} match {}", spec.name, init::describe(plan), rule_name(spec.rule));
+        let order = if matches!(spec.rule, MatchRule::Date { day_first: true }) { " (day first)" } else { "" };
+        println!("  {:<24} {:<32} match {}{order}", spec.name, init::describe(plan), spec.rule.name());
     }
     println!("\nnext:");
     println!("  promptloop eval --task {dir} --split dev");
     println!("  promptloop optimize --task {dir} --out runs/{}", task.name);
     Ok(())
-}
-
-fn rule_name(rule: harness::task::MatchRule) -> &'static str {
-    use harness::task::MatchRule;
-    match rule {
-        MatchRule::Exact => "exact",
-        MatchRule::Date => "date",
-        MatchRule::Enum => "enum",
-        MatchRule::Number { .. } => "number",
-        MatchRule::List { .. } => "list",
-    }
 }

@@ -94,7 +94,7 @@ fn cuad_mini_round_trips() {
     assert_eq!(names, ["document_name", "parties", "agreement_date", "governing_law"], "the file's key order");
     let rule = |n: &str| task.field(n).unwrap().rule;
     assert_eq!(rule("parties"), MatchRule::List { fuzzy: 0.85 });
-    assert_eq!(rule("agreement_date"), MatchRule::Date);
+    assert_eq!(rule("agreement_date"), MatchRule::Date { day_first: false });
     assert_eq!(rule("document_name"), MatchRule::Exact);
     assert_eq!(rule("governing_law"), MatchRule::Exact);
     assert_eq!(task.framing.label(), "Document");
