@@ -15,7 +15,11 @@ pub struct InitArgs {
     /// The task directory to write (created when missing).
     pub dir: PathBuf,
     /// The examples: JSON Lines, one record per line, or a CSV file (`.csv`) whose gold column
-    /// holds the gold object as JSON.
+    /// holds the gold object as JSON. Each field's matcher is inferred from its gold values:
+    /// `number` for numbers and numeric text ("12.50", "$1,200"), `enum` for a few repeated
+    /// values, `date` (with `day-first = true` when the gold dates read day first), `text` (word
+    /// similarity, fuzzy = 0.8) for free text of several words such as names and addresses,
+    /// `list` for arrays, `exact` for codes, ids and single words. See docs/tasks.md.
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
     /// Field (CSV: column) holding the input text.
