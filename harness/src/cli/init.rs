@@ -1,6 +1,6 @@
 //! `promptloop init DIR --from examples.jsonl`: a task directory from the user's own examples
-//! (JSON Lines or CSV), checked as `eval` checks it, and the commands that evaluate and optimize
-//! it. The work is done by `harness::init`.
+//! (JSON Lines or CSV), checked as `eval` checks it, its eval-set health warnings (stderr), and
+//! the commands that evaluate and optimize it. The work is done by `harness::init`.
 
 use std::path::PathBuf;
 
@@ -19,7 +19,9 @@ pub struct InitArgs {
     /// `number` for numbers and numeric text ("12.50", "$1,200"), `enum` for a few repeated
     /// values, `date` (with `day-first = true` when the gold dates read day first), `text` (word
     /// similarity, fuzzy = 0.8) for free text of several words such as names and addresses,
-    /// `list` for arrays, `exact` for codes, ids and single words. See docs/tasks.md.
+    /// `list` for arrays, `exact` for codes, ids and single words. Eval-set health warnings
+    /// (labels missing from train, splits too small for the gate, texts in two splits, fields
+    /// nearly always null) go to stderr. See docs/tasks.md.
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
     /// Field (CSV: column) holding the input text.
@@ -88,6 +90,7 @@ pub fn run(args: &InitArgs, quiet: bool) -> anyhow::Result<()> {
         let order = if matches!(spec.rule, MatchRule::Date { day_first: true }) { " (day first)" } else { "" };
         println!("  {:<24} {:<32} match {}{order}", spec.name, init::describe(plan), spec.rule.name());
     }
+    super::eval::print_health(task);
     println!("\nnext:");
     println!("  promptloop eval --task {dir} --split dev");
     println!("  promptloop optimize --task {dir} --out runs/{}", task.name);

@@ -42,6 +42,7 @@ mod config;
 mod data;
 mod error;
 mod framing;
+pub mod health;
 mod jsonl;
 pub(crate) mod read;
 #[cfg(test)]

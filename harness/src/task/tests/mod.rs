@@ -200,10 +200,12 @@ fn date_order_comes_from_the_gold_unless_given() {
     f.write("train.jsonl", format!("{}\n{}\n", with_date("t1", "01/02/2010"), with_date("t2", "2010-01-05")));
     f.write("dev.jsonl", format!("{}\n", with_date("d1", "25/03/2010")));
     assert_eq!(f.load().unwrap().field("start_date").unwrap().rule, MatchRule::Date { day_first: true });
-    // Given explicitly, the gold does not override it.
+    // Given explicitly, the gold does not override it (health warns instead).
     f.toml_with("\n[fields.start_date]\nday-first = false\n");
     let task = f.load().unwrap();
     assert_eq!(task.field("start_date").unwrap().rule, MatchRule::Date { day_first: false });
+    let warnings = super::health::check(&task, &super::health::HealthOptions::default());
+    assert!(warnings.iter().any(|w| matches!(w, super::health::Warning::DateOrder { against: 1, .. })), "{warnings:?}");
     // Month-first proof, or ambiguous dates only: month first.
     f.toml_with("");
     f.write("dev.jsonl", format!("{}\n", with_date("d1", "03/25/2010")));
