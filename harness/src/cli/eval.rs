@@ -1,4 +1,5 @@
-//! `promptloop eval`: one pass of a prompt over one split, with a table or JSON summary.
+//! `promptloop eval`: one pass of a prompt over one split, with a table or JSON summary, after
+//! the task's eval-set health warnings (stderr; `health` in the JSON summary).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use harness::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
 use harness::summary::{Labels, Summary};
+use harness::task::health::{self, HealthOptions};
 use harness::task::Task;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -57,6 +59,10 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let task = Task::load(&args.on.task)?;
     let split = task.split(&args.on.split)?;
+    let health = health::check(&task, &HealthOptions::default());
+    if !quiet && !args.json {
+        print_warnings(&health);
+    }
     let examples = match args.on.limit {
         Some(n) => &split.examples[..n.min(split.examples.len())],
         None => &split.examples[..],
@@ -108,7 +114,11 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
     let summary = Summary::new(&labels, &task.fields, &records, wall_ms);
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+        let mut json = serde_json::to_value(&summary)?;
+        if let Some(map) = json.as_object_mut() {
+            map.insert("health".into(), health.iter().map(health::Warning::to_json).collect());
+        }
+        writeln!(stdout, "{}", serde_json::to_string(&json)?)?;
     } else {
         write!(stdout, "{}", summary.table())?;
         if let Some(out) = &args.out {
@@ -116,6 +126,17 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The task's eval-set health warnings, one `warning:` line each on stderr.
+pub(super) fn print_health(task: &Task) {
+    print_warnings(&health::check(task, &HealthOptions::default()));
+}
+
+fn print_warnings(warnings: &[health::Warning]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 /// The outputs of an `eval --out` file by example id; a bad line is an input error naming it.

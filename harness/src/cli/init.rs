@@ -1,11 +1,12 @@
 //! `promptloop init DIR --from examples.jsonl`: a task directory from the user's own examples
-//! (JSON Lines or CSV), checked as `eval` checks it, and the commands that evaluate and optimize
-//! it. The work is done by `harness::init`.
+//! (JSON Lines or CSV), checked as `eval` checks it, its eval-set health warnings (stderr), and
+//! the commands that evaluate and optimize it. The work is done by `harness::init`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use harness::init::{self, Fields, InitError, InitOptions, Sizes};
+use harness::task::MatchRule;
 
 use super::InputError;
 
@@ -14,7 +15,13 @@ pub struct InitArgs {
     /// The task directory to write (created when missing).
     pub dir: PathBuf,
     /// The examples: JSON Lines, one record per line, or a CSV file (`.csv`) whose gold column
-    /// holds the gold object as JSON.
+    /// holds the gold object as JSON. Each field's matcher is inferred from its gold values:
+    /// `number` for numbers and numeric text ("12.50", "$1,200"), `enum` for a few repeated
+    /// values, `date` (with `day-first = true` when the gold dates read day first), `text` (word
+    /// similarity, fuzzy = 0.8) for free text of several words such as names and addresses,
+    /// `list` for arrays, `exact` for codes, ids and single words. Eval-set health warnings
+    /// (labels missing from train, splits too small for the gate, texts in two splits, fields
+    /// nearly always null) go to stderr. See docs/tasks.md.
     #[arg(long, value_name = "FILE")]
     pub from: PathBuf,
     /// Field (CSV: column) holding the input text.
@@ -80,21 +87,12 @@ pub fn run(args: &InitArgs, quiet: bool) -> anyhow::Result<()> {
     let origin = if report.schema_given { "given" } else { "inferred" };
     println!("fields ({origin} schema):");
     for (plan, spec) in report.fields.iter().zip(&task.fields) {
-        println!("  {:<24} {:<32} match {}", spec.name, init::describe(plan), rule_name(spec.rule));
+        let order = if matches!(spec.rule, MatchRule::Date { day_first: true }) { " (day first)" } else { "" };
+        println!("  {:<24} {:<32} match {}{order}", spec.name, init::describe(plan), spec.rule.name());
     }
+    super::eval::print_health(task);
     println!("\nnext:");
     println!("  promptloop eval --task {dir} --split dev");
     println!("  promptloop optimize --task {dir} --out runs/{}", task.name);
     Ok(())
-}
-
-fn rule_name(rule: harness::task::MatchRule) -> &'static str {
-    use harness::task::MatchRule;
-    match rule {
-        MatchRule::Exact => "exact",
-        MatchRule::Date => "date",
-        MatchRule::Enum => "enum",
-        MatchRule::Number { .. } => "number",
-        MatchRule::List { .. } => "list",
-    }
 }

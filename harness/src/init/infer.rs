@@ -4,17 +4,25 @@
 //! Per top-level field: its JSON type over all records (integers and other numbers merge to
 //! `number`; two other types are an error naming the record), `null` allowed when the field is
 //! null or absent in some record, and for strings:
+//! - a **number** (matcher `number`) when every value reads as one (`"12.50"`, `"$1,200"`,
+//!   `"15%"`);
 //! - an **enum** when there are 2 to [`MAX_ENUM_VALUES`] distinct values and each is seen at
 //!   least [`MIN_ENUM_COUNT`] times (fewer sightings say too little about the value set);
 //! - a **date** when every value is an ISO `YYYY-MM-DD` date (`"format": "date"`, matcher
-//!   `date`); the `date` matcher alone when at least half are, or the name ends in `date`;
+//!   `date`); the `date` matcher alone when at least half are dates in a common format
+//!   (`03/25/2020`, `March 25, 2020`), or the name ends in `date`. When the gold dates show a
+//!   day-first order (`25/03/2020`), `day-first = true` is written;
+//! - **free text** (matcher `text`, word-level similarity, see
+//!   [`crate::score::matchers::text_similarity`]) when at least half of the values are several
+//!   words with more letters than digits (names, addresses, titles);
 //! - `minLength: 1` when no value is empty.
 //!
 //! Arrays get the type of their items (merged the same way); objects are kept as `object`.
 //!
-//! Matchers: `list` for arrays, `date` for dates, `enum` for enums, `exact` for booleans and
-//! objects, `number` (numeric equality) for numbers, and the default text match (`exact`, which
-//! normalises case, spacing and punctuation) for free text.
+//! Matchers: `list` for arrays, `date` for dates, `enum` for enums, `number` for numbers and
+//! numeric strings, `text` for free text, and `exact` (normalised case, spacing and
+//! punctuation) for booleans, objects and the other strings (one-word values, codes, ids),
+//! where a near miss is a wrong answer.
 
 use std::path::Path;
 
@@ -22,6 +30,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{InitError, Record};
+use crate::score::date::{normalize_date_in, DateOrder, OrderEvidence};
+use crate::score::matchers::parse_number;
 
 /// Most distinct values a string field may have to become an enum.
 pub const MAX_ENUM_VALUES: usize = 8;
@@ -36,6 +46,7 @@ pub enum Matcher {
     Enum,
     Number,
     List,
+    Text,
 }
 
 impl Matcher {
@@ -46,6 +57,7 @@ impl Matcher {
             Matcher::Enum => "enum",
             Matcher::Number => "number",
             Matcher::List => "list",
+            Matcher::Text => "text",
         }
     }
 }
@@ -107,6 +119,7 @@ impl Kind {
 }
 
 /// What was inferred for one field.
+#[allow(clippy::struct_excessive_bools)] // independent facts about the values, not a state
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPlan {
     pub name: String,
@@ -122,6 +135,8 @@ pub struct FieldPlan {
     /// No string value (or array item) is empty.
     pub non_empty: bool,
     pub matcher: Matcher,
+    /// A `date` field whose gold dates read day first (`day-first = true`).
+    pub day_first: bool,
 }
 
 /// A type seen first at some line.
@@ -191,18 +206,29 @@ fn infer_field(name: &str, records: &[Record], path: &Path) -> Result<FieldPlan,
         }
     }
     let kind = seen.map(|s| s.kind);
-    let enum_values = (kind == Some(Kind::String)).then(|| enum_of(&strings)).flatten();
-    let dates = strings.iter().filter(|s| is_iso_date(s)).count();
-    let date_format = kind == Some(Kind::String) && enum_values.is_none() && dates == strings.len() && dates > 0;
-    let date_like = kind == Some(Kind::String)
-        && enum_values.is_none()
-        && ((2 * dates >= strings.len() && dates > 0) || name.ends_with("date"));
+    let is_string = kind == Some(Kind::String);
+    let numeric = is_string && strings.iter().all(|s| parse_number(&Value::String((*s).to_owned())).is_some());
+    let enum_values = (is_string && !numeric).then(|| enum_of(&strings)).flatten();
+    let iso = strings.iter().filter(|s| is_iso_date(s)).count();
+    let date_format = is_string && !numeric && enum_values.is_none() && iso == strings.len() && iso > 0;
+    let dates = strings.iter().filter(|s| is_date(s)).count();
+    let date_like =
+        is_string && !numeric && enum_values.is_none() && ((2 * dates >= strings.len() && dates > 0) || name.ends_with("date"));
     let matcher = match kind {
         Some(Kind::Array) => Matcher::List,
         Some(Kind::Integer | Kind::Number) => Matcher::Number,
+        Some(Kind::String) if numeric => Matcher::Number,
         Some(Kind::String) if enum_values.is_some() => Matcher::Enum,
         Some(Kind::String) if date_like => Matcher::Date,
+        Some(Kind::String) if is_free_text(&strings) => Matcher::Text,
         Some(Kind::Boolean | Kind::Object | Kind::String) | None => Matcher::Exact,
+    };
+    let day_first = matcher == Matcher::Date && {
+        let mut evidence = OrderEvidence::default();
+        for s in &strings {
+            evidence.add(s);
+        }
+        evidence.order() == DateOrder::DayFirst
     };
     Ok(FieldPlan {
         name: name.to_owned(),
@@ -213,7 +239,28 @@ fn infer_field(name: &str, records: &[Record], path: &Path) -> Result<FieldPlan,
         date_format,
         non_empty,
         matcher,
+        day_first,
     })
+}
+
+/// A date in a common format, read either way round (see [`crate::score::date`]).
+fn is_date(s: &str) -> bool {
+    normalize_date_in(s, DateOrder::MonthFirst).is_some() || normalize_date_in(s, DateOrder::DayFirst).is_some()
+}
+
+/// Free text: at least half of the (non-empty) values are two or more words with more letters
+/// than digits. Single words, codes (`INV-0042`) and numbers are not.
+fn is_free_text(values: &[&str]) -> bool {
+    let values: Vec<&&str> = values.iter().filter(|v| !v.trim().is_empty()).collect();
+    let wordy = values
+        .iter()
+        .filter(|v| {
+            let letters = v.chars().filter(|c| c.is_alphabetic()).count();
+            let digits = v.chars().filter(char::is_ascii_digit).count();
+            v.split_whitespace().count() >= 2 && letters > digits
+        })
+        .count();
+    !values.is_empty() && 2 * wordy >= values.len()
 }
 
 /// The enum values of a string field (see the module docs), in order of first sighting.
@@ -276,6 +323,7 @@ pub fn plans_from_schema(schema: &Value, order: &[String]) -> Vec<FieldPlan> {
                 date_format: p.get("format").and_then(Value::as_str) == Some("date"),
                 non_empty: false,
                 matcher: Matcher::Exact,
+                day_first: false,
             }
         })
         .collect()
@@ -373,6 +421,7 @@ pub fn describe(f: &FieldPlan) -> String {
         (_, Some(values)) => format!("one of {}", values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")),
         (Some(Kind::String), None) if f.date_format => "a date, YYYY-MM-DD".to_owned(),
         (Some(Kind::String), None) if f.matcher == Matcher::Date => "a date (YYYY-MM-DD when complete)".to_owned(),
+        (Some(Kind::String), None) if f.matcher == Matcher::Number => "a number, as text".to_owned(),
         (Some(Kind::Array), _) => match f.items {
             Some(k) => format!("a list of {}s", k.name()),
             None => "a list".to_owned(),

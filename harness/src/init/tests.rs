@@ -94,8 +94,10 @@ fn cuad_mini_round_trips() {
     assert_eq!(names, ["document_name", "parties", "agreement_date", "governing_law"], "the file's key order");
     let rule = |n: &str| task.field(n).unwrap().rule;
     assert_eq!(rule("parties"), MatchRule::List { fuzzy: 0.85 });
-    assert_eq!(rule("agreement_date"), MatchRule::Date);
-    assert_eq!(rule("document_name"), MatchRule::Exact);
+    assert_eq!(rule("agreement_date"), MatchRule::Date { day_first: false });
+    // Contract titles are several words: free text, matched by word similarity (issue 26: `init`
+    // picks the matcher a user would). Governing laws are mostly one word ("Delaware"): exact.
+    assert_eq!(rule("document_name"), MatchRule::Text { fuzzy: crate::task::DEFAULT_TEXT_FUZZY });
     assert_eq!(rule("governing_law"), MatchRule::Exact);
     assert_eq!(task.framing.label(), "Document");
     // The inferred schema accepts every gold object as given, and the texts came through.
@@ -161,7 +163,7 @@ fn infers_types_enums_dates_and_nulls() {
     assert_eq!(plan("amount").matcher, Matcher::Number);
     assert_eq!(plan("tags").matcher, Matcher::List);
     assert_eq!(plan("urgent").matcher, Matcher::Exact);
-    assert_eq!(plan("note").matcher, Matcher::Exact);
+    assert_eq!(plan("note").matcher, Matcher::Text, "several words: free text (was exact before issue 26)");
     let schema: Value = serde_json::from_str(&s.read("schema.json")).unwrap();
     let p = &schema["properties"];
     assert_eq!(p["kind"], json!({"type": "string", "enum": ["lease", "sale"], "description": "one of \"lease\", \"sale\""}));
@@ -272,4 +274,68 @@ fn refuses_to_overwrite_and_checks_a_given_schema() {
     let report = init(&opts).expect("given schema");
     assert!(report.schema_given);
     assert_eq!(s.read("schema.json"), std::fs::read_to_string(&schema).unwrap(), "copied as given");
+}
+
+/// Issue 26's receipts: `init` picks `number` for numeric text, `text` for names and addresses,
+/// `date` (day first when the gold shows it) for dates, and keeps `exact` for codes.
+#[test]
+fn picks_the_matchers_a_user_would() {
+    let s = Scratch::new();
+    let streets = ["Main Street", "High St", "Rue de la Paix", "Baker Street", "Elm Road", "Park Avenue"];
+    let names = ["Joe's Diner", "Cafe Central", "The Corner Shop", "Blue Bottle Coffee", "Green Grocer Ltd", "Pizza Palace"];
+    let towns = ["Springfield", "Shelbyville"];
+    let records: Vec<Value> = (0..12)
+        .map(|i| {
+            let gold = json!({
+                "store": format!("{} {}", names[i % 6], towns[i / 6]),
+                "address": format!("{} {}, Springfield", 10 + i, streets[i % 6]),
+                "total": format!("{}.{:02}", 3 * i + 1, 7 * i % 100),
+                "amount": format!("${},{:03}", i + 1, 250),
+                "date": format!("{}/{:02}/2020", 13 + i, i % 12 + 1),
+                "invoice": format!("INV-{:04}", 100 + i),
+            });
+            json!({"id": format!("r{i}"), "text": format!("receipt {i}"), "expected": gold})
+        })
+        .collect();
+    let from = s.file("receipts.jsonl", &jsonl(&records));
+    let report = init(&s.opts(&from)).expect("init");
+    let plan = |n: &str| report.fields.iter().find(|f| f.name == n).unwrap().clone();
+    assert_eq!(plan("store").matcher, Matcher::Text);
+    assert_eq!(plan("address").matcher, Matcher::Text);
+    assert_eq!(plan("total").matcher, Matcher::Number, "\"12.50\" is a number");
+    assert_eq!(plan("amount").matcher, Matcher::Number, "\"$1,250\" is a number");
+    assert_eq!(plan("date").matcher, Matcher::Date);
+    assert!(plan("date").day_first, "13/01/2020 reads day first only");
+    assert_eq!(plan("invoice").matcher, Matcher::Exact, "a code: a near miss is wrong");
+    let toml = s.read("task.toml");
+    assert!(toml.contains("[fields.address]\nmatch = \"text\"\nfuzzy = 0.8\n"), "{toml}");
+    assert!(toml.contains("[fields.date]\nmatch = \"date\"\nday-first = true\n"), "{toml}");
+    assert!(toml.contains("[fields.total]\nmatch = \"number\"\n"), "{toml}");
+    // The task loads with those rules, and they score as intended.
+    let task = &report.task;
+    assert_eq!(task.field("date").unwrap().rule, MatchRule::Date { day_first: true });
+    assert_eq!(task.field("total").unwrap().rule, MatchRule::Number { tolerance: crate::task::DEFAULT_TOLERANCE });
+    let gold = json!({"store": "Joe's Diner Springfield", "address": "10 Main Street, Springfield", "total": "12.50", "amount": "$1,250",
+        "date": "13/01/2020", "invoice": "INV-0100"});
+    let answer = json!({"store": "Joes Diner, Springfield", "address": "10 Main St, Springfield", "total": "12.5", "amount": 1250,
+        "date": "2020-01-13", "invoice": "INV-0100"});
+    let score = crate::score::score_example(&task.fields, &answer.to_string(), false, &gold, None);
+    let by_field: Vec<(&str, f64)> = score.fields.iter().map(|f| (f.field.as_str(), f.score)).collect();
+    assert!(by_field.iter().all(|(_, v)| *v > 0.9), "{by_field:?}");
+    assert!(!s.read("prompt.txt").is_empty());
+}
+
+/// Dates that read either way (01/02/2020) keep month first; ISO dates get `"format": "date"`.
+#[test]
+fn ambiguous_dates_stay_month_first() {
+    let s = Scratch::new();
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("r{i}"), "text": "t", "expected": {"when": format!("{:02}/{:02}/2021", i + 1, i + 2)}}))
+        .collect();
+    let from = s.file("dates.jsonl", &jsonl(&records));
+    let report = init(&s.opts(&from)).expect("init");
+    assert_eq!(report.fields[0].matcher, Matcher::Date);
+    assert!(!report.fields[0].day_first);
+    assert_eq!(report.task.field("when").unwrap().rule, MatchRule::Date { day_first: false });
+    assert!(!s.read("task.toml").contains("\nday-first = true"));
 }

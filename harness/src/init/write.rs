@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::infer::{describe, FieldPlan};
+use super::infer::{describe, FieldPlan, Matcher};
 use super::split::SPLITS;
 use super::{InitError, Record};
 
@@ -81,7 +81,11 @@ impl Files<'_> {
             let _ = writeln!(t, "{split} = \"{split}.jsonl\"");
         }
         if !self.schema_given {
-            t.push_str("\n# Matchers: list (set F1 of items), date, enum, number, exact (normalised text).");
+            t.push_str(
+                "\n# Matchers: list (set F1 of items), date (day-first = true: 03/04/2020 is 3 April), enum,\n\
+                 # number (numbers and numeric text), text (free text: word similarity, 0 below `fuzzy`),\n\
+                 # exact (normalised text: codes, ids, single words).",
+            );
             for f in self.plan {
                 let name = if f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                     f.name.clone()
@@ -89,6 +93,12 @@ impl Files<'_> {
                     s(&f.name)
                 };
                 let _ = write!(t, "\n[fields.{name}]\nmatch = \"{}\"\n", f.matcher.as_str());
+                if f.matcher == Matcher::Text {
+                    let _ = writeln!(t, "fuzzy = {}", crate::task::DEFAULT_TEXT_FUZZY);
+                }
+                if f.day_first {
+                    t.push_str("day-first = true\n");
+                }
             }
         }
         t

@@ -2,27 +2,114 @@
 //!
 //! Understood: `2010-01-01`, `2010/01/01`, `1/1/2010`, `01/01/10`, `January 1, 2010`,
 //! `Jan. 1, 2010`, `January 1st, 2010`, `1 January 2010`, `1st day of January, 2010`. Numeric
-//! dates that do not start with a four-digit year are month first (US order, as in CUAD).
-//! Two-digit years follow the data set: 50-99 -> 19xx, 00-49 -> 20xx. Several dates joined by
-//! `;` normalise item by item. Anything else (`perpetual`, `[]/[]/2020`) gives `None`.
+//! dates that do not start with a four-digit year are read in a [`DateOrder`]: month first (US
+//! order, as in CUAD; the default) or day first (`25/03/2020`). A task's order comes from its
+//! gold values ([`OrderEvidence`]) or `day-first` in `task.toml`; a numeric date that is not
+//! valid in that order does not normalise (`13/1/2010` month first). Two-digit years follow the
+//! data set: 50-99 -> 19xx, 00-49 -> 20xx. Several dates joined by `;` normalise item by item.
+//! Anything else (`perpetual`, `[]/[]/2020`) gives `None`.
 
-/// ISO `YYYY-MM-DD` for one date, or several joined by `"; "`; `None` if any part is not a
-/// complete, valid date.
+/// How a numeric date without a leading four-digit year is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DateOrder {
+    /// `03/25/2020` (US order).
+    #[default]
+    MonthFirst,
+    /// `25/03/2020`.
+    DayFirst,
+}
+
+impl DateOrder {
+    /// `DayFirst` when `day_first`, else `MonthFirst`.
+    pub fn day_first(day_first: bool) -> DateOrder {
+        if day_first {
+            DateOrder::DayFirst
+        } else {
+            DateOrder::MonthFirst
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DateOrder::MonthFirst => "month first",
+            DateOrder::DayFirst => "day first",
+        }
+    }
+}
+
+/// ISO `YYYY-MM-DD` for one date, or several joined by `"; "`, month first; `None` if any part
+/// is not a complete, valid date.
 pub fn normalize_dates(text: &str) -> Option<String> {
-    let parts: Option<Vec<String>> = text.split(';').map(normalize_date).collect();
+    normalize_dates_in(text, DateOrder::MonthFirst)
+}
+
+/// [`normalize_dates`] with numeric dates read in `order`.
+pub fn normalize_dates_in(text: &str, order: DateOrder) -> Option<String> {
+    let parts: Option<Vec<String>> = text.split(';').map(|part| normalize_date_in(part, order)).collect();
     parts.map(|p| p.join("; "))
 }
 
-/// ISO `YYYY-MM-DD` for one date in a common format, or `None`.
+/// ISO `YYYY-MM-DD` for one date in a common format (numeric dates month first), or `None`.
 pub fn normalize_date(text: &str) -> Option<String> {
-    let text = text.trim().to_lowercase();
-    let (year, month, day) = numeric(&text).or_else(|| textual(&text))?;
-    ((1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day))
-        .then(|| format!("{year:04}-{month:02}-{day:02}"))
+    normalize_date_in(text, DateOrder::MonthFirst)
 }
 
-/// `2010-01-01`, `2010/1/1`, `1/1/2010`, `01-01-10`, `1.1.2010`.
-fn numeric(text: &str) -> Option<(u32, u32, u32)> {
+/// [`normalize_date`] with numeric dates read in `order`.
+pub fn normalize_date_in(text: &str, order: DateOrder) -> Option<String> {
+    let text = text.trim().to_lowercase();
+    let (year, month, day) = numeric(&text, order).or_else(|| textual(&text))?;
+    valid(year, month, day).then(|| format!("{year:04}-{month:02}-{day:02}"))
+}
+
+fn valid(year: u32, month: u32, day: u32) -> bool {
+    (1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day)
+}
+
+/// What gold values say about the order of their numeric dates: each complete numeric date
+/// (not year first) that is valid in one order only counts for that order (`25/03/2020`: day
+/// first; `03/25/2020`: month first); one valid both ways (`01/02/2020`) is ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderEvidence {
+    pub day_first: usize,
+    pub month_first: usize,
+    pub ambiguous: usize,
+}
+
+impl OrderEvidence {
+    /// Counts the dates of one value (several joined by `;` count one by one).
+    pub fn add(&mut self, text: &str) {
+        for part in text.split(';') {
+            let part = part.trim();
+            if split_numeric(part).is_none_or(|groups| groups[0].len() == 4) {
+                continue; // not numeric, or year first: no order to learn
+            }
+            let valid_in = |order| numeric(part, order).is_some_and(|(y, m, d)| valid(y, m, d));
+            match (valid_in(DateOrder::MonthFirst), valid_in(DateOrder::DayFirst)) {
+                (true, true) => self.ambiguous += 1,
+                (true, false) => self.month_first += 1,
+                (false, true) => self.day_first += 1,
+                (false, false) => {}
+            }
+        }
+    }
+
+    /// The order the evidence favours: day first when more dates prove it than prove month
+    /// first; month first otherwise (ambiguous-only or no numeric dates keep the default).
+    pub fn order(&self) -> DateOrder {
+        DateOrder::day_first(self.day_first > self.month_first)
+    }
+
+    /// Dates that can only be read in the order other than `order`.
+    pub fn against(&self, order: DateOrder) -> usize {
+        match order {
+            DateOrder::MonthFirst => self.day_first,
+            DateOrder::DayFirst => self.month_first,
+        }
+    }
+}
+
+/// The three digit groups of a numeric date (`1/2/2010`, `2010-01-02`, `1.2.10`), or `None`.
+fn split_numeric(text: &str) -> Option<[&str; 3]> {
     let sep = text.chars().find(|c| !c.is_ascii_digit())?;
     if !matches!(sep, '-' | '/' | '.') {
         return None;
@@ -34,10 +121,21 @@ fn numeric(text: &str) -> Option<(u32, u32, u32)> {
     if [a, b, c].iter().any(|p| p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
+    Some([*a, *b, *c])
+}
+
+/// `2010-01-01`, `2010/1/1`, `1/1/2010`, `01-01-10`, `1.1.2010`: (year, month, day), the
+/// middle and first groups swapped for `DayFirst`.
+fn numeric(text: &str, order: DateOrder) -> Option<(u32, u32, u32)> {
+    let [a, b, c] = split_numeric(text)?;
     if a.len() == 4 && b.len() <= 2 && c.len() <= 2 {
         Some((a.parse().ok()?, b.parse().ok()?, c.parse().ok()?))
     } else if a.len() <= 2 && b.len() <= 2 {
-        Some((year(c)?, a.parse().ok()?, b.parse().ok()?))
+        let (month, day) = match order {
+            DateOrder::MonthFirst => (a, b),
+            DateOrder::DayFirst => (b, a),
+        };
+        Some((year(c)?, month.parse().ok()?, day.parse().ok()?))
     } else {
         None
     }
@@ -110,7 +208,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{normalize_date, normalize_dates};
+    use super::{normalize_date, normalize_date_in, normalize_dates, normalize_dates_in, DateOrder, OrderEvidence};
 
     fn iso(text: &str) -> Option<String> {
         normalize_date(text)
@@ -194,5 +292,47 @@ mod tests {
         assert_eq!(normalize_dates("09/01/2006; 8/31/2007").as_deref(), Some("2006-09-01; 2007-08-31"));
         assert_eq!(normalize_dates("2006-09-01;2007-08-31").as_deref(), Some("2006-09-01; 2007-08-31"));
         assert_eq!(normalize_dates("09/01/2006; perpetual"), None);
+    }
+
+    #[test]
+    fn day_first_order_reads_numeric_dates_day_first() {
+        let dmy = |t: &str| normalize_date_in(t, DateOrder::DayFirst);
+        assert_eq!(dmy("25/03/2020").as_deref(), Some("2020-03-25"));
+        assert_eq!(dmy("1/2/2010").as_deref(), Some("2010-02-01"));
+        assert_eq!(dmy("31.12.99").as_deref(), Some("1999-12-31"));
+        assert_eq!(dmy("03/25/2020"), None, "no 25th month");
+        // Year-first and month-name dates do not depend on the order.
+        assert_eq!(dmy("2010-02-01").as_deref(), Some("2010-02-01"));
+        assert_eq!(dmy("February 1, 2010").as_deref(), Some("2010-02-01"));
+        assert_eq!(dmy("1 February 2010").as_deref(), Some("2010-02-01"));
+        assert_eq!(normalize_dates_in("25/03/2020; 1/2/2010", DateOrder::DayFirst).as_deref(), Some("2020-03-25; 2010-02-01"));
+        // Month first (the default) is what `normalize_date` does.
+        assert_eq!(normalize_date_in("1/2/2010", DateOrder::MonthFirst), normalize_date("1/2/2010"));
+        assert_eq!(normalize_date("25/03/2020"), None);
+    }
+
+    #[test]
+    fn gold_values_decide_the_order() {
+        let evidence = |values: &[&str]| {
+            let mut e = OrderEvidence::default();
+            for v in values {
+                e.add(v);
+            }
+            e
+        };
+        // One day-first date proves the convention; ambiguous ones follow it.
+        let e = evidence(&["01/02/2020", "25/03/2020", "2020-04-01", "March 3, 2020", "perpetual"]);
+        assert_eq!(e, OrderEvidence { day_first: 1, month_first: 0, ambiguous: 1 });
+        assert_eq!(e.order(), DateOrder::DayFirst);
+        assert_eq!(e.against(DateOrder::MonthFirst), 1);
+        let e = evidence(&["03/25/2020", "01/02/2020; 12/31/2019"]);
+        assert_eq!(e, OrderEvidence { day_first: 0, month_first: 2, ambiguous: 1 });
+        assert_eq!(e.order(), DateOrder::MonthFirst);
+        // Ambiguous only, ISO only, or nothing: month first.
+        assert_eq!(evidence(&["01/02/2020", "5/6/21"]).order(), DateOrder::MonthFirst);
+        assert_eq!(evidence(&["2020-12-25", "[]/[]/2020"]), OrderEvidence::default());
+        // Mixed: the majority wins.
+        assert_eq!(evidence(&["25/03/2020", "26/03/2020", "03/27/2020"]).order(), DateOrder::DayFirst);
+        assert_eq!(evidence(&["25/03/2020", "03/27/2020"]).order(), DateOrder::MonthFirst, "a tie keeps month first");
     }
 }

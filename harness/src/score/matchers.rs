@@ -2,24 +2,29 @@
 //! one expected value (both non-null) and returns a score in `[0, 1]`.
 //!
 //! - `exact`: text equality after [`normalize_text`].
-//! - `date`: ISO dates after [`normalize_dates`], else `exact`.
+//! - `date`: ISO dates after [`normalize_dates_in`] (numeric dates month or day first, as the
+//!   field says), else `exact`.
 //! - `enum`: trimmed, case-folded equality.
 //! - `number`: numeric equality within a tolerance (numbers or numeric strings), else `exact`.
 //! - `list`: F1 of a greedy one-to-one matching of items by name similarity ([`list_match`]).
+//! - `text`: free text (names, addresses): [`text_similarity`] when it reaches the field's
+//!   `fuzzy` threshold, else 0. Graded, so a near miss ("Jon Smith" for "John Smith") earns
+//!   most of the point and an unrelated answer none.
 
 use serde_json::Value;
 
-pub use super::date::{normalize_date, normalize_dates};
+pub use super::date::{normalize_date, normalize_date_in, normalize_dates, normalize_dates_in, DateOrder};
 use crate::task::MatchRule;
 
 /// Scores `predicted` against `expected` (both present) under `rule`, in `[0, 1]`.
 pub fn score_values(rule: &MatchRule, predicted: &Value, expected: &Value) -> f64 {
     let score = match rule {
         MatchRule::Exact => exact(predicted, expected),
-        MatchRule::Date => date(predicted, expected),
+        MatchRule::Date { day_first } => date_in(predicted, expected, DateOrder::day_first(*day_first)),
         MatchRule::Enum => enum_eq(predicted, expected),
         MatchRule::Number { tolerance } => number(predicted, expected, *tolerance),
         MatchRule::List { fuzzy } => list_match(&items(predicted), &items(expected), *fuzzy).f1,
+        MatchRule::Text { fuzzy } => text(predicted, expected, *fuzzy),
     };
     score.clamp(0.0, 1.0)
 }
@@ -83,11 +88,84 @@ pub fn exact(predicted: &Value, expected: &Value) -> f64 {
     score_of(normalize_text(&value_text(predicted)) == normalize_text(&value_text(expected)))
 }
 
-/// `date`: equal ISO dates when both sides normalise, else [`exact`].
+/// `date`: equal ISO dates when both sides normalise (numeric dates month first), else
+/// [`exact`].
 pub fn date(predicted: &Value, expected: &Value) -> f64 {
-    match (normalize_dates(&value_text(predicted)), normalize_dates(&value_text(expected))) {
+    date_in(predicted, expected, DateOrder::MonthFirst)
+}
+
+/// [`date`] with numeric dates on both sides read in `order`.
+pub fn date_in(predicted: &Value, expected: &Value, order: DateOrder) -> f64 {
+    match (normalize_dates_in(&value_text(predicted), order), normalize_dates_in(&value_text(expected), order)) {
         (Some(p), Some(e)) => score_of(p == e),
         _ => exact(predicted, expected),
+    }
+}
+
+/// `text`: [`text_similarity`] when it is at least `fuzzy`, else 0.
+pub fn text(predicted: &Value, expected: &Value, fuzzy: f64) -> f64 {
+    let sim = text_similarity(&value_text(predicted), &value_text(expected));
+    if sim >= fuzzy {
+        sim
+    } else {
+        0.0
+    }
+}
+
+/// Word-level similarity in `[0, 1]` of two free texts: the F1 of a greedy one-to-one matching
+/// of their words (after [`normalize_text`]), each pair weighted by [`word_similarity`]. Word
+/// order does not count ("Smith, John" = "John Smith"); a missing or extra word costs its share.
+pub fn text_similarity(a: &str, b: &str) -> f64 {
+    let (a, b) = (normalize_text(a), normalize_text(b));
+    if a == b {
+        return 1.0;
+    }
+    let (aw, bw): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+    for (i, x) in aw.iter().enumerate() {
+        for (j, y) in bw.iter().enumerate() {
+            let sim = word_similarity(x, y);
+            if sim > 0.0 {
+                pairs.push((sim, i, j));
+            }
+        }
+    }
+    pairs.sort_by(|p, q| q.0.total_cmp(&p.0).then(p.1.cmp(&q.1)).then(p.2.cmp(&q.2)));
+    let (mut a_used, mut b_used) = (vec![false; aw.len()], vec![false; bw.len()]);
+    let mut matched = 0.0;
+    for (sim, i, j) in pairs {
+        if !a_used[i] && !b_used[j] {
+            a_used[i] = true;
+            b_used[j] = true;
+            matched += sim;
+        }
+    }
+    2.0 * matched / (aw.len() + bw.len()) as f64
+}
+
+/// Similarity of two normalised words: 1 when equal; 0 when either holds a digit (numbers,
+/// house numbers and codes match exactly or not at all); 0.9 when one is a prefix of the other
+/// of at least two letters (`st`/`street`, `corp`/`corporation`); else their Jaro-Winkler
+/// similarity when it is at least 0.85 (`jon`/`john`), otherwise 0.
+pub fn word_similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if a.chars().chain(b.chars()).any(char::is_numeric) {
+        return 0.0;
+    }
+    let (short, long) = if a.chars().count() <= b.chars().count() { (a, b) } else { (b, a) };
+    if short.chars().count() >= 2 && long.starts_with(short) {
+        return 0.9;
+    }
+    let jw = strsim::jaro_winkler(a, b);
+    if jw >= 0.85 {
+        jw
+    } else {
+        0.0
     }
 }
 
@@ -238,6 +316,55 @@ mod tests {
         assert_eq!(date(&json!("[]/[]/2020"), &json!("[]/[]/2020")), 1.0);
         assert_eq!(date(&json!("[]/[]/2021"), &json!("[]/[]/2020")), 0.0);
         assert_eq!(date(&json!("2010-01-01"), &json!("perpetual")), 0.0);
+    }
+
+    #[test]
+    fn date_matcher_reads_numeric_dates_in_the_fields_order() {
+        let day_first = MatchRule::Date { day_first: true };
+        let month_first = MatchRule::Date { day_first: false };
+        // 25/03/2020 is only a date day first; 04/03/2020 is 4 March day first, 3 April month first.
+        assert_eq!(score_values(&day_first, &json!("2020-03-25"), &json!("25/03/2020")), 1.0);
+        assert_eq!(score_values(&day_first, &json!("4 March 2020"), &json!("04/03/2020")), 1.0);
+        assert_eq!(score_values(&day_first, &json!("2020-04-03"), &json!("04/03/2020")), 0.0);
+        assert_eq!(score_values(&month_first, &json!("2020-04-03"), &json!("04/03/2020")), 1.0);
+        assert_eq!(score_values(&month_first, &json!("4 March 2020"), &json!("04/03/2020")), 0.0);
+        // Month first, 25/03/2020 is no date: compared as text.
+        assert_eq!(score_values(&month_first, &json!("2020-03-25"), &json!("25/03/2020")), 0.0);
+        assert_eq!(score_values(&month_first, &json!("25/03/2020"), &json!("25/03/2020")), 1.0);
+        // Both sides are read in the same order.
+        assert_eq!(score_values(&day_first, &json!("04/03/2020"), &json!("4.3.2020")), 1.0);
+        assert_eq!(date(&json!("04/03/2020"), &json!("2020-04-03")), 1.0, "`date` alone is month first");
+    }
+
+    #[test]
+    fn text_similarity_of_free_text() {
+        let sim = text_similarity;
+        assert_eq!(sim("John Smith", "JOHN  SMITH."), 1.0);
+        assert_eq!(sim("Smith, John", "John Smith"), 1.0, "word order does not count");
+        assert!((sim("Jon Smith", "John Smith") - f64::midpoint(1.0, strsim::jaro_winkler("jon", "john"))).abs() < 1e-12);
+        assert!(sim("Jon Smith", "John Smith") > 0.95);
+        assert_eq!(sim("Jane Smith", "John Smith"), 0.5, "another first name: half the words");
+        // Abbreviations are prefixes; numbers match exactly or not at all.
+        assert!((sim("12 Main St, Springfield", "12 Main Street, Springfield") - 3.9 / 4.0).abs() < 1e-12);
+        assert_eq!(sim("14 Main Street", "12 Main Street"), 2.0 / 3.0);
+        assert_eq!(sim("invoice 1", "invoice 2"), 0.5);
+        // A missing word costs its share of the F1.
+        assert_eq!(sim("1 Infinite Loop, Cupertino", "1 Infinite Loop, Cupertino, CA"), 8.0 / 9.0);
+        assert_eq!(sim("", "x"), 0.0);
+        assert_eq!(sim("", ""), 1.0);
+        assert_eq!(word_similarity("s", "street"), 0.0, "a one-letter prefix is not enough");
+    }
+
+    #[test]
+    fn text_matcher_scores_the_similarity_above_the_threshold() {
+        let rule = MatchRule::Text { fuzzy: 0.8 };
+        assert_eq!(score_values(&rule, &json!("123 main street"), &json!("123 Main Street")), 1.0);
+        let near = score_values(&rule, &json!("Jon Smith"), &json!("John Smith"));
+        assert!(near > 0.95 && near < 1.0, "{near}");
+        assert_eq!(score_values(&rule, &json!("Jane Smith"), &json!("John Smith")), 0.0, "0.5 is below 0.8");
+        assert_eq!(score_values(&MatchRule::Text { fuzzy: 0.4 }, &json!("Jane Smith"), &json!("John Smith")), 0.5);
+        assert_eq!(score_values(&MatchRule::Text { fuzzy: 1.0 }, &json!("Jon Smith"), &json!("John Smith")), 0.0);
+        assert_eq!(score_values(&rule, &json!(12), &json!("12")), 1.0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! when its score is >= [`CORRECT_AT`]. Null, `""` and `[]` all mean "no answer".
 
 pub mod confidence;
-mod date;
+pub mod date;
 pub mod feedback;
 pub mod matchers;
 #[cfg(test)]

@@ -13,7 +13,7 @@ fn specs() -> Vec<FieldSpec> {
     vec![
         spec("title", MatchRule::Exact),
         spec("parties", MatchRule::List { fuzzy: 0.85 }),
-        spec("start_date", MatchRule::Date),
+        spec("start_date", MatchRule::Date { day_first: false }),
         spec("amount", MatchRule::Number { tolerance: 0.01 }),
         spec("flag", MatchRule::Enum),
     ]

@@ -1,5 +1,6 @@
 //! The `task.toml` format as read from disk ([`RawTask`]) and its checks against the schema:
-//! per-field match rules with their defaults, and the `[bounds]` table.
+//! per-field match rules with their defaults (a date field's order from its gold values), and
+//! the `[bounds]` table.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,10 +10,15 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::read::line_col;
-use super::{BoundsConfig, FieldSpec, Layout, MatchRule, TaskError};
+use super::{BoundsConfig, FieldSpec, Layout, MatchRule, Split, TaskError};
+use crate::score::date::OrderEvidence;
+use crate::score::matchers::value_text;
 
 /// Default `fuzzy` threshold of the `list` rule.
 pub const DEFAULT_FUZZY: f64 = 0.85;
+/// Default `fuzzy` threshold of the `text` rule: below it a text scores 0 (see
+/// `crate::score::matchers::text_similarity`).
+pub const DEFAULT_TEXT_FUZZY: f64 = 0.8;
 /// Default absolute `tolerance` of the `number` rule.
 pub const DEFAULT_TOLERANCE: f64 = 1e-6;
 /// Default `max-tokens`.
@@ -61,6 +67,8 @@ pub(super) struct RawFieldRule {
     pub fuzzy: Option<f64>,
     pub tolerance: Option<f64>,
     pub sparse: Option<bool>,
+    /// `match = "date"`: numeric dates day first; absent = from the gold values.
+    pub day_first: Option<bool>,
 }
 
 /// The `match = "..."` values.
@@ -72,6 +80,7 @@ pub(super) enum MatchKind {
     Enum,
     Number,
     List,
+    Text,
 }
 
 impl MatchKind {
@@ -82,6 +91,7 @@ impl MatchKind {
             MatchKind::Enum => "enum",
             MatchKind::Number => "number",
             MatchKind::List => "list",
+            MatchKind::Text => "text",
         }
     }
 }
@@ -287,7 +297,7 @@ fn check_kind(kind: MatchKind, schema: &Value) -> Result<(), String> {
         MatchKind::Exact => true,
         MatchKind::List => t.array,
         MatchKind::Number => t.number || t.string,
-        MatchKind::Date => t.string,
+        MatchKind::Date | MatchKind::Text => t.string,
         MatchKind::Enum => t.string || t.number || t.boolean || schema.get("enum").is_some() || schema.get("const").is_some(),
     };
     if ok {
@@ -296,7 +306,7 @@ fn check_kind(kind: MatchKind, schema: &Value) -> Result<(), String> {
         let needs = match kind {
             MatchKind::List => "an array",
             MatchKind::Number => "a number or string",
-            MatchKind::Date => "a string",
+            MatchKind::Date | MatchKind::Text => "a string",
             MatchKind::Enum => "a scalar (string, number, boolean)",
             MatchKind::Exact => "any",
         };
@@ -340,11 +350,19 @@ pub(super) fn field_specs(
         check_kind(kind, schema).map_err(|msg| doc.error(span.clone(), &key("match"), msg))?;
         let fuzzy = raw.and_then(|r| r.fuzzy);
         let tolerance = raw.and_then(|r| r.tolerance);
-        if fuzzy.is_some() && kind != MatchKind::List {
+        let day_first = raw.and_then(|r| r.day_first);
+        if fuzzy.is_some() && !matches!(kind, MatchKind::List | MatchKind::Text) {
             return Err(doc.error(
                 span,
                 &key("fuzzy"),
-                format!("`fuzzy` applies to `match = \"list\"` only, this field uses `{}`", kind.name()),
+                format!("`fuzzy` applies to `match = \"list\"` and `\"text\"` only, this field uses `{}`", kind.name()),
+            ));
+        }
+        if day_first.is_some() && kind != MatchKind::Date {
+            return Err(doc.error(
+                span,
+                &key("day-first"),
+                format!("`day-first` applies to `match = \"date\"` only, this field uses `{}`", kind.name()),
             ));
         }
         if tolerance.is_some() && kind != MatchKind::Number {
@@ -356,7 +374,7 @@ pub(super) fn field_specs(
         }
         let rule = match kind {
             MatchKind::Exact => MatchRule::Exact,
-            MatchKind::Date => MatchRule::Date,
+            MatchKind::Date => MatchRule::Date { day_first: day_first.unwrap_or(false) },
             MatchKind::Enum => MatchRule::Enum,
             MatchKind::Number => {
                 let tolerance = tolerance.unwrap_or(DEFAULT_TOLERANCE);
@@ -372,8 +390,40 @@ pub(super) fn field_specs(
                 }
                 MatchRule::List { fuzzy }
             }
+            MatchKind::Text => {
+                let fuzzy = fuzzy.unwrap_or(DEFAULT_TEXT_FUZZY);
+                if !(fuzzy > 0.0 && fuzzy <= 1.0) {
+                    return Err(doc.error(span, &key("fuzzy"), format!("must be in (0, 1], got {fuzzy}")));
+                }
+                MatchRule::Text { fuzzy }
+            }
         };
         specs.push(FieldSpec { name: name.clone(), rule, sparse: raw.and_then(|r| r.sparse).unwrap_or(false) });
     }
     Ok(specs)
+}
+
+/// Sets `day_first` of each `date` field whose `[fields.*]` table does not say, from the gold
+/// values of every split ([`OrderEvidence::order`]: day first when more gold dates can only be
+/// read day first than month first).
+pub(super) fn date_orders(
+    fields: &mut [FieldSpec],
+    rules: &BTreeMap<String, Spanned<RawFieldRule>>,
+    splits: &BTreeMap<String, Split>,
+) {
+    for spec in fields {
+        let MatchRule::Date { day_first } = &mut spec.rule else {
+            continue;
+        };
+        if rules.get(&spec.name).and_then(|r| r.get_ref().day_first).is_some() {
+            continue;
+        }
+        let mut evidence = OrderEvidence::default();
+        for example in splits.values().flat_map(|s| &s.examples) {
+            if let Some(value) = example.expected.get(&spec.name).filter(|v| v.is_string() || v.is_array()) {
+                evidence.add(&value_text(value));
+            }
+        }
+        *day_first = evidence.order() == crate::score::date::DateOrder::DayFirst;
+    }
 }

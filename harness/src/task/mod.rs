@@ -25,6 +25,14 @@
 //!
 //! [fields.adults]
 //! sparse = true                 # null answer to null gold not scored (see `FieldSpec::sparse`)
+//!
+//! [fields.signed]
+//! match = "date"
+//! day-first = true              # 03/04/2020 is 3 April; default: from the gold dates
+//!
+//! [fields.address]
+//! match = "text"                # word-level similarity, 0 below `fuzzy`
+//! fuzzy = 0.8
 //! ```
 //!
 //! Paths are relative to the task directory (absolute paths work too). Keys are kebab-case and
@@ -34,6 +42,7 @@ mod config;
 mod data;
 mod error;
 mod framing;
+pub mod health;
 mod jsonl;
 pub(crate) mod read;
 #[cfg(test)]
@@ -45,12 +54,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use config::{DEFAULT_FUZZY, DEFAULT_MAX_TOKENS, DEFAULT_TOLERANCE};
+pub use config::{DEFAULT_FUZZY, DEFAULT_MAX_TOKENS, DEFAULT_TEXT_FUZZY, DEFAULT_TOLERANCE};
 pub use data::DATA_ROOT_ENV;
 pub use error::{ExampleSite, TaskError};
 pub use framing::{Framing, DEFAULT_DOCUMENT_LABEL};
 
-use config::{bounds_config, field_specs, toml_error, RawTask, TomlDoc};
+use config::{bounds_config, date_orders, field_specs, toml_error, RawTask, TomlDoc};
 use read::{read_text, shorten};
 
 /// A loaded and checked task.
@@ -134,14 +143,35 @@ pub struct FieldSpec {
 pub enum MatchRule {
     /// Normalised text equality (case, whitespace, punctuation, quotes ignored).
     Exact,
-    /// Dates compared as ISO `YYYY-MM-DD` after normalisation; exact otherwise.
-    Date,
+    /// Dates compared as ISO `YYYY-MM-DD` after normalisation; exact otherwise. Numeric dates
+    /// (`03/04/2020`) are read day first when `day_first`, else month first.
+    Date {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        day_first: bool,
+    },
     /// Trimmed, case-folded string equality.
     Enum,
     /// Numeric equality within an absolute tolerance.
     Number { tolerance: f64 },
     /// Set F1 over items, items matched by name similarity >= `fuzzy`.
     List { fuzzy: f64 },
+    /// Free text (names, addresses): the word-level similarity of the two texts when it is at
+    /// least `fuzzy`, else 0 (see `crate::score::matchers::text_similarity`).
+    Text { fuzzy: f64 },
+}
+
+impl MatchRule {
+    /// The `match = "..."` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MatchRule::Exact => "exact",
+            MatchRule::Date { .. } => "date",
+            MatchRule::Enum => "enum",
+            MatchRule::Number { .. } => "number",
+            MatchRule::List { .. } => "list",
+            MatchRule::Text { .. } => "text",
+        }
+    }
 }
 
 /// One split: the examples of one JSONL file, in file order.
@@ -239,7 +269,7 @@ impl Task {
         let (schema, properties_order) = load_schema(&schema_path)?;
         let validator = compile_schema(&schema, &schema_path)?;
         let properties = schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
-        let fields = field_specs(&properties, &properties_order, &raw.fields, &doc)?;
+        let mut fields = field_specs(&properties, &properties_order, &raw.fields, &doc)?;
 
         let prompt_path = dir.join(raw.prompt.get_ref());
         let prompt = read_text(&prompt_path, "prompt")?.replace("\r\n", "\n");
@@ -266,6 +296,7 @@ impl Task {
             }
         }
         check_leakage(&splits)?;
+        date_orders(&mut fields, &raw.fields, &splits);
 
         Ok(Task {
             name,

@@ -188,7 +188,7 @@ fn format_hints(spec: &FieldSpec, prop: Option<&Value>) -> Vec<String> {
         _ => Vec::new(),
     };
     let format = prop.and_then(|p| p.get("format")).and_then(Value::as_str);
-    if matches!(spec.rule, MatchRule::Date) || format == Some("date") {
+    if matches!(spec.rule, MatchRule::Date { .. }) || format == Some("date") {
         hints.push("write the date as YYYY-MM-DD".to_owned());
     }
     if let Some(values) = prop.and_then(|p| p.get("enum")).and_then(Value::as_array) {

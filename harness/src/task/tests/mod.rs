@@ -119,7 +119,7 @@ fn loads_with_defaults() {
         vec![
             ("title", MatchRule::Exact),
             ("parties", MatchRule::List { fuzzy: 0.85 }),
-            ("start_date", MatchRule::Date),
+            ("start_date", MatchRule::Date { day_first: false }),
             ("amount", MatchRule::Number { tolerance: 1e-6 }),
             ("flag", MatchRule::Enum),
         ]
@@ -178,6 +178,40 @@ match = "enum"
     assert_eq!(task.field("amount").unwrap().rule, MatchRule::Number { tolerance: 0.01 });
     assert_eq!(task.field("title").unwrap().rule, MatchRule::Enum);
     assert_eq!(task.splits.len(), 1);
+}
+
+#[test]
+fn text_rule_and_date_order_options() {
+    let f = Fixture::new();
+    f.toml_with("\n[fields.title]\nmatch = \"text\"\n\n[fields.start_date]\nday-first = true\n");
+    let task = f.load().expect("loads");
+    assert_eq!(task.field("title").unwrap().rule, MatchRule::Text { fuzzy: super::DEFAULT_TEXT_FUZZY });
+    assert_eq!(task.field("start_date").unwrap().rule, MatchRule::Date { day_first: true });
+    f.toml_with("\n[fields.title]\nmatch = \"text\"\nfuzzy = 0.9\n");
+    assert_eq!(f.load().unwrap().field("title").unwrap().rule, MatchRule::Text { fuzzy: 0.9 });
+}
+
+/// Without `day-first`, a date field reads numeric dates in the order its gold dates show.
+#[test]
+fn date_order_comes_from_the_gold_unless_given() {
+    let f = Fixture::new();
+    let with_date = |id: &str, date: &str| line(id).replace("2010-01-01", date);
+    // One gold date that only reads day first (dev) decides for the field.
+    f.write("train.jsonl", format!("{}\n{}\n", with_date("t1", "01/02/2010"), with_date("t2", "2010-01-05")));
+    f.write("dev.jsonl", format!("{}\n", with_date("d1", "25/03/2010")));
+    assert_eq!(f.load().unwrap().field("start_date").unwrap().rule, MatchRule::Date { day_first: true });
+    // Given explicitly, the gold does not override it (health warns instead).
+    f.toml_with("\n[fields.start_date]\nday-first = false\n");
+    let task = f.load().unwrap();
+    assert_eq!(task.field("start_date").unwrap().rule, MatchRule::Date { day_first: false });
+    let warnings = super::health::check(&task, &super::health::HealthOptions::default());
+    assert!(warnings.iter().any(|w| matches!(w, super::health::Warning::DateOrder { against: 1, .. })), "{warnings:?}");
+    // Month-first proof, or ambiguous dates only: month first.
+    f.toml_with("");
+    f.write("dev.jsonl", format!("{}\n", with_date("d1", "03/25/2010")));
+    assert_eq!(f.load().unwrap().field("start_date").unwrap().rule, MatchRule::Date { day_first: false });
+    f.write("dev.jsonl", format!("{}\n", with_date("d1", "03/04/2010")));
+    assert_eq!(f.load().unwrap().field("start_date").unwrap().rule, MatchRule::Date { day_first: false });
 }
 
 #[test]
@@ -335,8 +369,8 @@ fn loads_real_cuad_data_by_absolute_path() {
     let rule = |name: &str| task.field(name).unwrap().rule;
     assert_eq!(rule("document_name"), MatchRule::Exact);
     assert_eq!(rule("parties"), MatchRule::List { fuzzy: 0.8 });
-    assert_eq!(rule("agreement_date"), MatchRule::Date);
-    assert_eq!(rule("expiration_date"), MatchRule::Date);
+    assert_eq!(rule("agreement_date"), MatchRule::Date { day_first: false });
+    assert_eq!(rule("expiration_date"), MatchRule::Date { day_first: false });
     assert_eq!(rule("governing_law"), MatchRule::Exact);
     assert_eq!(rule("most_favored_nation"), MatchRule::Enum);
     assert_eq!(task.schema_path, cuad.join("schema.json"));

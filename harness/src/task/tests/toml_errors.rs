@@ -123,6 +123,24 @@ fn fuzzy_out_of_range() {
 }
 
 #[test]
+fn day_first_on_non_date_field() {
+    let f = Fixture::new();
+    f.toml_with("\n[fields.title]\nday-first = true\n");
+    f.error("task.toml", &["task.toml:8", "`fields.title.day-first`", "`match = \"date\"` only"]);
+}
+
+#[test]
+fn text_fuzzy_out_of_range_and_text_on_a_number() {
+    let f = Fixture::new();
+    f.toml_with("\n[fields.title]\nmatch = \"text\"\nfuzzy = 0\n");
+    f.error("task.toml", &["task.toml:8", "`fields.title.fuzzy`", "(0, 1]"]);
+    f.toml_with("\n[fields.amount]\nmatch = \"text\"\n");
+    f.error("task.toml", &["task.toml:8", "`fields.amount.match`", "needs a string property"]);
+    f.toml_with("\n[fields.start_date]\nday-first = \"yes\"\n");
+    f.error("task.toml", &["task.toml:", "day-first"]);
+}
+
+#[test]
 fn negative_tolerance() {
     let f = Fixture::new();
     f.toml_with("\n[fields.amount]\ntolerance = -1.0\n");
