@@ -2,8 +2,10 @@
 //! process, see [`probe`]), peak memory and latency are fitted against the context, and the
 //! largest input that fits the memory budget with a margin becomes the engine's threshold. The
 //! routing table ([`RoutingTable`], TOML) is what `--engine auto` reads: per example, the engine
-//! predicted fastest among those predicted to fit ([`RoutingTable::route`]).
+//! predicted fastest among those predicted to fit ([`RoutingTable::route`]). One engine's
+//! probes become its entry in [`fit`].
 
+pub mod fit;
 pub mod probe;
 
 use std::path::{Path, PathBuf};

@@ -10,8 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use engines::memory::Machine;
 use engines::EngineKind;
+use harness::calibrate::fit::{self, Budget, EngineProbes};
 use harness::calibrate::probe::{self, ProbeResult, ProbeSpec};
-use harness::calibrate::{self, EngineEntry, HeldBack, LinearFit, Point, RoutingTable, TABLE_VERSION};
+use harness::calibrate::{self, RoutingTable, TABLE_VERSION};
 use harness::fingerprint::model_fingerprint;
 use harness::router::EngineChoice;
 use harness::task::Task;
@@ -185,8 +186,9 @@ pub fn run(args: &CalibrateArgs, quiet: bool) -> anyhow::Result<()> {
             Some(n) => Some(run_probe(n, 1)?),
             None => None,
         };
-        let mut entry =
-            fit_engine(kind, backend_version, &results, held.as_ref(), budget, args.margin, args.max_tokens, train_context);
+        let probes =
+            EngineProbes { kind, backend_version: &backend_version, train_context, ladder: &results, held: held.as_ref() };
+        let mut entry = fit::fit_engine(&probes, &Budget { bytes: budget, margin: args.margin, max_tokens: args.max_tokens });
         entry.servers = servers;
         entry.server_api = server_api;
         entries.push(entry);
@@ -292,77 +294,4 @@ fn describe(kind: EngineKind, r: &ProbeResult) -> String {
         .map_or_else(String::new, |rep| format!(", prefill {:.0} ms, decode {:.0} tok/s", rep.prefill_ms, rep.decode_tok_s));
     let note = r.note.as_deref().map_or_else(String::new, |n| format!(" ({n})"));
     format!("{kind}: {} tokens, ctx {}: peak {} MiB{timing}{note}", r.input_tokens, r.n_ctx, r.peak_rss_bytes >> 20)
-}
-
-fn point(r: &ProbeResult) -> Point {
-    let reps = r.report.as_ref().map(|rep| rep.reps.clone()).unwrap_or_default();
-    let m = |f: fn(&probe::Rep) -> f64| harness::stats::upper_median(reps.iter().map(f).collect());
-    Point {
-        input_tokens: r.input_tokens,
-        n_ctx: r.n_ctx,
-        fits: r.fits,
-        peak_rss_bytes: r.peak_rss_bytes,
-        prefill_ms: m(|x| x.prefill_ms),
-        ttft_ms: m(|x| x.ttft_ms),
-        decode_tok_s: m(|x| x.decode_tok_s),
-        total_ms: m(|x| x.total_ms),
-        note: r.note.clone(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fit_engine(
-    kind: EngineKind,
-    backend_version: String,
-    results: &[ProbeResult],
-    held: Option<&ProbeResult>,
-    budget: u64,
-    margin: f64,
-    max_tokens: u32,
-    train_context: usize,
-) -> EngineEntry {
-    let points: Vec<Point> = results.iter().map(point).collect();
-    let ok: Vec<&Point> = points.iter().filter(|p| p.fits).collect();
-    let flat = LinearFit { intercept: 0.0, slope: 0.0, max_rel_error: 0.0 };
-    let memory =
-        LinearFit::fit(&ok.iter().map(|p| (p.n_ctx as f64, p.peak_rss_bytes as f64)).collect::<Vec<_>>()).unwrap_or(flat);
-    let prefill_ms_per_token = LinearFit::fit(
-        &ok.iter().filter_map(|p| p.prefill_ms.map(|ms| (p.input_tokens as f64, ms / p.input_tokens as f64))).collect::<Vec<_>>(),
-    )
-    .unwrap_or(flat);
-    let decode: Vec<f64> = ok.iter().filter_map(|p| p.decode_tok_s).collect();
-    let decode_tok_s = harness::stats::mean(&decode);
-    let overhead = max_tokens as usize + 16;
-    let max_input_tokens = if ok.len() < 2 {
-        0
-    } else {
-        calibrate::max_ctx_for_budget(&memory, budget, margin).min(train_context).saturating_sub(overhead)
-    };
-    let check = held.filter(|h| h.fits).map(|h| {
-        let predicted = memory.predict(h.n_ctx as f64);
-        HeldBack {
-            input_tokens: h.input_tokens,
-            predicted_peak_bytes: predicted,
-            measured_peak_bytes: h.peak_rss_bytes,
-            rel_error: memory.rel_error(h.n_ctx as f64, h.peak_rss_bytes as f64),
-        }
-    });
-    let mut points = points;
-    if let Some(h) = held {
-        let mut p = point(h);
-        p.note = Some(p.note.map_or_else(|| "held back from the fit".to_owned(), |n| format!("held back; {n}")));
-        points.push(p);
-    }
-    EngineEntry {
-        kind,
-        backend_version,
-        memory,
-        prefill_ms_per_token,
-        decode_tok_s,
-        max_input_tokens,
-        check,
-        points,
-        servers: Vec::new(),
-        server_api: engines::ServerApi::Native,
-    }
 }
