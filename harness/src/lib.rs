@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0 | [`stats`] (mean, medians), [`models`] (known model names, the cache dir), [`task`] (a task directory, checked) |
 //! | 1 | [`fingerprint`] (SHA-256 of model and task files), [`score`] (per-field scoring, feedback), [`bounds`] (schema bounds from train) |
-//! | 2 | [`overflow`] (documents longer than the context), [`eval`] (one eval pass), [`summary`] (an eval pass in numbers), [`llm`] (the optimizer model's clients), [`init`] (a task from a JSONL/CSV file) |
+//! | 2 | [`overflow`] (documents longer than the context), [`eval`] (one eval pass), [`summary`] (an eval pass in numbers), [`llm`] (the optimizer model's clients), [`init`] (a task from a JSONL/CSV file), [`peer`] (`compare`'s llama-server client, the seed's workflow) |
 //! | 3 | [`calibrate`] (probes, fits, the routing table), [`router`] (`--engine`: which engine, what context, per-example routing) |
 //! | 4 | [`config`] (a run's configuration, its defaults and the values older logs ran with) |
 //! | 5 | [`engine_setup`] (an engine set-up prepared for a task and loaded) |
@@ -27,6 +27,7 @@ pub mod llm;
 pub mod models;
 pub mod optimize;
 pub mod overflow;
+pub mod peer;
 pub mod report;
 pub mod router;
 pub mod score;
