@@ -16,7 +16,7 @@ use crate::llm::Optimizer;
 use crate::optimize::cache::{engine_key, EngineKeyParts};
 use crate::optimize::log::read_header;
 use crate::optimize::records::{Header, FORMAT_VERSION};
-use crate::optimize::{self, LogError, Observer, OptimizeError, Outcome, RunLog, Setup, LOG_FILE};
+use crate::optimize::{self, LogError, LoopInputs, Observer, OptimizeError, RunLog, RunOutcome, LOG_FILE};
 use crate::task::{Task, TaskError};
 
 /// Why a run could not be started or resumed. [`StartError::is_input`] tells the user's fault
@@ -211,10 +211,10 @@ impl Session {
         optimizer: Option<Box<dyn Optimizer>>,
         price: Option<Price>,
         observer: &mut dyn Observer,
-    ) -> Result<Outcome, OptimizeError> {
+    ) -> Result<RunOutcome, OptimizeError> {
         let config = self.config().clone();
         let validator = self.task.validator()?;
-        let setup = Setup {
+        let setup = LoopInputs {
             task: &self.task,
             engine,
             constraint: self.prepared.constraint.as_ref(),

@@ -34,7 +34,7 @@ pub use events::{Event, Observer};
 pub use log::{LogError, RunLog, LOG_FILE};
 pub use outcome::{Rejection, Verdict};
 pub use prompt::Prompt;
-pub use search::{run, Outcome, Setup, BEST_PROMPT_FILE};
+pub use search::{run, LoopInputs, RunOutcome, BEST_PROMPT_FILE};
 
 /// Errors of an optimize run.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ use crate::task::{Example, Task};
 pub const BEST_PROMPT_FILE: &str = "best_prompt.txt";
 
 /// Everything the loop needs besides the log and the proposers.
-pub struct Setup<'a> {
+pub struct LoopInputs<'a> {
     pub task: &'a Task,
     pub engine: &'a dyn Engine,
     /// The constraint schema (possibly hardened with bounds); `None` = unconstrained.
@@ -45,7 +45,7 @@ pub struct Setup<'a> {
 
 /// What a finished run returns.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct RunOutcome {
     pub summary: FinalEntry,
     pub best_prompt: String,
     /// Evals run by this process (the rest came from the log).
@@ -57,11 +57,11 @@ pub struct Outcome {
 /// Runs (or, on a resumed log, continues) the loop to its end. `optimizer` is the client of
 /// the LLM proposers; a schedule holding one needs it unless every call is in the log.
 pub fn run(
-    setup: &Setup<'_>,
+    setup: &LoopInputs<'_>,
     log: &mut RunLog,
     optimizer: Option<Box<dyn crate::llm::Optimizer>>,
     observer: &mut dyn Observer,
-) -> Result<Outcome, OptimizeError> {
+) -> Result<RunOutcome, OptimizeError> {
     let search = &setup.config.search;
     let engine_key = log.header().engine_key.clone();
     let target = EvalTarget {
@@ -91,7 +91,7 @@ pub fn run(
 }
 
 struct Loop<'a, 'l> {
-    s: &'a Setup<'a>,
+    s: &'a LoopInputs<'a>,
     log: &'l mut RunLog,
     obs: &'l mut dyn Observer,
     evaluator: Evaluator<'a>,
@@ -118,7 +118,7 @@ struct Current {
 }
 
 impl Loop<'_, '_> {
-    fn run(&mut self) -> Result<Outcome, OptimizeError> {
+    fn run(&mut self) -> Result<RunOutcome, OptimizeError> {
         let opts = &self.s.config.search;
         let task = self.s.task;
         let train = limit(&task.split("train")?.examples, opts.limit_train);
@@ -345,7 +345,7 @@ impl Loop<'_, '_> {
         (iterations, accepted): (usize, usize),
         stopped_by: String,
         min_detectable_gain: Option<f64>,
-    ) -> Result<Outcome, OptimizeError> {
+    ) -> Result<RunOutcome, OptimizeError> {
         let task = self.s.task;
         let mut rows = vec![row("train", &base_train, &cur.train), row("dev", &base_dev, &cur.dev)];
         if let Some(test) = task.splits.get("test") {
@@ -367,7 +367,7 @@ impl Loop<'_, '_> {
             rows,
         };
         self.log.emit(&LogRecord::Final(summary.clone()))?;
-        Ok(Outcome {
+        Ok(RunOutcome {
             summary,
             best_prompt: cur.prompt.text(),
             evals_run: self.log.evals_run(),

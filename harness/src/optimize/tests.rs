@@ -107,7 +107,7 @@ fn run(
     config: RunConfig,
     engine: &ScriptedEngine,
     out: &str,
-) -> (Result<super::Outcome, OptimizeError>, Vec<Event>) {
+) -> (Result<super::RunOutcome, OptimizeError>, Vec<Event>) {
     let mut session = Session::start(fx.task(), &fx.out(out), config).unwrap();
     let mut events = Recorder::default();
     let result = session.run(engine, None, None, &mut events);
