@@ -1,5 +1,5 @@
 //! The eval runner: renders each example's prompt, sends the split through an engine in
-//! batches, scores every output, and hands each record to a [`Reporter`] as soon as it exists
+//! batches, scores every output, and hands each record to a [`RecordSink`] as soon as it exists
 //! (so a `--out` file keeps everything computed even if the run stops half way).
 
 use std::time::Instant;
@@ -118,8 +118,9 @@ impl ExampleRecord {
     }
 }
 
-/// Receives progress from [`run`]. The binary draws a progress bar and writes `--out`.
-pub trait Reporter {
+/// Where [`run`] sends each record as soon as it is scored, with the pass's start and end (not
+/// the HTML report: see `report`). The binary's sink draws a progress bar and writes `--out`.
+pub trait RecordSink {
     fn start(&mut self, _total: usize) {}
     /// Called once per example, in order, as soon as it is scored.
     ///
@@ -131,22 +132,22 @@ pub trait Reporter {
     fn finish(&mut self) {}
 }
 
-/// A reporter that does nothing.
+/// A sink that drops everything.
 pub struct Silent;
-impl Reporter for Silent {}
+impl RecordSink for Silent {}
 
 /// Runs `examples` through `engine` and scores them. Records come back in example order.
 ///
 /// # Errors
-/// Only a reporter failure; engine failures are recorded per example.
+/// Only a sink failure; engine failures are recorded per example.
 pub fn run(
     engine: &dyn Engine,
     spec: &EvalSpec<'_>,
     examples: &[Example],
-    reporter: &mut dyn Reporter,
+    sink: &mut dyn RecordSink,
 ) -> std::io::Result<(Vec<ExampleRecord>, f64)> {
     let t0 = Instant::now();
-    reporter.start(examples.len());
+    sink.start(examples.len());
     let chunk = engine.info().capabilities.max_batch.max(1);
     let mut records = Vec::with_capacity(examples.len());
     for group in examples.chunks(chunk) {
@@ -172,11 +173,11 @@ pub fn run(
                 }
                 PlanKind::Chunked => merge_windows(spec, ex, res),
             };
-            reporter.record(&rec)?;
+            sink.record(&rec)?;
             records.push(rec);
         }
     }
-    reporter.finish();
+    sink.finish();
     Ok((records, t0.elapsed().as_secs_f64() * 1000.0))
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use harness::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
+use harness::eval::{self, EvalSpec, ExampleRecord, PromptSpec, RecordSink};
 use harness::summary::{Labels, Summary};
 use harness::task::health::{self, HealthOptions};
 use harness::task::Task;
@@ -96,8 +96,8 @@ pub fn run(args: &EvalArgs, quiet: bool) -> anyhow::Result<()> {
         overflow: e.on_overflow,
         drafts: drafts.as_ref(),
     };
-    let mut reporter = CliReporter::new(args.out.as_deref(), quiet || args.json)?;
-    let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut reporter)
+    let mut sink = CliSink::new(args.out.as_deref(), quiet || args.json)?;
+    let (records, wall_ms) = eval::run(engine.as_ref(), &spec, examples, &mut sink)
         .with_context(|| format!("writing {}", args.out.as_deref().unwrap_or(Path::new("-")).display()))?;
 
     let labels = Labels {
@@ -163,12 +163,12 @@ pub(super) fn read_prompt(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Progress bar on a terminal, and the `--out` JSONL file written record by record.
-struct CliReporter {
+struct CliSink {
     bar: Option<ProgressBar>,
     out: Option<BufWriter<fs_err::File>>,
 }
 
-impl CliReporter {
+impl CliSink {
     fn new(out: Option<&Path>, hide_bar: bool) -> anyhow::Result<Self> {
         let out = match out {
             Some(path) => {
@@ -184,7 +184,7 @@ impl CliReporter {
     }
 }
 
-impl Reporter for CliReporter {
+impl RecordSink for CliSink {
     fn start(&mut self, total: usize) {
         if let Some(bar) = &mut self.bar {
             *bar = ProgressBar::new(total as u64);

@@ -10,7 +10,7 @@ use super::log::{LogError, RunLog};
 use super::prompt::{sha256_hex, Prompt};
 use super::records::EvalEntry;
 use super::OptimizeError;
-use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, Reporter};
+use crate::eval::{self, EvalSpec, ExampleRecord, PromptSpec, RecordSink};
 use crate::overflow::Overflow;
 use crate::task::{Example, Task};
 
@@ -95,7 +95,7 @@ impl<'a> Evaluator<'a> {
                     overflow: s.overflow,
                     drafts: self.drafts.get(split),
                 };
-                let mut rep = LogReporter {
+                let mut rep = LogSink {
                     log,
                     prompt_sha256: &prompt_sha,
                     instruction_sha256: sha,
@@ -136,7 +136,7 @@ impl<'a> Evaluator<'a> {
 }
 
 /// Logs each record as it is scored.
-struct LogReporter<'a> {
+struct LogSink<'a> {
     log: &'a mut RunLog,
     prompt_sha256: &'a str,
     instruction_sha256: &'a str,
@@ -145,7 +145,7 @@ struct LogReporter<'a> {
     error: Option<LogError>,
 }
 
-impl Reporter for LogReporter<'_> {
+impl RecordSink for LogSink<'_> {
     fn record(&mut self, rec: &ExampleRecord) -> std::io::Result<()> {
         let entry = EvalEntry {
             prompt_sha256: self.prompt_sha256.to_owned(),
