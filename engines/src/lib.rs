@@ -7,6 +7,7 @@
 //! compiled in still has its [`EngineKind`] and returns [`EngineError::NotCompiled`] from
 //! [`load`].
 
+mod config;
 pub mod digest;
 mod error;
 #[cfg(any(feature = "candle", feature = "mlx"))]
@@ -39,15 +40,15 @@ pub mod mlx;
 #[cfg(feature = "remote")]
 pub mod remote;
 
+pub use config::{Capabilities, EngineConfig, EngineInfo, PrefixCacheConfig, ServerApi};
 pub use error::EngineError;
 pub use json_scan::JsonScanner;
 pub use rng::SplitMix64;
 pub use routed::{Member, RoutedEngine};
 pub use scripted::ScriptedEngine;
 pub use types::{
-    CacheTier, Capabilities, ChatMessage, Constraint, ConstraintBackend, EngineConfig, EngineInfo, EngineKind, PrefixBoundary,
-    PrefixCacheConfig, PrefixCacheUse, Request, Response, Sampling, ServerApi, StopReason, Timings, TokenCounts, TokenLogprob,
-    WeightFormat,
+    CacheTier, ChatMessage, Constraint, ConstraintBackend, EngineKind, PrefixBoundary, PrefixCacheUse, Request, Response,
+    Sampling, StopReason, Timings, TokenCounts, TokenLogprob, WeightFormat,
 };
 
 /// An inference engine serving one model: in process (`llama`, `candle`, `mlx`), on
