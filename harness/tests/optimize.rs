@@ -201,7 +201,7 @@ fn corrupt_middle_line_and_foreign_task_exit_2() {
     let other = task_copy();
     std::fs::write(
         other.path().join("task.toml"),
-        std::fs::read_to_string(task.join("task.toml")).unwrap().replace("name = \"cuad-mini\"", "name = \"other\""),
+        std::fs::read_to_string(other.path().join("task.toml")).unwrap().replace("name = \"cuad-mini\"", "name = \"other\""),
     )
     .unwrap();
     let out = promptloop(&["optimize", "--task", other.path().to_str().unwrap(), "--out", run.to_str().unwrap()]);

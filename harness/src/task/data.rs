@@ -189,7 +189,7 @@ fn dataset_dir_in(name: &str, task_dir: &Path, named: Option<&Path>) -> Result<P
 fn how_to_get(name: &str) -> String {
     format!(
         "Point --data-root (or {DATA_ROOT_ENV}) at the folder that holds `{name}/`; the datasets are not in this \
-         repository: each task's README section in docs/tasks.md names its upstream source and license"
+         repository: docs/tasks.md names each one's upstream source and license"
     )
 }
 
